@@ -1,0 +1,3 @@
+"""democratic-ai: the edge AI hub daemon."""
+
+__version__ = "0.1.0"

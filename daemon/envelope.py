@@ -1,0 +1,149 @@
+"""The one internal envelope every door decodes into (mirrors proto/mcp_v2.proto)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class MessageType(enum.Enum):
+    REQUEST = "request"
+    RESPONSE = "response"
+    EVENT = "event"
+    ERROR = "error"
+    STREAM_PART = "stream_part"
+    STREAM_END = "stream_end"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a caller presented; exactly what the door read off the wire."""
+
+    api_key: str | None = None
+    bearer: str | None = None
+
+    @property
+    def present(self) -> bool:
+        return bool(self.api_key or self.bearer)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: who, for which tenant, allowed to do what."""
+
+    tenant_id: str
+    tenant_name: str
+    plan: str
+    role: str
+    permissions: frozenset[str]
+    subject: str  # "user:<id>" or "key:<prefix>", the audit and usage identity
+    user_id: str | None = None
+    key_id: str | None = None
+    rate_limit: str | None = None  # the key's own limit, e.g. "100/min"
+    auth: str = "api_key"  # "api_key" | "jwt"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """A call as a door decoded it, before authentication."""
+
+    action: str
+    payload: Any = None
+    target: str = ""
+    type: MessageType = MessageType.REQUEST
+    priority: int = 5
+    ttl: float | None = None  # seconds, from the body or the caller's deadline
+    correlation_id: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    door: str = "http"
+    trace_id: str = ""
+    bytes_in: int = 0
+    # federation
+    origin_node: str = ""
+    hop_count: int = 0
+    visited: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An authenticated, validated call travelling through the pipeline."""
+
+    id: str
+    type: MessageType
+    action: str
+    payload: Any
+    principal: Principal
+    target: str
+    priority: int
+    ttl: float | None
+    deadline: float | None  # loop time after which the call must not start or finish
+    timestamp: float  # wall clock, seconds since the epoch
+    correlation_id: str
+    headers: dict[str, str]
+    door: str
+    trace_id: str
+    bytes_in: int
+    source: str = ""
+    origin_node: str = ""
+    hop_count: int = 0
+    visited: tuple[str, ...] = ()
+
+    @staticmethod
+    def new_id() -> str:
+        return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Proof that the call's usage is durable in the ledger."""
+
+    seq: int
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash}
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """The final answer of a call, as every door reports it."""
+
+    id: str
+    correlation_id: str
+    module: str
+    result: Any
+    receipt: Receipt | None
+    usage: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "correlation_id": self.correlation_id,
+            "module": self.module,
+            "result": self.result,
+            "receipt": self.receipt.to_dict() if self.receipt else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressPart:
+    """A streamed progress part; the stream ends with a CallResult."""
+
+    id: str
+    progress: float
+    message: str = ""
+    data: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        part: dict[str, Any] = {
+            "type": "progress",
+            "id": self.id,
+            "progress": self.progress,
+            "is_complete": False,
+            "message": self.message,
+        }
+        if self.data is not None:
+            part["data"] = self.data
+        return part

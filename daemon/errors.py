@@ -1,0 +1,140 @@
+"""The one exception root of the hub and its mapping to the contract's codes.
+
+Every error a caller can see is a ``HubError`` leaf.  Doors never invent codes:
+they read ``code``, ``http_status`` and ``grpc_status`` from the class, so the
+table in shared/CONTRACT.md lives here and only here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class HubError(Exception):
+    """Root of every error the hub reports to a caller."""
+
+    code: ClassVar[str] = "UNAVAILABLE"
+    http_status: ClassVar[int] = 503
+    # the name of a grpc.StatusCode member; kept as text so this module does not import grpc
+    grpc_status: ClassVar[str] = "UNAVAILABLE"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def to_body(self, trace_id: str = "") -> dict[str, Any]:
+        """The contract's error body: ``{"error": {"code", "message", "details", "trace_id"}}``."""
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "details": self.details,
+                "trace_id": trace_id,
+            }
+        }
+
+
+class ValidationError(HubError):
+    code, http_status, grpc_status = "VALIDATION_ERROR", 400, "INVALID_ARGUMENT"
+
+
+class Unauthenticated(HubError):
+    code, http_status, grpc_status = "UNAUTHENTICATED", 401, "UNAUTHENTICATED"
+
+
+class PermissionDenied(HubError):
+    code, http_status, grpc_status = "PERMISSION_DENIED", 403, "PERMISSION_DENIED"
+
+
+class CapabilityNotFound(HubError):
+    code, http_status, grpc_status = "CAPABILITY_NOT_FOUND", 404, "NOT_FOUND"
+
+
+class ModuleNotFound(HubError):
+    code, http_status, grpc_status = "MODULE_NOT_FOUND", 404, "NOT_FOUND"
+
+
+class NotFound(HubError):
+    code, http_status, grpc_status = "NOT_FOUND", 404, "NOT_FOUND"
+
+
+class MethodNotAllowed(HubError):
+    code, http_status, grpc_status = "METHOD_NOT_ALLOWED", 405, "UNIMPLEMENTED"
+
+
+class Conflict(HubError):
+    """A resource that already exists (a tenant or user name taken)."""
+
+    code, http_status, grpc_status = "CONFLICT", 409, "ALREADY_EXISTS"
+
+
+class PayloadTooLarge(HubError):
+    code, http_status, grpc_status = "PAYLOAD_TOO_LARGE", 413, "RESOURCE_EXHAUSTED"
+
+
+class RateLimited(HubError):
+    code, http_status, grpc_status = "RATE_LIMITED", 429, "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self,
+        message: str,
+        retry_after: float,
+        headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, {"retry_after": retry_after, **(details or {})})
+        self.retry_after = retry_after
+        self.headers: dict[str, str] = headers or {}
+
+
+class CreditsExhausted(HubError):
+    code, http_status, grpc_status = "CREDITS_EXHAUSTED", 402, "FAILED_PRECONDITION"
+
+
+class DeadlineExceeded(HubError):
+    code, http_status, grpc_status = "DEADLINE_EXCEEDED", 504, "DEADLINE_EXCEEDED"
+
+
+class ModuleError(HubError):
+    code, http_status, grpc_status = "MODULE_ERROR", 502, "INTERNAL"
+
+
+class Unavailable(HubError):
+    code, http_status, grpc_status = "UNAVAILABLE", 503, "UNAVAILABLE"
+
+
+class ConfigError(Exception):
+    """A bad configuration file or value; names the key.  Not a caller-visible error."""
+
+
+ERRORS_BY_CODE: dict[str, type[HubError]] = {
+    cls.code: cls
+    for cls in (
+        ValidationError,
+        Unauthenticated,
+        PermissionDenied,
+        CapabilityNotFound,
+        ModuleNotFound,
+        NotFound,
+        MethodNotAllowed,
+        Conflict,
+        PayloadTooLarge,
+        RateLimited,
+        CreditsExhausted,
+        DeadlineExceeded,
+        ModuleError,
+        Unavailable,
+    )
+}
+
+
+def error_from_body(body: dict[str, Any]) -> HubError:
+    """Rebuild a HubError from a contract error body (remote modules, peers, clients)."""
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    cls = ERRORS_BY_CODE.get(str(err.get("code")), ModuleError)
+    message = str(err.get("message", "remote error"))
+    details = err.get("details") if isinstance(err.get("details"), dict) else None
+    if cls is RateLimited:
+        return RateLimited(message, retry_after=float((details or {}).get("retry_after", 1)))
+    return cls(message, details)

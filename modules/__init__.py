@@ -1,0 +1,1 @@
+"""Module SDK, the ONNX runtime helper and the built-in modules."""
