@@ -116,6 +116,10 @@ class CallResult:
     result: Any
     receipt: Receipt | None
     usage: dict[str, float] = field(default_factory=dict)
+    #: the result already serialized as JSON (doors splice it in instead of encoding twice)
+    result_json: bytes = b"null"
+    #: headers a door should add to the reply (RateLimit-* and the like)
+    headers: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
