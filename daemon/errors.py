@@ -104,6 +104,12 @@ class Unavailable(HubError):
     code, http_status, grpc_status = "UNAVAILABLE", 503, "UNAVAILABLE"
 
 
+class InternalError(HubError):
+    """A bug in the hub; logged with its traceback, answered with the contract's body."""
+
+    code, http_status, grpc_status = "INTERNAL", 500, "INTERNAL"
+
+
 class ConfigError(Exception):
     """A bad configuration file or value; names the key.  Not a caller-visible error."""
 
@@ -125,6 +131,7 @@ ERRORS_BY_CODE: dict[str, type[HubError]] = {
         DeadlineExceeded,
         ModuleError,
         Unavailable,
+        InternalError,
     )
 }
 

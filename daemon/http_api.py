@@ -9,6 +9,7 @@ pipeline (or the admin and usage APIs) and encode: no business logic lives here.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from daemon.envelope import CallRequest, CallResult, Credentials, MessageType, Principal, ProgressPart
-from daemon.errors import HubError, MethodNotAllowed, NotFound, RateLimited, ValidationError
+from daemon.errors import HubError, InternalError, MethodNotAllowed, NotFound, RateLimited, ValidationError
 from daemon.logs import trace_id_var
 from daemon.metrics import HubMetrics
 from daemon.pipeline import Pipeline
+
+log = logging.getLogger("democratic_ai.http")
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -240,6 +243,9 @@ class HttpApi:
             return response
         except HubError as exc:
             return error_response(exc, trace_id)
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.path})
+            return error_response(InternalError("the hub failed to handle this request"), trace_id)
         finally:
             trace_id_var.reset(token)
 

@@ -1,0 +1,1 @@
+"""Doors: thin adapters from a wire protocol into the one pipeline."""

@@ -1,0 +1,230 @@
+"""The HTTP/1.1 + WebSocket door (aiohttp).
+
+Plain routes go through ``HttpApi`` (shared with the HTTP/3 door).  Two WebSocket
+routes live here because they are connection-shaped: ``/v1/ws`` (clients: many calls
+and their streamed parts over one socket) and ``/v1/modules/attach`` (remote modules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from daemon.config import HttpConfig, parse_listen
+from daemon.envelope import CallResult, Credentials
+from daemon.errors import HubError, PayloadTooLarge, PermissionDenied, ValidationError
+from daemon.http_api import ApiRequest, ApiResponse, HttpApi, error_response, parse_call
+from daemon.module_host import ModuleHost
+from daemon.pipeline import Pipeline
+from daemon.remote_module import RemoteModule, parse_registration
+
+log = logging.getLogger("democratic_ai.http")
+
+ATTACH_PERMISSION = "module:create"
+WS_PATHS = ("/v1/ws", "/v1/modules/attach")
+
+
+class HttpDoor:
+    def __init__(self, config: HttpConfig, api: HttpApi, pipeline: Pipeline, host: ModuleHost, *,
+                 alt_svc: str = "", remote_concurrency: int = 16) -> None:
+        self.config = config
+        self.api = api
+        self.pipeline = pipeline
+        self.host = host
+        self.alt_svc = alt_svc
+        self.remote_concurrency = remote_concurrency
+        self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
+        self.port = 0
+
+    def build_app(self) -> web.Application:
+        # aiohttp enforces the body limit itself (client_max_size) before we read it
+        app = web.Application(client_max_size=self.config.max_body_bytes, handler_args={"max_field_size": 16384})
+        app.router.add_get("/v1/ws", self.client_socket)
+        app.router.add_get("/v1/modules/attach", self.attach_socket)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def start(self) -> None:
+        host, port = parse_listen(self.config.listen)
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        log.info("http door listening", extra={"listen": f"{host}:{self.port}"})
+
+    async def stop_accepting(self) -> None:
+        """Close the listening socket; connections already open keep being served."""
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"hub shutting down")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- plain routes -----------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.read() if request.can_read_body else b""
+        except web.HTTPRequestEntityTooLarge:
+            exc = PayloadTooLarge(f"the body is over {self.config.max_body_bytes} bytes",
+                                  {"limit": self.config.max_body_bytes})
+            return self._write_plain(error_response(exc, ""))
+        api_request = ApiRequest(
+            method=request.method,
+            path=request.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            query=dict(request.query),
+            remote=request.remote or "",
+            door="http",
+        )
+        response = await self.api.handle(api_request)
+        if response.stream is None:
+            return self._write_plain(response)
+        stream_response = web.StreamResponse(status=response.status, headers=self._headers(response))
+        try:
+            await stream_response.prepare(request)
+            async for chunk in response.stream:
+                await stream_response.write(chunk)
+            await stream_response.write_eof()
+        finally:
+            await response.stream.aclose()
+        return stream_response
+
+    def _headers(self, response: ApiResponse) -> dict[str, str]:
+        headers = dict(response.headers)
+        if self.alt_svc:
+            headers["alt-svc"] = self.alt_svc
+        return headers
+
+    def _write_plain(self, response: ApiResponse) -> web.Response:
+        return web.Response(status=response.status, body=response.body, headers=self._headers(response))
+
+    # -- WebSocket for clients ----------------------------------------------------------
+    async def client_socket(self, request: web.Request) -> web.StreamResponse:
+        """Calls over one socket: {"id", "action", "payload", "stream"?, ...} -> parts/result/error frames.
+
+        Credentials come from the upgrade request's headers, or from a first frame
+        ``{"type": "auth", "api_key" | "token": ...}`` for clients that cannot set headers.
+        """
+        credentials = Credentials(
+            api_key=request.headers.get("X-API-Key"),
+            bearer=_bearer(request.headers.get("Authorization", "")),
+        )
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.config.max_body_bytes)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        send_lock = asyncio.Lock()
+
+        async def send(frame: dict[str, Any]) -> None:
+            async with send_lock:
+                if not ws.closed:
+                    await ws.send_str(json.dumps(frame, separators=(",", ":")))
+
+        try:
+            async with asyncio.TaskGroup() as calls:
+                async for message in ws:
+                    if message.type is not WSMsgType.TEXT:
+                        if message.type is WSMsgType.BINARY:
+                            await send(_frame_error(None, ValidationError("frames must be JSON text"), ""))
+                        continue
+                    try:
+                        frame = json.loads(message.data)
+                    except ValueError:
+                        await send(_frame_error(None, ValidationError("the frame is not valid JSON"), ""))
+                        continue
+                    if isinstance(frame, dict) and frame.get("type") == "auth":
+                        credentials = Credentials(api_key=frame.get("api_key"), bearer=frame.get("token"))
+                        await send({"type": "auth", "ok": True})
+                        continue
+                    calls.create_task(self._ws_call(frame, credentials, request, send, len(message.data)))
+        finally:
+            self._sockets.discard(ws)
+        return ws
+
+    async def _ws_call(self, frame: Any, credentials: Credentials, request: web.Request,
+                       send: Any, size: int) -> None:
+        call_id = frame.get("id") if isinstance(frame, dict) else None
+        trace_id = ApiRequest("GET", "", {k.lower(): v for k, v in request.headers.items()}).trace_id
+        try:
+            call = parse_call(frame, "ws", trace_id, size)
+            ua = request.headers.get("User-Agent", "")
+            parts = self.pipeline.stream(call, credentials, ip=request.remote or "", user_agent=ua,
+                                         parts=bool(frame.get("stream")))
+            async for part in parts:
+                if isinstance(part, CallResult):
+                    await send({"id": call_id, "type": "result", **part.to_dict()})
+                else:
+                    await send({**part.to_dict(), "id": call_id})
+        except HubError as exc:
+            await send(_frame_error(call_id, exc, trace_id))
+
+    # -- WebSocket for remote modules -------------------------------------------------------
+    async def attach_socket(self, request: web.Request) -> web.StreamResponse:
+        ip = request.remote or ""
+        ua = request.headers.get("User-Agent", "")
+        credentials = Credentials(api_key=request.headers.get("X-API-Key"),
+                                  bearer=_bearer(request.headers.get("Authorization", "")))
+        try:
+            principal = await self.pipeline.authenticate(credentials, ip=ip, user_agent=ua)
+            self.pipeline.auth.authorize(principal, ATTACH_PERMISSION)
+        except HubError as exc:
+            return self._write_plain(error_response(exc, ""))
+        ws = web.WebSocketResponse(heartbeat=15, max_msg_size=self.config.max_body_bytes)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        module: RemoteModule | None = None
+        try:
+            first = await ws.receive(timeout=10)
+            frame = json.loads(first.data) if first.type is WSMsgType.TEXT else None
+            module_id, concurrency, capabilities = parse_registration(frame, self.remote_concurrency)
+            if module_id in self.host.router:
+                raise PermissionDenied(f"module id {module_id!r} is already attached", {"module_id": module_id})
+
+            async def send(out: dict[str, Any]) -> None:
+                await ws.send_str(json.dumps(out, separators=(",", ":")))
+
+            module = RemoteModule(module_id, concurrency, capabilities, send, owner=principal.subject)
+            self.host.add(module)
+            await send({"type": "registered", "module_id": module_id})
+            async for message in ws:
+                if message.type is WSMsgType.TEXT:
+                    with contextlib.suppress(ValueError):
+                        reply = json.loads(message.data)
+                        if isinstance(reply, dict):
+                            module.deliver(reply)
+        except (HubError, ValueError, TimeoutError) as exc:
+            error = exc if isinstance(exc, HubError) else ValidationError(f"bad registration: {exc}")
+            if not ws.closed:
+                await ws.send_str(json.dumps({"type": "error", **error.to_body("")}))
+        finally:
+            self._sockets.discard(ws)
+            if module is not None:
+                # routes vanish first, then in-flight calls end (and may retry elsewhere)
+                self.host.remove(module.module_id)
+                module.disconnected()
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+
+def _bearer(header: str) -> str | None:
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
+def _frame_error(call_id: Any, exc: HubError, trace_id: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "error", **exc.to_body(trace_id)}

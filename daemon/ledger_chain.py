@@ -1,0 +1,151 @@
+"""The usage ledger's on-disk form: schema, the hash chain, and the end-to-end verifier.
+
+Kept apart from the writer (daemon/ledger.py) so ``democratic-ai ledger
+verify`` and tests read the same definition of an entry's hash the writer
+wrote, without starting a writer thread.
+
+Entry ``n`` stores ``prev_hash`` (entry ``n-1``'s hash, or 64 zeros for the
+first) and ``hash = sha256(prev_hash + canonical JSON of its fields)``, so a
+change to any field of any entry breaks every later link.  The single-row
+``head`` table, written in the same transaction as each batch, anchors the
+tail: rows lost from the end (a torn or truncated file) disagree with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+#: the hashed fields of an entry, in the order they are hashed (and stored)
+FIELDS = (
+    "seq", "event_id", "kind", "tenant_id", "subject", "plan", "action", "module",
+    "api_calls", "compute_ms", "bytes_in", "bytes_out", "units", "credits", "ts_us", "trace_id",
+)
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY,      -- assigned by the one writer, 1, 2, 3 ...
+    event_id   TEXT    NOT NULL UNIQUE,  -- UUID; a replayed event cannot be billed twice
+    kind       TEXT    NOT NULL,         -- 'usage' | 'top_up'
+    tenant_id  TEXT    NOT NULL,
+    subject    TEXT    NOT NULL,         -- opaque 'user:<id>' / 'key:<prefix>', never an email
+    plan       TEXT    NOT NULL,
+    action     TEXT    NOT NULL,
+    module     TEXT    NOT NULL,
+    api_calls  INTEGER NOT NULL,
+    compute_ms REAL    NOT NULL,
+    bytes_in   INTEGER NOT NULL,
+    bytes_out  INTEGER NOT NULL,
+    units      TEXT    NOT NULL,         -- canonical JSON object of model units (audio_s, images)
+    credits    TEXT    NOT NULL,         -- Decimal delta: '-0.05' debit, '1000' top-up, '0'
+    ts_us      INTEGER NOT NULL,         -- wall clock, microseconds UTC, never decreasing
+    trace_id   TEXT    NOT NULL,
+    prev_hash  TEXT    NOT NULL,
+    hash       TEXT    NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS events_tenant_ts ON events (tenant_id, ts_us);
+-- no update or delete path exists; corrections are new events
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'the usage ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'the usage ledger is append-only'); END;
+CREATE TABLE IF NOT EXISTS head (
+    id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL, ts_us INTEGER NOT NULL
+) STRICT;
+INSERT OR IGNORE INTO head VALUES (1, 0, '{GENESIS}', 0);
+-- a cache of sum(credits) per prepaid tenant, same transaction as the events; verify rechecks it
+CREATE TABLE IF NOT EXISTS credit_balances (tenant_id TEXT PRIMARY KEY, balance TEXT NOT NULL) STRICT;
+"""
+
+INSERT = f"INSERT INTO events ({', '.join(FIELDS)}, prev_hash, hash) VALUES ({', '.join('?' * (len(FIELDS) + 2))})"
+
+
+def entry_hash(prev_hash: str, values: tuple[Any, ...]) -> str:
+    """sha256 over the previous hash and the canonical JSON of the entry's FIELDS values."""
+    body = json.dumps(values, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+def canonical_units(units: dict[str, float]) -> str:
+    return json.dumps(units, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def apply_pragmas(conn: sqlite3.Connection) -> None:
+    """WAL + synchronous=FULL: a commit is on disk (WAL fsynced) before it returns."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+
+
+def connect_ro(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection; never creates a file."""
+    conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    count: int  # entries that verified before the first problem (all of them when ok)
+    first_bad_seq: int | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "count": self.count, "first_bad_seq": self.first_bad_seq,
+                "reason": self.reason}
+
+
+def verify(path: str | Path) -> VerifyResult:
+    """Walk the chain from seq 1 to the head; name the first entry that does not hold."""
+    if not Path(path).is_file():
+        return VerifyResult(False, 0, None, f"no ledger at {path}")
+    count, expected = 0, 1
+    try:
+        conn = connect_ro(path)
+    except sqlite3.Error as exc:
+        return VerifyResult(False, 0, 1, f"cannot open the ledger: {exc}")
+    try:
+        prev, last_ts = GENESIS, 0
+        balances: dict[str, Decimal] = {}
+        rows = conn.execute(f"SELECT {', '.join(FIELDS)}, prev_hash, hash FROM events ORDER BY seq")
+        for row in rows:
+            values, prev_hash, digest = tuple(row[: len(FIELDS)]), row[-2], row[-1]
+            seq = values[0]
+            if seq != expected:
+                return VerifyResult(False, count, expected, f"entry {expected} is missing (next is {seq})")
+            if prev_hash != prev:
+                return VerifyResult(False, count, seq, f"entry {seq} does not link to entry {seq - 1}")
+            if entry_hash(prev_hash, values) != digest:
+                return VerifyResult(False, count, seq, f"entry {seq} was altered: its hash does not match")
+            if values[14] < last_ts:
+                return VerifyResult(False, count, seq, f"entry {seq} goes back in time")
+            if values[13] != "0":
+                balances[values[3]] = balances.get(values[3], Decimal(0)) + Decimal(values[13])
+            prev, last_ts, count, expected = digest, values[14], count + 1, expected + 1
+        head_seq, head_hash = conn.execute("SELECT seq, hash FROM head").fetchone()
+        if head_seq != count or head_hash != prev:
+            return VerifyResult(False, count, count + 1,
+                                f"the ledger ends at entry {count} but its head records entry {head_seq}: "
+                                "the tail is torn or lost")
+        for tenant, text in conn.execute("SELECT tenant_id, balance FROM credit_balances"):
+            if Decimal(text) != balances.pop(tenant, Decimal(0)):
+                return VerifyResult(False, count, None, f"credit balance of tenant {tenant} != its events")
+        if balances:
+            return VerifyResult(False, count, None, f"credit balances missing for {sorted(balances)}")
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            return VerifyResult(False, count, None, f"sqlite quick_check: {check}")
+    except (sqlite3.Error, InvalidOperation, TypeError, ValueError) as exc:
+        # a torn page or a truncated file surfaces as 'database disk image is malformed'
+        return VerifyResult(False, count, expected, f"entry {expected} is unreadable (torn or corrupt): {exc}")
+    finally:
+        conn.close()
+    return VerifyResult(True, count, None, f"{count} entries, chain intact")

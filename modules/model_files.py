@@ -1,0 +1,110 @@
+"""Model files: where the shipped ones live and whether they are the files we expect.
+
+Every model a built-in module loads is named in that module's manifest with its
+sha256, so a truncated download or a swapped file fails at start() with a clear
+message instead of producing wrong answers at call time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+class ModelLoadError(RuntimeError):
+    """A model file is missing, corrupt or cannot be loaded; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """A model file and the sha256 its manifest expects (None: not verified, logged by the caller)."""
+
+    path: Path
+    sha256: str | None = None
+
+
+def package_dir(package: str) -> Path:
+    """The directory of an installed package, found without importing it.
+
+    ``silero_vad/__init__`` imports torch, which the hub does not install: only its
+    data files are used, so the package is located, never executed.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"package {package!r} is not installed; it ships the model files")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_file(package: str, relative: str, sha256: str | None) -> ModelFile:
+    return ModelFile(package_dir(package) / relative, sha256)
+
+
+class _DigestMemo:
+    """sha256 per (path, size, mtime): a module restarted in the same process does not re-hash."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    def digest(self, path: Path) -> str:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise ModelLoadError(f"model file {path} cannot be read: {exc}") from exc
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            known = self._digests.get(key)
+        if known is not None:
+            return known
+        digest = sha256_file(path)
+        with self._lock:
+            self._digests[key] = digest
+        return digest
+
+
+# process-wide on purpose: the digest of an unchanged file is a fact, not per-module state
+_MEMO = _DigestMemo()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while block := f.read(_CHUNK):
+                h.update(block)
+    except OSError as exc:
+        raise ModelLoadError(f"model file {path} cannot be read: {exc}") from exc
+    return h.hexdigest()
+
+
+def verify(model: ModelFile) -> str:
+    """The file's sha256, after checking it against the manifest; raises ModelLoadError."""
+    if not model.path.is_file():
+        raise ModelLoadError(f"model file {model.path} does not exist")
+    digest = _MEMO.digest(model.path)
+    if model.sha256 is not None and digest != model.sha256.lower():
+        raise ModelLoadError(
+            f"model file {model.path} has sha256 {digest}, the manifest expects {model.sha256}: "
+            "reinstall the package that ships it"
+        )
+    return digest
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
