@@ -74,6 +74,8 @@ def entry_hash(prev_hash: str, values: tuple[Any, ...]) -> str:
 
 
 def canonical_units(units: dict[str, float]) -> str:
+    if not units:
+        return "{}"  # the common case, on the writer's hot path
     return json.dumps(units, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 

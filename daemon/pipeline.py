@@ -177,6 +177,8 @@ class Pipeline:
             raise
         finally:
             self._leave()
+            if code != "OK":
+                log.info("call failed", extra={"code": code, "action": request.action, "door": request.door})
             self.metrics.requests.labels(request.door, action_label, code).inc()
             self.metrics.latency.labels(request.door, action_label).observe(time.perf_counter() - started)
             trace_id_var.reset(token)
