@@ -82,7 +82,7 @@ class UsageEvent:
     action: str
     module: str = ""
     plan: str = ""
-    kind: str = "usage"  # "usage" | "top_up"
+    kind: str = "usage"  # "usage" | "top_up" | "account" (opens a prepaid balance at 0)
     api_calls: int = 1
     compute_ms: float = 0.0
     bytes_in: int = 0
@@ -101,7 +101,7 @@ class UsageEvent:
         if "@" in self.subject:
             # the ledger outlives people: only opaque ids, so deleting a user leaves anonymous billing
             raise ValidationError("usage event: subject must be an opaque id, not an email")
-        if self.kind not in ("usage", "top_up"):
+        if self.kind not in ("usage", "top_up", "account"):
             raise ValidationError(f"usage event: unknown kind {self.kind!r}")
         _bounded("api_calls", self.api_calls, MAX_CALLS, integer=True)
         _bounded("compute_ms", self.compute_ms, MAX_COMPUTE_MS)
@@ -117,6 +117,8 @@ class UsageEvent:
             raise ValidationError("usage event: credits must be a finite Decimal")
         if self.kind == "usage" and self.credits > 0:
             raise ValidationError("usage event: a call can only debit credits")
+        if self.kind == "account" and self.credits != 0:
+            raise ValidationError("account event: carries no credits")
         if self.kind == "top_up" and not 0 < self.credits <= MAX_TOP_UP:
             raise ValidationError(f"top-up: amount must be > 0 and <= {MAX_TOP_UP}")
         if not math.isfinite(self.ts) or self.ts < 0:
@@ -279,6 +281,11 @@ class UsageLedger:
         return await self.append(UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.top_up",
                                             kind="top_up", api_calls=0, credits=value, ts=time.time()))
 
+    async def open_account(self, tenant_id: str, actor: str) -> Receipt:
+        """Make a tenant prepaid with a balance of 0: its calls are refused until a top-up."""
+        return await self.append(UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.open",
+                                            kind="account", api_calls=0, ts=time.time()))
+
     def balance(self, tenant_id: str) -> Decimal | None:
         """The tenant's credit balance, or None when it is not prepaid (postpaid: invoiced)."""
         return self._balances.get(tenant_id)
@@ -437,7 +444,7 @@ class UsageLedger:
             rows.append((*values, prev, digest))
             receipts.append(Receipt(seq, digest))
             prev = digest
-            if ev.credits:
+            if ev.credits or ev.kind == "account":
                 deltas[ev.tenant_id] = deltas.get(ev.tenant_id, Decimal(0)) + ev.credits
             plans[ev.plan] = plans.get(ev.plan, 0) + 1
         return rows, receipts, deltas, plans

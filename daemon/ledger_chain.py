@@ -33,7 +33,7 @@ SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
     seq        INTEGER PRIMARY KEY,      -- assigned by the one writer, 1, 2, 3 ...
     event_id   TEXT    NOT NULL UNIQUE,  -- UUID; a replayed event cannot be billed twice
-    kind       TEXT    NOT NULL,         -- 'usage' | 'top_up'
+    kind       TEXT    NOT NULL,         -- 'usage' | 'top_up' | 'account'
     tenant_id  TEXT    NOT NULL,
     subject    TEXT    NOT NULL,         -- opaque 'user:<id>' / 'key:<prefix>', never an email
     plan       TEXT    NOT NULL,
@@ -112,6 +112,9 @@ def verify(path: str | Path) -> VerifyResult:
     count, expected = 0, 1
     try:
         conn = connect_ro(path)
+        # read a truncated file as far as it goes (SQLite otherwise refuses it whole);
+        # harmless on a read-only connection
+        conn.execute("PRAGMA writable_schema=ON")
     except sqlite3.Error as exc:
         return VerifyResult(False, 0, 1, f"cannot open the ledger: {exc}")
     try:
@@ -121,6 +124,8 @@ def verify(path: str | Path) -> VerifyResult:
         for row in rows:
             values, prev_hash, digest = tuple(row[: len(FIELDS)]), row[-2], row[-1]
             seq = values[0]
+            if not isinstance(seq, int) or seq < expected:
+                return VerifyResult(False, count, expected, f"entry {expected} is unreadable (torn or corrupt)")
             if seq != expected:
                 return VerifyResult(False, count, expected, f"entry {expected} is missing (next is {seq})")
             if prev_hash != prev:

@@ -155,14 +155,14 @@ class ModuleHost:
             raise ValueError(f"module id {handle.module_id!r} is already in use")
         self._slots[handle.module_id] = _Slot(handle, ModuleScheduler(handle.concurrency))
         self.router.add(ModuleEntry(handle.module_id, frozenset(handle.capabilities), handle.concurrency))
-        log.info("module up", extra={"module": handle.module_id, "kind": handle.kind,
+        log.info("module up", extra={"module_id": handle.module_id, "kind": handle.kind,
                                      "actions": sorted(handle.capabilities)})
 
     def remove(self, module_id: str) -> ModuleHandle | None:
         slot = self._slots.pop(module_id, None)
         self.router.remove(module_id)
         if slot is not None:
-            log.info("module down", extra={"module": module_id})
+            log.info("module down", extra={"module_id": module_id})
         return slot.handle if slot else None
 
     # -- local modules ----------------------------------------------------------------
@@ -184,7 +184,7 @@ class ModuleHost:
             raise
         except Exception as exc:  # one broken module must not take the hub down
             self.failed[name] = FailedModule(name, f"{type(exc).__name__}: {exc}")
-            log.error("module failed to start", extra={"module": name, "error": str(exc)})
+            log.error("module failed to start", extra={"module_id": name, "error": str(exc)})
             return
         self.failed.pop(name, None)
         self.add(LocalModule(module))

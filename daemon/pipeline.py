@@ -311,7 +311,7 @@ class Pipeline:
                 async with self.host.scheduler(module_id).slot(envelope.priority, envelope.deadline):
                     await handle.invoke(envelope.action, envelope.payload, call)
             except HubError as exc:
-                log.warning("event delivery failed", extra={"module": module_id, "code": exc.code})
+                log.warning("event delivery failed", extra={"module_id": module_id, "code": exc.code})
                 return None
             return module_id
 

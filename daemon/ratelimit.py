@@ -163,10 +163,10 @@ class TokenBucket(_Clocked):
 
     def peek(self, now: float, cost: float = 1.0) -> Decision:
         self._refill(now)
-        # cost 0 asks "is the bucket out of debt?"; it must then hold at least a sliver
-        allowed = self._tokens >= cost and self._tokens > 0
+        # cost 0 asks "is the bucket out of debt?"
+        allowed = self._tokens >= cost
         left = self._tokens - (cost if allowed else 0.0)
-        need = max(cost, 1e-9) - self._tokens
+        need = cost - self._tokens
         retry = 0.0 if allowed else need / self.rate
         reset = max(0.0, (self.limit - left) / self.rate)
         return Decision(allowed, max(0.0, left), self.limit, reset, retry)

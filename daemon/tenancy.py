@@ -485,7 +485,9 @@ class TenancyStore:
         """First start: tenant ``default`` and a super_admin key, returned once and written to
         ``<state_dir>/bootstrap-admin.key`` (0600).  Afterwards: None."""
         with self._write() as conn:
-            if self._one("SELECT id FROM tenants LIMIT 1") is not None:
+            # keyed on the default tenant, not on "any tenant": a tenant made with the CLI
+            # before the first start must not cost the operator the admin key
+            if self._one("SELECT id FROM tenants WHERE name = 'default'") is not None:
                 return None
             tenant = self._insert_tenant(conn, "default", "starter", "UTC", False)
             key, raw = self._insert_key(conn, tenant.id, "super_admin", None, None, (), "bootstrap")

@@ -48,6 +48,11 @@ def models_present() -> bool:
         return False
 
 
+def cache_path(state_dir: Path, option: str | None) -> Path:
+    """Where the conversion is cached: the ``cache_dir`` option, else ``<state_dir>/models``."""
+    return Path(option).expanduser() if option else state_dir / "models"
+
+
 def converted_model(cache_dir: Path, logger: logging.Logger) -> ModelFile:
     """The cached ONNX conversion, built first if absent or damaged.  Blocking."""
     source = ModelFile(model_dir() / "model.safetensors", SAFETENSORS_SHA256)

@@ -80,12 +80,17 @@ class OnnxSettings:
 
     @classmethod
     def from_runtime(cls, runtime: ModuleRuntime, options: Mapping[str, Any]) -> OnnxSettings:
-        requested = options.get("providers", runtime.onnx_providers)
+        # an option left out (or None) falls back to what the hub lends every module
+        requested = options.get("providers")
+        if requested is None:
+            requested = runtime.onnx_providers
         if isinstance(requested, str):
             requested = [requested]
         if not isinstance(requested, Sequence) or not all(isinstance(p, str) for p in requested):
             raise ModelLoadError(f"option providers must be a list of provider names, not {requested!r}")
-        threads = options.get("threads", runtime.threads)
+        threads = options.get("threads")
+        if threads is None:
+            threads = runtime.threads
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
             raise ModelLoadError(f"option threads must be an integer >= 0, not {threads!r}")
         return cls(resolve_providers(requested, runtime.logger), threads or available_cores())

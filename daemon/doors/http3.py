@@ -1,0 +1,257 @@
+"""The HTTP/3 door (aioquic, UDP): the same routes as HTTP/1.1, served by the same ``HttpApi``.
+
+A request becomes an ``ApiRequest`` (door ``http3``) and the ``ApiResponse`` goes back as
+HEADERS + DATA, streamed bodies chunk by chunk, so bodies and codes are those of the
+HTTP/1.1 door by construction.  TLS 1.3 with the configured pair or a self-signed one
+made in the state dir.  Limits so one client cannot exhaust the hub: at most
+``max_connections`` QUIC connections (a new one beyond is closed at once with
+CONNECTION_REFUSED), ``max_streams_per_connection`` concurrent request streams each, and
+bodies over ``max_body_bytes`` answered 413 without being buffered further.  A request
+stream the client resets, or a connection that ends, cancels its call in the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer
+from aioquic.buffer import Buffer
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+from aioquic.quic.connection import TRANSPORT_CLOSE_FRAME_CAPACITY, NetworkAddress
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StopSendingReceived, StreamReset
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType, QuicPacketType, pull_quic_header
+from aioquic.quic.packet_builder import QuicPacketBuilder
+
+from daemon.config import Http3Config, parse_listen
+from daemon.errors import PayloadTooLarge, ValidationError
+from daemon.http_api import ApiRequest, ApiResponse, HttpApi, error_response
+from daemon.tls import TlsPair, ensure_pair
+
+log = logging.getLogger("democratic_ai.http3")
+
+
+@dataclass(slots=True)
+class _Incoming:
+    """A request stream being received."""
+
+    headers: list[tuple[bytes, bytes]]
+    body: bytearray = field(default_factory=bytearray)
+    answered: bool = False  # refused early (413 / bad headers): later data is dropped
+
+
+class H3ServerProtocol(QuicConnectionProtocol):
+    """One QUIC connection: HTTP/3 requests to ``HttpApi``; every call task is held and cancelled with it."""
+
+    def __init__(self, *args: Any, door: Http3Door, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._door = door
+        self._http = H3Connection(self._quic)
+        self._incoming: dict[int, _Incoming] = {}
+        self._calls: dict[int, asyncio.Task[None]] = {}
+        # aioquic has no configuration knob for it: the peer may open this many request streams at once
+        limit = self._quic._local_max_streams_bidi
+        limit.value = limit.sent = door.config.max_streams_per_connection
+        self._remote = ""
+
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        if not self._remote:
+            self._remote = str(addr[0])
+        super().datagram_received(data, addr)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ConnectionTerminated):
+            self._door.connections.discard(self)
+            for task in self._calls.values():
+                task.cancel()
+            self._incoming.clear()
+            return
+        if isinstance(event, StreamReset | StopSendingReceived):
+            # the client gave up on this request: its call ends in the pipeline too
+            self._incoming.pop(event.stream_id, None)
+            call = self._calls.get(event.stream_id)
+            if call is not None:
+                call.cancel()
+        # aioquic's H3 layer closes the connection itself on an HTTP/3 protocol error
+        for h3_event in self._http.handle_event(event):
+            self._h3_event(h3_event)
+
+    def _h3_event(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            if event.stream_id in self._incoming or event.stream_id in self._calls:
+                return  # trailers: not used by any route
+            incoming = _Incoming(event.headers)
+            self._incoming[event.stream_id] = incoming
+            if event.stream_ended:
+                self._dispatch(event.stream_id)
+        elif isinstance(event, DataReceived):
+            found = self._incoming.get(event.stream_id)
+            if found is None or found.answered:
+                return
+            found.body += event.data
+            if len(found.body) > self._door.max_body_bytes:
+                found.answered = True
+                found.body.clear()
+                exc = PayloadTooLarge(f"the body is over {self._door.max_body_bytes} bytes",
+                                      {"limit": self._door.max_body_bytes})
+                self._start_call(event.stream_id, self._answer(event.stream_id, error_response(exc, "")))
+            elif event.stream_ended:
+                self._dispatch(event.stream_id)
+
+    def _dispatch(self, stream_id: int) -> None:
+        incoming = self._incoming.pop(stream_id)
+        self._start_call(stream_id, self._serve(stream_id, incoming))
+
+    def _start_call(self, stream_id: int, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._calls[stream_id] = task
+        task.add_done_callback(lambda _: self._calls.pop(stream_id, None))
+
+    async def _serve(self, stream_id: int, incoming: _Incoming) -> None:
+        pseudo: dict[bytes, bytes] = {}
+        headers: dict[str, str] = {}
+        for name, value in incoming.headers:
+            if name.startswith(b":"):
+                pseudo[name] = value
+            else:
+                key = name.decode("latin-1").lower()
+                text = value.decode("latin-1")
+                headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        method = pseudo.get(b":method", b"").decode("latin-1")
+        target = pseudo.get(b":path", b"").decode("latin-1")
+        if not method or not target.startswith("/"):
+            exc = ValidationError("the request lacks :method or an absolute :path")
+            await self._answer(stream_id, error_response(exc, ""))
+            return
+        path, _, query = target.partition("?")
+        request = ApiRequest(method=method, path=path, headers=headers, body=bytes(incoming.body),
+                             query=dict(parse_qsl(query)), remote=self._remote, door="http3")
+        await self._answer(stream_id, await self._door.api.handle(request))
+
+    async def _answer(self, stream_id: int, response: ApiResponse) -> None:
+        head = [(b":status", str(response.status).encode())]
+        head.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items())
+        try:
+            if response.stream is None:
+                self._send(stream_id, head, response.body)
+                return
+            self._http.send_headers(stream_id, head)
+            self.transmit()
+            async for chunk in response.stream:
+                if self._quic._close_event is not None:
+                    return
+                self._http.send_data(stream_id, chunk, end_stream=False)
+                self.transmit()
+            self._http.send_data(stream_id, b"", end_stream=True)
+            self.transmit()
+        except RuntimeError as exc:  # aioquic: the stream was reset or stopped under us
+            log.debug("http3 stream %d ended early: %s", stream_id, exc)
+        finally:
+            if response.stream is not None:
+                await response.stream.aclose()
+
+    def _send(self, stream_id: int, head: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if self._quic._close_event is not None:
+            return
+        self._http.send_headers(stream_id, head, end_stream=not body)
+        if body:
+            self._http.send_data(stream_id, body, end_stream=True)
+        self.transmit()
+
+
+def _refusal(version: int, source_cid: bytes, destination_cid: bytes) -> bytes:
+    """A server Initial closing a new connection with CONNECTION_REFUSED (the hub is at max_connections)."""
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=source_cid, is_client=False, version=version)
+    builder = QuicPacketBuilder(host_cid=source_cid, is_client=False, max_datagram_size=SMALLEST_MAX_DATAGRAM_SIZE,
+                                peer_cid=destination_cid, version=version)
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    buf = builder.start_frame(QuicFrameType.TRANSPORT_CLOSE, capacity=TRANSPORT_CLOSE_FRAME_CAPACITY)
+    buf.push_uint_var(QuicErrorCode.CONNECTION_REFUSED)
+    buf.push_uint_var(QuicFrameType.PADDING)
+    buf.push_uint_var(0)
+    datagrams, _ = builder.flush()
+    return datagrams[0]
+
+
+class LimitedQuicServer(QuicServer):
+    """aioquic's server, refusing a new connection once ``max_connections`` are open."""
+
+    def __init__(self, *, door: Http3Door, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._door = door
+
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        if isinstance(data, bytes) and len(self._door.connections) >= self._door.config.max_connections:
+            try:
+                header = pull_quic_header(Buffer(data=data), host_cid_length=self._configuration.connection_id_length)
+            except ValueError:
+                return
+            if (header.destination_cid not in self._protocols and header.packet_type == QuicPacketType.INITIAL
+                    and header.version in self._configuration.supported_versions
+                    and len(data) >= SMALLEST_MAX_DATAGRAM_SIZE):
+                assert self._transport is not None and header.version is not None
+                self._transport.sendto(_refusal(header.version, header.destination_cid, header.source_cid), addr)
+                return
+        super().datagram_received(data, addr)
+
+
+class Http3Door:
+    def __init__(self, config: Http3Config, api: HttpApi, state_dir: Path, *, max_body_bytes: int,
+                 advertise: Callable[[int], None] | None = None) -> None:
+        self.config = config
+        self.api = api
+        self.state_dir = state_dir
+        self.max_body_bytes = max_body_bytes
+        self.advertise = advertise
+        self.port = 0
+        self.tls: TlsPair | None = None
+        self.connections: set[H3ServerProtocol] = set()
+        self._server: LimitedQuicServer | None = None
+
+    def _protocol(self, *args: Any, **kwargs: Any) -> H3ServerProtocol:
+        protocol = H3ServerProtocol(*args, door=self, **kwargs)
+        self.connections.add(protocol)
+        return protocol
+
+    async def start(self) -> None:
+        host, port = parse_listen(self.config.listen)
+        self.tls = ensure_pair(self.state_dir, self.config.certificate, self.config.private_key, host=host)
+        configuration = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, idle_timeout=60.0,
+                                          max_datagram_frame_size=None)
+        configuration.load_cert_chain(self.tls.certificate, self.tls.private_key)
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: LimitedQuicServer(door=self, configuration=configuration, create_protocol=self._protocol),
+            local_addr=(host, port),
+        )
+        self._server = protocol
+        self.port = int(transport.get_extra_info("sockname")[1])
+        if self.advertise is not None:
+            self.advertise(self.port)
+        log.info("http3 door listening", extra={"listen": f"{host}:{self.port}", "self_signed": self.tls.self_signed})
+
+    async def stop_accepting(self) -> None:
+        """New connections are refused; requests on open ones keep being served until close."""
+        self.config = replace(self.config, max_connections=0)
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        tasks = [t for c in self.connections for t in c._calls.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._server.close()  # closes every connection (CONNECTION_CLOSE) and the socket
+        self._server = None
+        self.connections.clear()

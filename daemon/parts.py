@@ -1,0 +1,62 @@
+"""Open the hub's stateful parts in order, each closed in reverse by the exit stack:
+tenancy (+ bootstrap key) -> authenticator -> usage ledger -> usage gate."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.admin_api import AdminApi
+from daemon.admin_routes import mount_admin
+from daemon.auth import Authenticator
+from daemon.billing import UsageReporter
+from daemon.config import HubConfig
+from daemon.envelope import Principal
+from daemon.http_api import HttpApi
+from daemon.ledger import UsageLedger
+from daemon.metrics import HubMetrics
+from daemon.tenancy import AuditEvent, TenancyStore
+from daemon.usage import UsageGate
+
+log = logging.getLogger("democratic_ai.hub")
+
+LEDGER_FILE = "ledger.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    store: TenancyStore
+    authenticator: Authenticator
+    ledger: UsageLedger
+    usage: UsageGate
+    reports: UsageReporter
+    admin: AdminApi
+    bootstrap_key: str | None
+
+    def mount_admin(self, api: HttpApi) -> None:
+        mount_admin(api, self.admin)
+
+
+async def open_parts(config: HubConfig, state_dir: Path, metrics: HubMetrics,
+                     stack: contextlib.AsyncExitStack) -> Parts:
+    store = await stack.enter_async_context(TenancyStore(state_dir))
+    bootstrap_key = await store.async_ensure_bootstrap()
+    authenticator = await stack.enter_async_context(Authenticator(store, config.auth, state_dir))
+    ledger = await stack.enter_async_context(UsageLedger(state_dir / LEDGER_FILE, config.ledger, metrics.registry))
+    tenants = {t.id: t for t in await store.async_list_tenants()}
+
+    async def audit_refusal(principal: Principal, reason: str) -> None:
+        await store.async_audit(AuditEvent(action="call.refused", actor=principal.subject,
+                                           tenant_id=principal.tenant_id, success=False, error=reason))
+
+    def timezone_of(tenant_id: str) -> str:
+        tenant = tenants.get(tenant_id)
+        return tenant.timezone if tenant is not None else "UTC"
+
+    default_plan = "starter" if "starter" in config.plans else next(iter(config.plans))
+    usage = UsageGate(ledger, config.plans, metrics.registry, on_refusal=audit_refusal, default_plan=default_plan)
+    reports = UsageReporter(ledger, config.plans, default_plan=default_plan, timezone_of=timezone_of)
+    admin = AdminApi(store, authenticator, plans=tuple(config.plans))
+    return Parts(store, authenticator, ledger, usage, reports, admin, bootstrap_key)
