@@ -168,12 +168,37 @@ class Hub:
         return doors
 
     def _extra_doors(self) -> list[Callable[[HttpApi], Door]]:
-        """HTTP/3 and gRPC doors, when enabled (added by their modules)."""
-        return []
+        """MCP (routes on the HTTP API), HTTP/3 and gRPC doors, when enabled."""
+        from daemon.doors.grpc import GrpcDoor
+        from daemon.doors.http3 import Http3Door
+        from daemon.mcp import McpEndpoint
+
+        config = self.config
+
+        def advertise_h3(port: int) -> None:
+            self.http_door.alt_svc = f'h3=":{port}"; ma=86400'
+
+        builders: list[Callable[[HttpApi], Door]] = [lambda api: McpEndpoint(api, config.http)]
+        if config.http3.enabled:
+            builders.append(lambda api: Http3Door(config.http3, api, config.state_dir,
+                                                  max_body_bytes=config.http.max_body_bytes, advertise=advertise_h3))
+        if config.grpc.enabled:
+            builders.append(lambda api: GrpcDoor(config.grpc, api, max_body_bytes=config.http.max_body_bytes,
+                                                 grace_s=config.shutdown.grace_s))
+        return builders
 
     def _endpoints(self) -> Endpoints:
-        host = self.config.http.listen.rpartition(":")[0] or "127.0.0.1"
-        return Endpoints(http=f"http://{host}:{self.http_door.port}", http3=None, grpc=None)
+        from daemon.doors.grpc import GrpcDoor
+        from daemon.doors.http3 import Http3Door
+
+        def url(scheme: str, listen: str, port: int) -> str:
+            return f"{scheme}://{listen.rpartition(':')[0] or '127.0.0.1'}:{port}"
+
+        http3 = next((d for d in self.doors if isinstance(d, Http3Door)), None)
+        grpc = next((d for d in self.doors if isinstance(d, GrpcDoor)), None)
+        return Endpoints(http=url("http", self.config.http.listen, self.http_door.port),
+                         http3=url("https", self.config.http3.listen, http3.port) if http3 else None,
+                         grpc=url("grpc", self.config.grpc.listen, grpc.port) if grpc else None)
 
     def _write_endpoints(self, state_dir: Path) -> None:
         """Where each door really listens (port 0 in config picks a free one): for the CLI and tests."""

@@ -70,6 +70,8 @@ MAX_BYTES = 1 << 40
 MAX_UNIT = 1e12
 MAX_UNITS = 32
 MAX_TOP_UP = Decimal(10) ** 12
+#: group commit: a gap in arrivals this long ends a batch early (batch_delay_ms still caps it)
+LINGER_S = 0.0005
 _UNIT_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 
 
@@ -339,7 +341,9 @@ class UsageLedger:
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
-                        wait = deadline - time.monotonic()
+                        # linger for stragglers of the same burst, not the full delay: once
+                        # arrivals pause for LINGER_S the burst is over and waiting only adds latency
+                        wait = min(deadline - time.monotonic(), LINGER_S)
                         if wait <= 0:
                             break
                         try:

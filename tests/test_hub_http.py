@@ -20,7 +20,7 @@ async def post_call(hub: HubProcess, body: object, headers: dict[str, str] | Non
         kwargs = {"data": raw} if raw is not None else {"json": body}
         async with session.post(f"{hub.url}/v1/call", headers=headers if headers is not None else key_headers(hub),
                                 **kwargs) as resp:
-            return resp.status, await resp.json(content_type=None), dict(resp.headers)
+            return resp.status, await resp.json(content_type=None), resp.headers.copy()
 
 
 async def test_health_and_ready_answer_without_credentials(hub: HubProcess) -> None:

@@ -166,10 +166,9 @@ class HttpDoor:
             parts = self.pipeline.stream(call, credentials, ip=request.remote or "", user_agent=ua,
                                          parts=bool(frame.get("stream")))
             async for part in parts:
-                if isinstance(part, CallResult):
-                    await send({"id": call_id, "type": "result", **part.to_dict()})
-                else:
-                    await send({**part.to_dict(), "id": call_id})
+                # "id" is the client's call id; the hub's message id travels as "message_id"
+                frame_out = {"type": "result", **part.to_dict()} if isinstance(part, CallResult) else part.to_dict()
+                await send({**frame_out, "id": call_id, "message_id": part.id})
         except HubError as exc:
             await send(_frame_error(call_id, exc, trace_id))
 

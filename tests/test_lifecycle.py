@@ -1,0 +1,109 @@
+"""Start, reload and stop: what an operator sees of the daemon's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import stat
+
+import aiohttp
+
+from tests.hubproc import HubProcess, write_config
+
+
+async def test_first_start_creates_the_admin_key_file_private_and_prints_it_once(tmp_path) -> None:
+    hub = HubProcess(tmp_path, write_config(tmp_path / "hub.toml")).start()
+    try:
+        key_file = tmp_path / "bootstrap-admin.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert hub.admin_key in hub.log()
+    finally:
+        assert hub.stop() == 0
+    hub.start()  # a second start: same key file, no new key printed
+    try:
+        assert hub.log().count("bootstrap admin key") == 1
+    finally:
+        hub.stop()
+
+
+async def test_sigterm_lets_in_flight_calls_finish_then_exits_cleanly(tmp_path) -> None:
+    hub = HubProcess(tmp_path, write_config(tmp_path / "hub.toml")).start()
+    try:
+        async with aiohttp.ClientSession(headers={"X-API-Key": hub.admin_key}) as session:
+            slow = asyncio.create_task(session.post(
+                f"{hub.url}/v1/call", json={"action": "echo.stream", "payload": {"steps": 4, "delay_ms": 300}}))
+            await asyncio.sleep(0.4)
+            hub.signal(signal.SIGTERM)
+            resp = await asyncio.wait_for(slow, 15)
+            assert resp.status == 200
+            assert (await resp.json())["result"]["steps"] == 4
+        assert hub.process is not None
+        assert await asyncio.to_thread(hub.process.wait, 15) == 0
+        assert not (tmp_path / "endpoints.json").exists()
+    finally:
+        hub.kill()
+
+
+async def test_sighup_reloads_the_modules_config(tmp_path) -> None:
+    config = write_config(tmp_path / "hub.toml", modules=("echo",))
+    hub = HubProcess(tmp_path, config).start()
+    try:
+        async with aiohttp.ClientSession(headers={"X-API-Key": hub.admin_key}) as session:
+            async def actions() -> set[str]:
+                async with session.get(f"{hub.url}/v1/capabilities") as resp:
+                    return {c["action"] for c in (await resp.json())["capabilities"]}
+
+            assert "text.summarize" not in await actions()
+            write_config(config, modules=("echo", "text.summarize"))
+            hub.signal(signal.SIGHUP)
+            for _ in range(100):
+                if "text.summarize" in await actions():
+                    break
+                await asyncio.sleep(0.05)
+            assert "text.summarize" in await actions()
+            write_config(config, modules=("text.summarize",))
+            hub.signal(signal.SIGHUP)
+            for _ in range(100):
+                if "echo" not in await actions():
+                    break
+                await asyncio.sleep(0.05)
+            assert await actions() == {"text.summarize"}
+    finally:
+        hub.stop()
+
+
+async def test_a_module_that_fails_to_start_is_reported_and_the_rest_are_served(tmp_path) -> None:
+    hub = HubProcess(tmp_path, write_config(tmp_path / "hub.toml", modules=("echo", "no.such.module"))).start()
+    try:
+        async with aiohttp.ClientSession(headers={"X-API-Key": hub.admin_key}) as session:
+            async with session.get(f"{hub.url}/ready") as resp:
+                ready = await resp.json()
+            assert ready["ready"] is True and ready["modules"] == ["echo"]
+            assert ready["failed_modules"][0]["module"] == "no.such.module"
+            async with session.post(f"{hub.url}/v1/call", json={"action": "echo", "payload": {"ok": 1}}) as resp:
+                assert resp.status == 200
+    finally:
+        hub.stop()
+
+
+def test_a_bad_config_stops_the_start_naming_the_key(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.hubproc import ROOT
+
+    (tmp_path / "hub.toml").write_text('[http]\nlisten = "nowhere"\n')
+    result = subprocess.run([sys.executable, "-m", "daemon.cli", "serve", "--config", str(tmp_path / "hub.toml"),
+                             "--state-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "http.listen" in result.stderr
+
+
+def test_endpoints_file_names_the_real_ports(tmp_path) -> None:
+    hub = HubProcess(tmp_path, write_config(tmp_path / "hub.toml")).start()
+    try:
+        endpoints = json.loads((tmp_path / "endpoints.json").read_text())
+        assert endpoints["http"].startswith("http://127.0.0.1:") and not endpoints["http"].endswith(":0")
+    finally:
+        hub.stop()
