@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -67,7 +68,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
         if isinstance(event, HeadersReceived):
             head = self._heads.pop(event.stream_id, None)
             if head is None:
-                return
+                return  # trailers, or a request given up on
             headers = {k.decode(): v.decode() for k, v in event.headers if not k.startswith(b":")}
             status = int(dict(event.headers).get(b":status", b"0"))
             response = H3Response(status, headers)
@@ -78,11 +79,11 @@ class H3ClientProtocol(QuicConnectionProtocol):
             if not head.done():
                 head.set_result(response)
         elif isinstance(event, DataReceived):
-            response = self._responses.get(event.stream_id)
-            if response is None:
+            found = self._responses.get(event.stream_id)
+            if found is None:
                 return
             if event.data:
-                response.chunks.put_nowait(event.data)
+                found.chunks.put_nowait(event.data)
             if event.stream_ended:
                 response.chunks.put_nowait(None)
                 self._responses.pop(event.stream_id, None)
@@ -138,11 +139,11 @@ async def _call_h3(url: str, body: dict[str, Any], api_key: str, cafile: Path, s
     host, port = _target(url)
     headers = {"x-api-key": api_key, "content-type": "application/json",
                "accept": "application/x-ndjson" if stream else "application/json"}
-    async with connect(host, port, configuration=h3_configuration(cafile),
-                       create_protocol=H3ClientProtocol, wait_connected=False) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        async with asyncio.timeout(10):  # QUIC over UDP: an absent hub is silence, not a refusal
+            client = await stack.enter_async_context(
+                connect(host, port, configuration=h3_configuration(cafile), create_protocol=H3ClientProtocol))
         assert isinstance(client, H3ClientProtocol)
-        async with asyncio.timeout(10):
-            await client.wait_connected()
         _, response = await client.open("POST", f"{host}:{port}", "/v1/call", headers, json.dumps(body).encode())
         if stream and response.status == 200:
             buffered = b""
