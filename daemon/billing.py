@@ -16,6 +16,7 @@ the same ledger gives the same invoice, to the yen, every time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -237,3 +238,26 @@ class UsageReporter:
         inv = await invoice(self._ledger, principal.tenant_id, plan_name, self._plans[plan_name],
                             period or current_period(self._wall()), tz, principal.tenant_name)
         return report(inv, self._ledger.balance(principal.tenant_id))
+
+
+def export_usage(state_dir: Path, export: dict[str, Any], plans: Mapping[str, PlanConfig],
+                 default_plan: str = "starter") -> dict[str, Any]:
+    """``tenant export``'s ledger part: every usage event of the tenant and an invoice per month.
+
+    Read-only on the ledger file, so it works while the daemon runs.
+    """
+    from daemon.ledger_chain import FIELDS, connect_ro
+
+    tenant = export["tenant"]
+    path = state_dir / "ledger.db"
+    if not path.exists():
+        return {"usage_events": [], "invoices": []}
+    with contextlib.closing(connect_ro(path)) as conn:
+        rows = conn.execute(f"SELECT {', '.join(FIELDS)}, hash FROM events WHERE tenant_id = ? ORDER BY seq",
+                            (tenant["id"],)).fetchall()
+    events = [dict(zip((*FIELDS, "hash"), row, strict=True)) for row in rows]
+    months = sorted({datetime.fromtimestamp(e["ts_us"] / 1e6, UTC).strftime("%Y-%m") for e in events})
+    plan_name = tenant.get("plan") if tenant.get("plan") in plans else default_plan
+    invoices = [invoice_from_file(path, tenant["id"], plan_name, plans[plan_name], month,
+                                  tenant.get("timezone") or "UTC", tenant["name"]).to_dict() for month in months]
+    return {"usage_events": events, "invoices": invoices}

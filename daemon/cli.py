@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from daemon import __version__
 from daemon.errors import ConfigError
@@ -43,16 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon import client
 
     client.register(sub, parents)
-    for name in ("daemon.cli_tenancy", "daemon.cli_billing"):
-        try:
-            module = __import__(name, fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(sub, parents)
+    from daemon import cli_billing, cli_tenancy
+
+    cli_tenancy.register(sub, parents, export_extra=export_ledger)
+    cli_billing.register(sub, parents)
 
     peers = sub.add_parser("peers", parents=parents, help="federated peers this hub knows")
     peers.set_defaults(func=cmd_peers)
     return parser
+
+
+def export_ledger(state_dir: Path, export: dict[str, Any]) -> dict[str, Any]:
+    """``tenant export`` gets the tenant's usage events and invoices from the ledger too."""
+    from daemon.billing import export_usage
+    from daemon.config import HubConfig
+
+    return export_usage(state_dir, export, HubConfig.from_toml(None).plans)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -85,7 +85,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
             if event.data:
                 found.chunks.put_nowait(event.data)
             if event.stream_ended:
-                response.chunks.put_nowait(None)
+                found.chunks.put_nowait(None)
                 self._responses.pop(event.stream_id, None)
 
     async def open(self, method: str, authority: str, path: str, headers: dict[str, str] | None = None,
@@ -164,7 +164,6 @@ async def _call_grpc(url: str, body: dict[str, Any], api_key: str, stream: bool)
     from google.protobuf import any_pb2, json_format, struct_pb2
 
     from proto import mcp_v2_pb2 as pb
-    from proto.mcp_v2_pb2_grpc import HubStub
 
     host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 50051
     payload = any_pb2.Any()
@@ -177,14 +176,18 @@ async def _call_grpc(url: str, body: dict[str, Any], api_key: str, stream: bool)
                             priority=int(body.get("priority", 5)), type=pb.REQUEST)
     ttl = body.get("ttl")
     async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
-        stub = HubStub(channel)
         metadata = (("x-api-key", api_key),)
+        serialize = pb.MCPMessage.SerializeToString
         try:
             if stream:
-                async for part in stub.CallStream(message, metadata=metadata, timeout=ttl):
+                call_stream = channel.unary_stream("/democratic_ai.v2.Hub/CallStream", request_serializer=serialize,
+                                                   response_deserializer=pb.StreamPart.FromString)
+                async for part in call_stream(message, metadata=metadata, timeout=ttl):
                     _print(json_format.MessageToDict(part, preserving_proto_field_name=True))
             else:
-                reply = await stub.Call(message, metadata=metadata, timeout=ttl)
+                unary = channel.unary_unary("/democratic_ai.v2.Hub/Call", request_serializer=serialize,
+                                            response_deserializer=pb.CallResponse.FromString)
+                reply = await unary(message, metadata=metadata, timeout=ttl)
                 _print(json_format.MessageToDict(reply, preserving_proto_field_name=True))
         except grpc.aio.AioRpcError as exc:
             _print(grpc_error_body(exc))

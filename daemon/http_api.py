@@ -25,6 +25,7 @@ from daemon.pipeline import Pipeline
 log = logging.getLogger("democratic_ai.http")
 
 JSON = "application/json"
+BILLING_READ = "billing:read"
 NDJSON = "application/x-ndjson"
 
 
@@ -292,6 +293,7 @@ class HttpApi:
     async def get_usage(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
         principal = await self.pipeline.authenticate(request.credentials, ip=request.remote,
                                                      user_agent=request.header("user-agent"))
+        self.pipeline.auth.authorize(principal, BILLING_READ)
         if self.usage is None:
             raise NotFound("usage reporting is not enabled on this hub")
         return ApiResponse.json(await self.usage.usage_report(principal, request.query.get("period")))

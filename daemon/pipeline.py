@@ -65,6 +65,9 @@ class UsageGate(Protocol):
         admission: Admission,
     ) -> Receipt: ...
 
+    def release(self, admission: Admission) -> None:
+        """The admitted call ended without a record (failed, cancelled): undo its reservation."""
+
 
 class Forwarder(Protocol):
     """Where a call goes when no local module has its action (federation)."""
@@ -151,21 +154,24 @@ class Pipeline:
             # bad input is refused before it costs a rate-limit token, a credit or a queue slot
             handle.check_input(envelope.action, envelope.payload)
             admission = await self.usage.admit(envelope)
-            tried: set[str] = set()
-            while True:
-                yielded = False
-                try:
-                    async for part in self._run(envelope, handle, parts, admission):
-                        yielded = True
-                        yield part
-                    return
-                except ModuleGone:
-                    # a remote module dropped the call: another module with the action may take it
-                    tried.add(handle.module_id)
-                    retry = None if yielded or envelope.target else self.host.router.route(envelope.action)
-                    if retry is None or retry in tried:
-                        raise
-                    handle = self.host.handle(retry)
+            try:
+                tried: set[str] = set()
+                while True:
+                    yielded = False
+                    try:
+                        async for part in self._run(envelope, handle, parts, admission):
+                            yielded = True
+                            yield part
+                        return
+                    except ModuleGone:
+                        # a remote module dropped the call: another module with the action may take it
+                        tried.add(handle.module_id)
+                        retry = None if yielded or envelope.target else self.host.router.route(envelope.action)
+                        if retry is None or retry in tried:
+                            raise
+                        handle = self.host.handle(retry)
+            finally:
+                self.usage.release(admission)  # a no-op once the call is recorded
         except TimeoutError:
             code = DeadlineExceeded.code
             raise DeadlineExceeded("the call's deadline passed before it finished") from None

@@ -238,6 +238,8 @@ class Http3Door:
         self.port = int(transport.get_extra_info("sockname")[1])
         if self.advertise is not None:
             self.advertise(self.port)
+        quic_log = logging.getLogger("quic")  # aioquic logs every connection at INFO
+        quic_log.setLevel(max(logging.WARNING, quic_log.level))
         log.info("http3 door listening", extra={"listen": f"{host}:{self.port}", "self_signed": self.tls.self_signed})
 
     async def stop_accepting(self) -> None:
