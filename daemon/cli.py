@@ -78,11 +78,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
-        runner = uvloop.run
+        loop_factory: Any = uvloop.new_event_loop
     except ImportError:
-        runner = asyncio.run
+        loop_factory = None
     try:
-        runner(Hub(config, config_path=args.config).run())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(Hub(config, config_path=args.config).run())
     except OSError as exc:
         print(f"democratic-ai: cannot start: {exc}", file=sys.stderr)
         return 1

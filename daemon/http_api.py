@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -155,7 +155,7 @@ def part_line(part: ProgressPart | CallResult) -> bytes:
 class PartLines:
     """NDJSON lines of a streamed call; ``aclose`` ends the pipeline's stream even if never read."""
 
-    def __init__(self, first: ProgressPart | CallResult, parts: AsyncIterator[ProgressPart | CallResult],
+    def __init__(self, first: ProgressPart | CallResult, parts: AsyncGenerator[ProgressPart | CallResult, None],
                  trace_id: str) -> None:
         self._pending: ProgressPart | CallResult | None = first
         self._parts = parts
@@ -182,7 +182,7 @@ class PartLines:
 
     async def aclose(self) -> None:
         self._done = True
-        await self._parts.aclose()  # type: ignore[attr-defined]
+        await self._parts.aclose()
 
 
 class AdminApi(Protocol):

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -128,7 +128,7 @@ class Pipeline:
     async def stream(
         self, request: CallRequest, credentials: Credentials, *, ip: str = "", user_agent: str = "",
         parts: bool = True,
-    ) -> AsyncIterator[ProgressPart | CallResult]:
+    ) -> AsyncGenerator[ProgressPart | CallResult, None]:
         """Progress parts (when ``parts``), then the final CallResult."""
         started = time.perf_counter()
         trace_id = request.trace_id or uuid.uuid4().hex

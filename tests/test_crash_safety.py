@@ -42,7 +42,7 @@ async def load(url: str, key: str, acked: dict[str, dict], refused: set[str], st
                         acked[trace_id] = answer["receipt"]
                     elif resp.status in (400, 429):
                         refused.add(trace_id)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, ValueError):
                 await asyncio.sleep(0.01)  # the hub is dead or dying: an unacknowledged call
 
 
