@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import enum
-import uuid
+import random
 from dataclasses import dataclass, field
 from typing import Any
+
+# Ids are not secrets, so they come from the stdlib's PRNG (seeded from the OS at start)
+# instead of os.urandom: a syscall on the loop thread releases the GIL, and under load the
+# inference and ledger threads then hold the loop up for a switch interval, per id.
+_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)
+_VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+
+
+def new_uuid() -> str:
+    """A random (version 4) UUID as text."""
+    h = f"{(random.getrandbits(128) & _VERSION_MASK) | _VERSION_4:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_trace_id() -> str:
+    """32 hex digits, as W3C trace context has them."""
+    return f"{random.getrandbits(128):032x}"
 
 
 class MessageType(enum.Enum):
@@ -92,7 +109,7 @@ class Envelope:
 
     @staticmethod
     def new_id() -> str:
-        return str(uuid.uuid4())
+        return new_uuid()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from daemon.envelope import CallRequest, CallResult, Credentials, MessageType, Principal, ProgressPart
+from daemon.envelope import (
+    CallRequest,
+    CallResult,
+    Credentials,
+    MessageType,
+    Principal,
+    ProgressPart,
+    new_trace_id,
+)
 from daemon.errors import HubError, InternalError, MethodNotAllowed, NotFound, RateLimited, ValidationError
 from daemon.logs import trace_id_var
 from daemon.metrics import HubMetrics
@@ -59,7 +66,7 @@ class ApiRequest:
     @property
     def trace_id(self) -> str:
         supplied = self.header("x-trace-id")
-        return supplied if supplied and len(supplied) <= 64 and supplied.isprintable() else uuid.uuid4().hex
+        return supplied if supplied and len(supplied) <= 64 and supplied.isprintable() else new_trace_id()
 
     def json(self) -> Any:
         if not self.body:

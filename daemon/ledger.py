@@ -31,7 +31,6 @@ import re
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future as ThreadFuture
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from daemon.config import LedgerConfig
-from daemon.envelope import Receipt
+from daemon.envelope import Receipt, new_uuid
 from daemon.errors import HubError, Unavailable, ValidationError
 from daemon.ledger_chain import (
     INSERT,
@@ -93,7 +92,7 @@ class UsageEvent:
     credits: Decimal = Decimal(0)  # delta on the tenant's balance
     ts: float = 0.0  # wall clock seconds; 0: when written
     trace_id: str = ""
-    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    event_id: str = field(default_factory=new_uuid)
 
     def validate(self) -> None:
         """Refuse what cannot be a true measurement, before it gets near the ledger."""
@@ -106,15 +105,8 @@ class UsageEvent:
         if self.kind not in ("usage", "top_up", "account"):
             raise ValidationError(f"usage event: unknown kind {self.kind!r}")
         _bounded("api_calls", self.api_calls, MAX_CALLS, integer=True)
-        _bounded("compute_ms", self.compute_ms, MAX_COMPUTE_MS)
         _bounded("bytes_in", self.bytes_in, MAX_BYTES, integer=True)
-        _bounded("bytes_out", self.bytes_out, MAX_BYTES, integer=True)
-        if len(self.units) > MAX_UNITS:
-            raise ValidationError(f"usage event: more than {MAX_UNITS} model units")
-        for unit, value in self.units.items():
-            if not isinstance(unit, str) or not _UNIT_NAME.match(unit):
-                raise ValidationError(f"usage event: unit name {unit!r} is not like 'audio_s'")
-            _bounded(f"units.{unit}", value, MAX_UNIT)
+        check_measurements(self.compute_ms, self.bytes_out, self.units)
         if not isinstance(self.credits, Decimal) or not self.credits.is_finite():
             raise ValidationError("usage event: credits must be a finite Decimal")
         if self.kind == "usage" and self.credits > 0:
@@ -125,6 +117,18 @@ class UsageEvent:
             raise ValidationError(f"top-up: amount must be > 0 and <= {MAX_TOP_UP}")
         if not math.isfinite(self.ts) or self.ts < 0:
             raise ValidationError("usage event: bad timestamp")
+
+
+def check_measurements(compute_ms: float, bytes_out: int, units: Mapping[str, float]) -> None:
+    """What a module (or its run) measured: finite, non-negative, below absurd caps."""
+    _bounded("compute_ms", compute_ms, MAX_COMPUTE_MS)
+    _bounded("bytes_out", bytes_out, MAX_BYTES, integer=True)
+    if len(units) > MAX_UNITS:
+        raise ValidationError(f"usage event: more than {MAX_UNITS} model units")
+    for unit, value in units.items():
+        if not isinstance(unit, str) or not _UNIT_NAME.match(unit):
+            raise ValidationError(f"usage event: unit name {unit!r} is not like 'audio_s'")
+        _bounded(f"units.{unit}", value, MAX_UNIT)
 
 
 def _bounded(name: str, value: object, cap: float, integer: bool = False) -> None:

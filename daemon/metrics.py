@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -13,6 +15,7 @@ class HubMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.requests = Counter(
             "democratic_ai_requests", "Calls answered, by door, action and result code",
             ["door", "action", "code"], registry=self.registry,
@@ -30,6 +33,16 @@ class HubMetrics:
         self.modules_failed = Gauge(
             "democratic_ai_modules_failed", "Enabled modules that failed to start", registry=self.registry,
         )
+
+    def observe_call(self, door: str, action: str, code: str, seconds: float) -> None:
+        """Count one answered call and its latency (label children cached: .labels() is slow)."""
+        key = (door, action, code)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(door, action, code), self.latency.labels(door, action))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

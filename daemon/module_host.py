@@ -93,11 +93,12 @@ class LocalModule:
     def check_input(self, action: str, payload: Any) -> None:
         self._get(action).check_input(payload)
 
+    # the pipeline has already run check_input
     async def invoke(self, action: str, payload: Any, call: Call) -> Any:
-        return await self._get(action).invoke(payload, call)
+        return await self._get(action).invoke(payload, call, checked=True)
 
     def stream(self, action: str, payload: Any, call: Call) -> AsyncIterator[Any]:
-        return self._get(action).stream(payload, call)
+        return self._get(action).stream(payload, call, checked=True)
 
     def describe(self) -> dict[str, Any]:
         return self.module.describe()

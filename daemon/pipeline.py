@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +28,7 @@ from daemon.envelope import (
     Principal,
     ProgressPart,
     Receipt,
+    new_trace_id,
 )
 from daemon.errors import CapabilityNotFound, DeadlineExceeded, HubError, Unavailable, ValidationError
 from daemon.logs import trace_id_var
@@ -118,76 +118,77 @@ class Pipeline:
     async def call(self, request: CallRequest, credentials: Credentials, *, ip: str = "",
                    user_agent: str = "") -> CallResult:
         """A unary call: the final result (a streaming capability is drained)."""
-        final: CallResult | None = None
-        async for part in self.stream(request, credentials, ip=ip, user_agent=user_agent, parts=False):
-            if isinstance(part, CallResult):
-                final = part
-        assert final is not None
-        return final
+        with _CallScope(self, request) as scope:
+            envelope, handle = await self._admit_stages(scope, request, credentials, ip, user_agent)
+            if handle is None:
+                return await self._elsewhere(envelope)
+            admission = await self.usage.admit(envelope)
+            try:
+                tried: set[str] = set()
+                while True:
+                    try:
+                        return await self._execute(envelope, handle, admission)
+                    except ModuleGone:
+                        handle = self._another(envelope, handle, tried, yielded=False)
+            finally:
+                self.usage.release(admission)  # a no-op once the call is recorded
 
     async def stream(
         self, request: CallRequest, credentials: Credentials, *, ip: str = "", user_agent: str = "",
-        parts: bool = True,
     ) -> AsyncGenerator[ProgressPart | CallResult, None]:
-        """Progress parts (when ``parts``), then the final CallResult."""
-        started = time.perf_counter()
-        trace_id = request.trace_id or uuid.uuid4().hex
-        token = trace_id_var.set(trace_id)
-        action_label = "-"
-        code = "OK"
-        self._enter()
-        try:
-            principal = await self.authenticate(credentials, ip=ip, user_agent=user_agent)
-            self.auth.authorize(principal, CALL_PERMISSION)
-            envelope = self._envelope(request, principal, trace_id)
-            action_label = envelope.action if self.host.router.has_action(envelope.action) else "other"
-            if envelope.type is MessageType.EVENT:
-                yield await self._broadcast(envelope)
+        """Progress parts, then the final CallResult."""
+        with _CallScope(self, request) as scope:
+            envelope, handle = await self._admit_stages(scope, request, credentials, ip, user_agent)
+            if handle is None:
+                yield await self._elsewhere(envelope)
                 return
-            module_id = self.host.router.route(envelope.action, envelope.target)
-            if module_id is None:
-                async with asyncio.timeout_at(envelope.deadline):
-                    forwarded = await self.forwarder.forward(envelope)
-                yield forwarded
-                return
-            handle = self.host.handle(module_id)
-            # bad input is refused before it costs a rate-limit token, a credit or a queue slot
-            handle.check_input(envelope.action, envelope.payload)
             admission = await self.usage.admit(envelope)
             try:
                 tried: set[str] = set()
                 while True:
                     yielded = False
                     try:
-                        async for part in self._run(envelope, handle, parts, admission):
+                        async for part in self._execute_stream(envelope, handle, admission):
                             yielded = True
                             yield part
                         return
                     except ModuleGone:
-                        # a remote module dropped the call: another module with the action may take it
-                        tried.add(handle.module_id)
-                        retry = None if yielded or envelope.target else self.host.router.route(envelope.action)
-                        if retry is None or retry in tried:
-                            raise
-                        handle = self.host.handle(retry)
+                        handle = self._another(envelope, handle, tried, yielded=yielded)
             finally:
-                self.usage.release(admission)  # a no-op once the call is recorded
-        except TimeoutError:
-            code = DeadlineExceeded.code
-            raise DeadlineExceeded("the call's deadline passed before it finished") from None
-        except HubError as exc:
-            code = exc.code
-            raise
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        finally:
-            self._leave()
-            if code != "OK":
-                log.info("call failed", extra={"code": code, "action": request.action, "door": request.door})
-            self.metrics.requests.labels(request.door, action_label, code).inc()
-            self.metrics.latency.labels(request.door, action_label).observe(time.perf_counter() - started)
-            trace_id_var.reset(token)
+                self.usage.release(admission)
+
+    async def _admit_stages(self, scope: _CallScope, request: CallRequest, credentials: Credentials,
+                            ip: str, user_agent: str) -> tuple[Envelope, ModuleHandle | None]:
+        """authenticate -> authorize -> envelope -> route -> input check; None: not served here."""
+        principal = await self.authenticate(credentials, ip=ip, user_agent=user_agent)
+        self.auth.authorize(principal, CALL_PERMISSION)
+        envelope = self._envelope(request, principal, scope.trace_id)
+        if self.host.router.has_action(envelope.action):
+            scope.action_label = envelope.action  # unknown actions share one label: bounded cardinality
+        if envelope.type is MessageType.EVENT:
+            return envelope, None
+        module_id = self.host.router.route(envelope.action, envelope.target)
+        if module_id is None:
+            return envelope, None
+        handle = self.host.handle(module_id)
+        # bad input is refused before it costs a rate-limit token, a credit or a queue slot
+        handle.check_input(envelope.action, envelope.payload)
+        return envelope, handle
+
+    async def _elsewhere(self, envelope: Envelope) -> CallResult:
+        """EVENT broadcast, or an action no local module has (federation)."""
+        if envelope.type is MessageType.EVENT:
+            return await self._broadcast(envelope)
+        async with asyncio.timeout_at(envelope.deadline):
+            return await self.forwarder.forward(envelope)
+
+    def _another(self, envelope: Envelope, handle: ModuleHandle, tried: set[str], *, yielded: bool) -> ModuleHandle:
+        """A remote module dropped the call: another module with the action may take it."""
+        tried.add(handle.module_id)
+        retry = None if yielded or envelope.target else self.host.router.route(envelope.action)
+        if retry is None or retry in tried:
+            raise ModuleGone(f"module {handle.module_id} went away during the call")
+        return self.host.handle(retry)
 
     async def capabilities(self, principal: Principal) -> list[dict[str, Any]]:
         """What this caller may call: each action once, with the modules that serve it."""
@@ -257,41 +258,53 @@ class Pipeline:
             visited=request.visited,
         )
 
-    async def _run(self, envelope: Envelope, handle: ModuleHandle, parts: bool,
-                   admission: Admission) -> AsyncIterator[ProgressPart | CallResult]:
-        call = Call(
-            id=envelope.id, action=envelope.action, tenant_id=envelope.principal.tenant_id,
-            trace_id=envelope.trace_id, headers=envelope.headers,
-        )
-        scheduler = self.host.scheduler(handle.module_id)
-        # the deadline bounds each await, never a yield: a timeout must not fire in the consumer
-        async with scheduler.slot(envelope.priority, envelope.deadline):
+    def _call_for(self, envelope: Envelope) -> Call:
+        return Call(id=envelope.id, action=envelope.action, tenant_id=envelope.principal.tenant_id,
+                    trace_id=envelope.trace_id, headers=envelope.headers)
+
+    async def _execute(self, envelope: Envelope, handle: ModuleHandle, admission: Admission) -> CallResult:
+        call = self._call_for(envelope)
+        async with self.host.scheduler(handle.module_id).slot(envelope.priority, envelope.deadline):
             started = time.perf_counter()
-            result: Any = None
-            if parts:
-                stream = handle.stream(envelope.action, envelope.payload, call)
-                try:
-                    while True:
-                        try:
-                            async with asyncio.timeout_at(envelope.deadline):
-                                part = await anext(stream)
-                        except StopAsyncIteration:
-                            break
-                        if isinstance(part, Progress):
-                            yield ProgressPart(envelope.id, part.progress, part.message, part.data)
-                        else:
-                            result = part
-                finally:
-                    await stream.aclose()  # type: ignore[attr-defined]
+            if envelope.deadline is None:
+                result = await handle.invoke(envelope.action, envelope.payload, call)
             else:
                 async with asyncio.timeout_at(envelope.deadline):
                     result = await handle.invoke(envelope.action, envelope.payload, call)
             compute_ms = (time.perf_counter() - started) * 1000
+        return await self._record(envelope, handle, call, result, compute_ms, admission)
+
+    async def _execute_stream(self, envelope: Envelope, handle: ModuleHandle,
+                              admission: Admission) -> AsyncIterator[ProgressPart | CallResult]:
+        call = self._call_for(envelope)
+        # the deadline bounds each await, never a yield: a timeout must not fire in the consumer
+        async with self.host.scheduler(handle.module_id).slot(envelope.priority, envelope.deadline):
+            started = time.perf_counter()
+            result: Any = None
+            stream = handle.stream(envelope.action, envelope.payload, call)
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout_at(envelope.deadline):
+                            part = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                    if isinstance(part, Progress):
+                        yield ProgressPart(envelope.id, part.progress, part.message, part.data)
+                    else:
+                        result = part
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            compute_ms = (time.perf_counter() - started) * 1000
+        yield await self._record(envelope, handle, call, result, compute_ms, admission)
+
+    async def _record(self, envelope: Envelope, handle: ModuleHandle, call: Call, result: Any,
+                      compute_ms: float, admission: Admission) -> CallResult:
+        """Usage is durable before the caller hears the answer."""
         result_json = encode_json(result)
-        receipt = await self.usage.record(
-            envelope, handle.module_id, call.usage, compute_ms, len(result_json), admission
-        )
-        yield CallResult(
+        receipt = await self.usage.record(envelope, handle.module_id, call.usage, compute_ms, len(result_json),
+                                          admission)
+        return CallResult(
             id=envelope.id,
             correlation_id=envelope.correlation_id,
             module=handle.module_id,
@@ -327,3 +340,42 @@ class Pipeline:
         receipt = await self.usage.record(envelope, "broadcast", {}, 0.0, len(result_json), admission)
         return CallResult(envelope.id, envelope.correlation_id, "broadcast", result, receipt,
                           result_json=result_json, headers=admission.headers)
+
+
+class _CallScope:
+    """One call's bookkeeping around the stages: in-flight count (for draining), trace id,
+    metrics by door/action/code, and the deadline's TimeoutError as DEADLINE_EXCEEDED."""
+
+    __slots__ = ("action_label", "pipeline", "request", "started", "token", "trace_id")
+
+    def __init__(self, pipeline: Pipeline, request: CallRequest) -> None:
+        self.pipeline = pipeline
+        self.request = request
+        self.trace_id = request.trace_id or new_trace_id()
+        self.action_label = "other"
+
+    def __enter__(self) -> _CallScope:
+        self.pipeline._enter()  # raises when the hub is draining
+        self.started = time.perf_counter()
+        self.token = trace_id_var.set(self.trace_id)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        pipeline, request = self.pipeline, self.request
+        pipeline._leave()
+        if exc is None or isinstance(exc, GeneratorExit):
+            code = "OK"
+        elif isinstance(exc, HubError):
+            code = exc.code
+        elif isinstance(exc, TimeoutError):
+            code = DeadlineExceeded.code
+        elif isinstance(exc, asyncio.CancelledError):
+            code = "CANCELLED"
+        else:
+            code = "INTERNAL"
+        if code != "OK":
+            log.info("call failed", extra={"code": code, "action": request.action, "door": request.door})
+        pipeline.metrics.observe_call(request.door, self.action_label, code, time.perf_counter() - self.started)
+        trace_id_var.reset(self.token)
+        if isinstance(exc, TimeoutError):
+            raise DeadlineExceeded("the call's deadline passed before it finished") from None

@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter
 from daemon.config import PlanConfig, parse_rate
 from daemon.envelope import Envelope, Principal, Receipt
 from daemon.errors import ConfigError, CreditsExhausted, ModuleError, RateLimited, ValidationError
-from daemon.ledger import UsageEvent, UsageLedger
+from daemon.ledger import UsageEvent, UsageLedger, check_measurements
 from daemon.pipeline import Admission
 from daemon.ratelimit import Decision, FixedWindow, LeakyBucket, Limiter, SlidingWindow, TokenBucket
 
@@ -294,8 +294,7 @@ class UsageGate:
 def _check_module_usage(units: dict[str, float], compute_ms: float, bytes_out: int) -> None:
     """A module's numbers are refused as the module's fault (502), not the caller's."""
     try:
-        UsageEvent(tenant_id="-", subject="-", action="-", compute_ms=compute_ms, bytes_out=bytes_out,
-                   units=units).validate()
+        check_measurements(compute_ms, bytes_out, units)
     except ValidationError as exc:
         raise ModuleError(f"the module reported impossible usage: {exc.message}") from None
 

@@ -75,8 +75,12 @@ class DynamicBatcher(Generic[T, R]):
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await worker
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # our caller is being cancelled too: that is not ours to swallow
         while not self._queue.empty():
             _, future = self._queue.get_nowait()
             if not future.done():
@@ -92,6 +96,9 @@ class DynamicBatcher(Generic[T, R]):
     async def _collect(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         """Fill ``batch`` (owned by the caller, so a cancelled wait loses no caller)."""
         batch.append(await self._queue.get())
+        # one turn of the loop: callers resumed by the previous batch's results re-submit now, so
+        # they join this batch instead of trailing behind it one by one (a lone caller loses ~10 us)
+        await asyncio.sleep(0)
         while len(batch) < self.max_batch and not self._queue.empty():
             batch.append(self._queue.get_nowait())
         if 1 < len(batch) < self.max_batch and self.max_delay > 0:

@@ -105,6 +105,7 @@ class OnnxSession:
     sha256: str
     settings: OnnxSettings
     _key: tuple[str, tuple[str, ...], int] = field(repr=False)
+    _released: bool = field(default=False, repr=False)
 
     @property
     def provider(self) -> str:
@@ -157,8 +158,9 @@ class SessionCache:
     def release(self, loaded: OnnxSession) -> None:
         with self._lock:
             entry = self._entries.get(loaded._key)
-            if entry is None:
+            if entry is None or loaded._released:  # a second release must not free a neighbour's
                 return
+            loaded._released = True
             if entry[1] <= 1:
                 del self._entries[loaded._key]
             else:
@@ -176,6 +178,10 @@ def _new_session(model: ModelFile, settings: OnnxSettings) -> ort.InferenceSessi
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # shipped graphs carry unused initializers: not worth a warning each
+    # idle intra-op threads sleep instead of spinning: on a 2-core box the spinning threads of one
+    # session steal the cores that the event loop and the other sessions need (measured: a 2-thread
+    # embedding run took 3x longer under load with spinning on)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(model.path), sess_options=opts, providers=list(settings.providers))
     except Exception as exc:  # onnxruntime raises its own untyped errors for a bad graph

@@ -107,9 +107,15 @@ class SchemaValidator:
         cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
         self._validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        # the commonest schema (echo's, remote modules that declare none) needs no validator run
+        self._any_object = schema == ANY_OBJECT
 
     def first_error(self, instance: Any) -> tuple[str, str] | None:
         """``(pointer, reason)`` of the most relevant failure, or None when valid."""
+        if self._any_object:
+            return None if isinstance(instance, dict) else ("", f"{instance!r} is not of type 'object'")
+        if self._validator.is_valid(instance):  # the cheap question first; ranking errors costs more
+            return None
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(instance))
         if error is None:
             return None
@@ -163,15 +169,19 @@ class BoundCapability:
             )
         return result
 
-    async def invoke(self, payload: Any, call: Call) -> Any:
-        """Run a unary capability (a streaming one is drained to its final result)."""
+    async def invoke(self, payload: Any, call: Call, *, checked: bool = False) -> Any:
+        """Run a unary capability (a streaming one is drained to its final result).
+
+        ``checked``: the caller (the pipeline) already validated the input.
+        """
         if self.spec.streaming:
             result: Any = None
-            async for part in self.stream(payload, call):
+            async for part in self.stream(payload, call, checked=checked):
                 if not isinstance(part, Progress):
                     result = part
             return result
-        self.check_input(payload)
+        if not checked:
+            self.check_input(payload)
         try:
             if self.spec.blocking:
                 loop = asyncio.get_running_loop()
@@ -187,11 +197,12 @@ class BoundCapability:
             raise ModuleError(f"module {self.module.name} failed: {type(exc).__name__}: {exc}") from exc
         return self.check_output(result)
 
-    async def stream(self, payload: Any, call: Call) -> AsyncIterator[Any]:
+    async def stream(self, payload: Any, call: Call, *, checked: bool = False) -> AsyncIterator[Any]:
         """Yield ``Progress`` parts, then the validated final result."""
-        self.check_input(payload)
+        if not checked:
+            self.check_input(payload)
         if not self.spec.streaming:
-            yield await self.invoke(payload, call)
+            yield await self.invoke(payload, call, checked=True)
             return
         final: Any = None
         produced = False

@@ -200,6 +200,17 @@ async def mcp_client(hub: Hub, *, key: str | None, mode: str, log: HttpLog | Non
         yield client
 
 
+def find_error(exc: BaseException, kind: type[MCPError]) -> MCPError | None:
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_error(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
 def _mcp_code(error: MCPError) -> str:
     data = error.error.data
     if isinstance(data, dict) and isinstance(data.get("code"), str):
@@ -220,8 +231,11 @@ async def via_mcp(hub: Hub, action: str, payload: Any, *, key: str | None, strea
         async with mcp_client(hub, key=key, mode=mode, log=log) as client:
             result = await client.call_tool(action, payload, progress_callback=on_progress if stream else None,
                                             meta=meta or None)  # type: ignore[arg-type]
-    except MCPError as exc:
-        return Outcome(log.last_code() or _mcp_code(exc), progress=progress)
+    except Exception as exc:  # the SDK's task group may wrap its MCPError in an ExceptionGroup
+        error = find_error(exc, MCPError)
+        if error is None:
+            raise
+        return Outcome(log.last_code() or _mcp_code(error), progress=progress)
     if result.is_error:
         return Outcome(result.structured_content["error"]["code"], progress=progress)  # type: ignore[index]
     return Outcome(None, result.structured_content, progress)

@@ -74,7 +74,10 @@ def test_sessions_are_shared_per_model_and_released(tmp_path: Path) -> None:
     assert a.session is b.session and len(SESSIONS) == before + 1
     other = onnx_runtime.load(shipped_model(), OnnxSettings((CPU,), 2), LOG)
     assert other.session is not a.session  # other threads, other session
-    for loaded in (a, b, other):
+    SESSIONS.release(a)
+    SESSIONS.release(a)  # twice by mistake: b's share must survive it
+    assert len(SESSIONS) == before + 2
+    for loaded in (b, other):
         SESSIONS.release(loaded)
     assert len(SESSIONS) == before
 

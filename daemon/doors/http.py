@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from daemon.config import HttpConfig, parse_listen
-from daemon.envelope import CallResult, Credentials
+from daemon.envelope import CallResult, Credentials, ProgressPart
 from daemon.errors import HubError, PayloadTooLarge, PermissionDenied, ValidationError
 from daemon.http_api import ApiRequest, ApiResponse, HttpApi, error_response, parse_call
 from daemon.module_host import ModuleHost
@@ -163,12 +163,12 @@ class HttpDoor:
         try:
             call = parse_call(frame, "ws", trace_id, size)
             ua = request.headers.get("User-Agent", "")
-            parts = self.pipeline.stream(call, credentials, ip=request.remote or "", user_agent=ua,
-                                         parts=bool(frame.get("stream")))
-            async for part in parts:
-                # "id" is the client's call id; the hub's message id travels as "message_id"
-                frame_out = {"type": "result", **part.to_dict()} if isinstance(part, CallResult) else part.to_dict()
-                await send({**frame_out, "id": call_id, "message_id": part.id})
+            ip = request.remote or ""
+            if frame.get("stream"):
+                async for part in self.pipeline.stream(call, credentials, ip=ip, user_agent=ua):
+                    await send(_part_frame(part, call_id))
+            else:
+                await send(_part_frame(await self.pipeline.call(call, credentials, ip=ip, user_agent=ua), call_id))
         except HubError as exc:
             await send(_frame_error(call_id, exc, trace_id))
 
@@ -223,6 +223,12 @@ class HttpDoor:
 
 def _bearer(header: str) -> str | None:
     return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
+def _part_frame(part: ProgressPart | CallResult, call_id: Any) -> dict[str, Any]:
+    # "id" is the client's call id; the hub's message id travels as "message_id"
+    frame = {"type": "result", **part.to_dict()} if isinstance(part, CallResult) else part.to_dict()
+    return {**frame, "id": call_id, "message_id": part.id}
 
 
 def _frame_error(call_id: Any, exc: HubError, trace_id: str) -> dict[str, Any]:

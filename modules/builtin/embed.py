@@ -49,7 +49,9 @@ OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["embeddings", "dimensions", "model", "tokens", "truncated"],
     "properties": {
-        "embeddings": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+        # the vectors' numbers are not checked one by one: the SDK validates every result, and 384
+        # floats a text made output validation cost more than the model run
+        "embeddings": {"type": "array", "items": {"type": "array", "minItems": DIMENSIONS, "maxItems": DIMENSIONS}},
         "dimensions": {"const": DIMENSIONS},
         "model": {"type": "string"},
         "tokens": {"type": "integer", "minimum": 0},

@@ -1,0 +1,70 @@
+"""A gRPC client's view: the Hub service, errors in the trailers, deadlines, health and reflection."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from proto import mcp_v2_pb2 as pb
+from proto import mcp_v2_pb2_grpc as pb_grpc
+from tests.doorclients import Hub, mcp_message, metric
+from tests.hubproc import HubProcess
+
+
+@pytest.fixture(scope="module")
+def doors(hub: HubProcess) -> Hub:
+    return Hub(hub.endpoints, hub.state_dir)
+
+
+def channel(doors: Hub) -> grpc.aio.Channel:
+    host, port = doors.hostport("grpc")
+    return grpc.aio.insecure_channel(f"{host}:{port}")
+
+
+async def test_capabilities_are_listed_with_their_schemas(doors: Hub, hub: HubProcess) -> None:
+    async with channel(doors) as ch:
+        reply = await pb_grpc.HubStub(ch).ListCapabilities(
+            pb.ListCapabilitiesRequest(), metadata=(("x-api-key", hub.admin_key),), timeout=30)
+    by_action = {c.action: c for c in reply.capabilities}
+    assert by_action["echo.stream"].streaming and by_action["echo.stream"].modules == ["echo"]
+    assert by_action["echo.stream"].input_schema["properties"]["steps"]["type"] == "integer"
+
+
+async def test_an_error_carries_the_contract_body_in_the_trailers(doors: Hub, hub: HubProcess) -> None:
+    async with channel(doors) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await pb_grpc.HubStub(ch).Call(mcp_message("no.such.capability", {}),
+                                           metadata=(("x-api-key", hub.admin_key), ("x-trace-id", "t-123")),
+                                           timeout=30)
+    assert failed.value.code() is grpc.StatusCode.NOT_FOUND
+    trailers = dict(failed.value.trailing_metadata() or ())
+    body = pb.ErrorBody.FromString(trailers["democratic-ai-error-bin"])
+    assert (body.code, body.trace_id, body.details["action"]) == ("CAPABILITY_NOT_FOUND", "t-123", "no.such.capability")
+
+
+async def test_the_callers_deadline_becomes_the_calls_ttl(doors: Hub, hub: HubProcess) -> None:
+    before = await metric(doors, "democratic_ai_requests", door="grpc", action="echo.stream", code="DEADLINE_EXCEEDED")
+    slow = mcp_message("echo.stream", {"steps": 1, "delay_ms": 5000})
+    async with channel(doors) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await pb_grpc.HubStub(ch).Call(slow, metadata=(("x-api-key", hub.admin_key),), timeout=1.0)
+    assert failed.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    after = await metric(doors, "democratic_ai_requests", door="grpc", action="echo.stream")
+    assert after >= 1 and before == 0  # the hub ended the call itself; it did not run for 5 s
+
+
+async def test_health_follows_ready_and_reflection_names_the_services(doors: Hub) -> None:
+    async with channel(doors) as ch:
+        health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        hub_health = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service="democratic_ai.v2.Hub"), timeout=30)
+        assert hub_health.status == health_pb2.HealthCheckResponse.SERVING
+        stream = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=30)
+        async for answer in stream:
+            names = {s.name for s in answer.list_services_response.service}
+            break
+    assert {"democratic_ai.v2.Hub", "grpc.health.v1.Health"} <= names
