@@ -266,7 +266,8 @@ def markdown(vad: dict[str, Any], emb: dict[str, Any], ocr: dict[str, Any], size
 `bench/onnx_modules.py`, at the module level: each capability is called through
 `BoundCapability.invoke` (JSON Schema checks, base64 decoding, the thread pool) with a real
 `ModuleRuntime`, as the hub's pipeline calls it; the HTTP door is not in these figures.
-Medians of {runs} runs; {env}. The box is shared, so figures move by ±20 % between runs.
+Medians of {runs} runs; {env}. The box is shared (load average {os.getloadavg()[0]:.1f} at the end of
+this run), so figures move by ±20 % or more between runs; ratios are interleaved runs and hold better.
 
 | | hub module | bare | ratio | target |
 |---|---:|---:|---:|---|
@@ -301,8 +302,9 @@ started (the embedding conversion already cached; summarize shares text.embed's 
 {size['process_s']:.2f} s | |
 
 The first start converts all-MiniLM-L6-v2 from safetensors to ONNX (about 2 s here) and
-caches it under `<state_dir>/models`. No GPU figures: this box has none (see the GPU note
-in the module docs; `make test-gpu` runs the provider checks where one is present).
+caches it under `<state_dir>/models`. GPU: no figures yet — the session that wrote this had
+no GPU machine; `make test-gpu` checks that every session really runs on CUDAExecutionProvider,
+and this script prints the provider it ran on, so a GPU run fills a column beside these.
 """
 
 
