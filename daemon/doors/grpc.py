@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
 
@@ -27,7 +26,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from daemon.config import GrpcConfig, parse_listen
-from daemon.envelope import CallRequest, CallResult, Credentials, MessageType, ProgressPart
+from daemon.envelope import CallRequest, CallResult, Credentials, MessageType, ProgressPart, new_trace_id
 from daemon.errors import HubError, PayloadTooLarge, ValidationError
 from daemon.http_api import HttpApi
 from daemon.pipeline import Pipeline
@@ -136,7 +135,7 @@ class _Caller:
             elif key == "user-agent":
                 user_agent = value
         self.credentials = Credentials(api_key=api_key, bearer=bearer)
-        self.trace_id = trace_id or uuid.uuid4().hex
+        self.trace_id = trace_id or new_trace_id()
         self.user_agent = user_agent
         peer = context.peer() or ""
         # "ipv4:127.0.0.1:5555" / "ipv6:[::1]:5555"
