@@ -8,6 +8,7 @@ rates outside that range are refused with a VALIDATION_ERROR naming the field.
 from __future__ import annotations
 
 import io
+import struct
 import wave
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +77,9 @@ def _read_wav(data: bytes) -> tuple[np.ndarray, int, int]:
             if not 1 <= channels <= MAX_CHANNELS:
                 raise invalid("/audio", f"WAV has {channels} channels")
             raw = w.readframes(frames)
-    except (wave.Error, EOFError) as exc:
-        raise invalid("/audio", f"not a readable PCM WAV file ({exc})") from exc
+    except (wave.Error, EOFError, RuntimeError, struct.error) as exc:
+        # the stdlib reader raises a bare RuntimeError or struct.error on a torn header
+        raise invalid("/audio", f"not a readable PCM WAV file ({exc or 'a broken header'})") from exc
     usable = len(raw) - len(raw) % (2 * channels)  # a truncated last frame is dropped
     return np.frombuffer(raw[:usable], dtype="<i2"), rate, channels
 

@@ -11,15 +11,12 @@ default and every session must really run on CUDAExecutionProvider.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import io
 import json
 import logging
 import os
 import shutil
-import subprocess
-import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from daemon.errors import ValidationError
 from modules import bert_onnx, embedder
@@ -37,14 +34,13 @@ from modules.builtin.summarize import SummarizeModule
 from modules.builtin.vad import VadModule
 from modules.model_files import ModelLoadError
 from modules.sdk import BoundCapability, Call, Module, ModuleRuntime, Progress
+from tests.media import b64, cosine, espeak, page, squash, wav_bytes
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GPU = os.environ.get("DEMOCRATIC_AI_TEST_GPU") == "1"
 EXPECTED_PROVIDER = "CUDAExecutionProvider" if GPU else "CPUExecutionProvider"
 FIXTURES = Path(__file__).parent / "fixtures"
-FONT_PATHS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-              "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 PHRASE_A = "Hello world, this is the first phrase."
 PHRASE_B = "And here comes the second phrase."
 LEAD, GAP, TAIL = 1.0, 1.5, 1.0
@@ -65,49 +61,6 @@ async def bad_input(module: Module, action: str, payload: dict[str, Any]) -> Val
         await call(module, action, payload)
     assert info.value.code == "VALIDATION_ERROR"
     return info.value
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def wav_bytes(pcm: np.ndarray, rate: int, width: int = 2) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(width)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
-
-
-def espeak(text: str, tmp: Path) -> tuple[np.ndarray, int]:
-    out = tmp / "phrase.wav"
-    subprocess.run(["espeak-ng", "-w", str(out), text], check=True, capture_output=True, timeout=30)
-    with wave.open(str(out), "rb") as w:
-        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").copy(), w.getframerate()
-
-
-def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    for path in FONT_PATHS:
-        if Path(path).is_file():
-            return ImageFont.truetype(path, size)
-    return ImageFont.load_default(size=size)
-
-
-def page(lines: list[str], fmt: str = "PNG", size: tuple[int, int] = (1000, 360)) -> bytes:
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    for i, line in enumerate(lines):
-        draw.text((40, 40 + i * 110), line, font=font(48), fill="black")
-    buf = io.BytesIO()
-    img.save(buf, fmt)
-    return buf.getvalue()
-
-
-def squash(text: str) -> str:
-    """The Chinese-trained recognizer often drops spaces between words: compare without them."""
-    return "".join(text.split()).lower()
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -323,11 +276,6 @@ async def test_ocr_bad_input_names_the_field(ocr: OcrModule, image: str, words: 
 
 
 # -- text.embed -----------------------------------------------------------------------------
-def cosine(a: Any, b: Any) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
 async def test_embed_matches_the_reference_implementation(embed: EmbedModule) -> None:
     reference = json.loads((FIXTURES / "embed_reference.json").read_text(encoding="utf-8"))
     assert len(reference["sentences"]) >= 20
