@@ -105,12 +105,23 @@ def error_response(exc: HubError, trace_id: str) -> ApiResponse:
 
 def result_body(result: CallResult) -> bytes:
     """The /v1/call answer, with the already-encoded result spliced in (no second encode)."""
-    receipt = encode(result.receipt.to_dict()) if result.receipt else b"null"
+    receipt = (b'{"seq":%d,"hash":"%s"}' % (result.receipt.seq, result.receipt.hash.encode())
+               if result.receipt else b"null")
     return b"".join((
-        b'{"id":', encode(result.id), b',"correlation_id":', encode(result.correlation_id),
-        b',"module":', encode(result.module), b',"result":', result.result_json,
+        b'{"id":', _text(result.id), b',"correlation_id":', _text(result.correlation_id),
+        b',"module":', _text(result.module), b',"result":', result.result_json,
         b',"receipt":', receipt, b"}",
     ))
+
+
+_PLAIN = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.:")
+
+
+def _text(value: str) -> bytes:
+    """A JSON string; ids and module names are plain, so most need no escaping pass."""
+    if _PLAIN.issuperset(value):
+        return b'"' + value.encode() + b'"'
+    return encode(value)
 
 
 def parse_call(body: Any, door: str, trace_id: str, bytes_in: int) -> CallRequest:

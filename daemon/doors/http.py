@@ -86,7 +86,7 @@ class HttpDoor:
         api_request = ApiRequest(
             method=request.method,
             path=request.path,
-            headers={k.lower(): v for k, v in request.headers.items()},
+            headers=request.headers,  # case-insensitive already: no copy
             body=body,
             query=dict(request.query),
             remote=request.remote or "",
