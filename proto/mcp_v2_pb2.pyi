@@ -1,15 +1,14 @@
 import datetime
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
 
 from google.protobuf import any_pb2 as _any_pb2
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -31,7 +30,7 @@ STREAM_PART: MessageType
 STREAM_END: MessageType
 
 class Context(_message.Message):
-    __slots__ = ("auth", "session_id", "tenant_id", "trace_id", "user_id")
+    __slots__ = ("session_id", "tenant_id", "user_id", "auth", "trace_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -42,17 +41,17 @@ class Context(_message.Message):
     user_id: str
     auth: str
     trace_id: str
-    def __init__(self, session_id: str | None = ..., tenant_id: str | None = ..., user_id: str | None = ..., auth: str | None = ..., trace_id: str | None = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., auth: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class MCPMessage(_message.Message):
-    __slots__ = ("action", "context", "correlation_id", "headers", "hop_count", "id", "origin_node", "payload", "priority", "source_module_id", "target_module_id", "timestamp", "ttl", "type", "visited_nodes")
+    __slots__ = ("id", "type", "source_module_id", "target_module_id", "action", "context", "payload", "timestamp", "correlation_id", "headers", "priority", "ttl", "origin_node", "hop_count", "visited_nodes")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(self, key: str | None = ..., value: str | None = ...) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_MODULE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -83,18 +82,18 @@ class MCPMessage(_message.Message):
     origin_node: str
     hop_count: int
     visited_nodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: str | None = ..., type: MessageType | str | None = ..., source_module_id: str | None = ..., target_module_id: str | None = ..., action: str | None = ..., context: Context | _Mapping | None = ..., payload: _any_pb2.Any | _Mapping | None = ..., timestamp: datetime.datetime | _timestamp_pb2.Timestamp | _Mapping | None = ..., correlation_id: str | None = ..., headers: _Mapping[str, str] | None = ..., priority: int | None = ..., ttl: int | None = ..., origin_node: str | None = ..., hop_count: int | None = ..., visited_nodes: _Iterable[str] | None = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[MessageType, str]] = ..., source_module_id: _Optional[str] = ..., target_module_id: _Optional[str] = ..., action: _Optional[str] = ..., context: _Optional[_Union[Context, _Mapping]] = ..., payload: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., ttl: _Optional[int] = ..., origin_node: _Optional[str] = ..., hop_count: _Optional[int] = ..., visited_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("hash", "seq")
+    __slots__ = ("seq", "hash")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     seq: int
     hash: str
-    def __init__(self, seq: int | None = ..., hash: str | None = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ...) -> None: ...
 
 class CallResponse(_message.Message):
-    __slots__ = ("correlation_id", "id", "module", "receipt", "result")
+    __slots__ = ("id", "correlation_id", "module", "result", "receipt")
     ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     MODULE_FIELD_NUMBER: _ClassVar[int]
@@ -105,32 +104,32 @@ class CallResponse(_message.Message):
     module: str
     result: _struct_pb2.Value
     receipt: Receipt
-    def __init__(self, id: str | None = ..., correlation_id: str | None = ..., module: str | None = ..., result: _struct_pb2.Value | _Mapping | None = ..., receipt: Receipt | _Mapping | None = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., module: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("data", "message", "progress")
+    __slots__ = ("progress", "message", "data")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     progress: float
     message: str
     data: _struct_pb2.Value
-    def __init__(self, progress: float | None = ..., message: str | None = ..., data: _struct_pb2.Value | _Mapping | None = ...) -> None: ...
+    def __init__(self, progress: _Optional[float] = ..., message: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class StreamPart(_message.Message):
-    __slots__ = ("final", "progress")
+    __slots__ = ("progress", "final")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
     progress: Progress
     final: CallResponse
-    def __init__(self, progress: Progress | _Mapping | None = ..., final: CallResponse | _Mapping | None = ...) -> None: ...
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., final: _Optional[_Union[CallResponse, _Mapping]] = ...) -> None: ...
 
 class ListCapabilitiesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class CapabilityInfo(_message.Message):
-    __slots__ = ("action", "description", "input_schema", "modules", "origin", "output_schema", "streaming")
+    __slots__ = ("action", "description", "input_schema", "output_schema", "streaming", "modules", "origin")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     INPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
@@ -145,16 +144,16 @@ class CapabilityInfo(_message.Message):
     streaming: bool
     modules: _containers.RepeatedScalarFieldContainer[str]
     origin: str
-    def __init__(self, action: str | None = ..., description: str | None = ..., input_schema: _struct_pb2.Struct | _Mapping | None = ..., output_schema: _struct_pb2.Struct | _Mapping | None = ..., streaming: bool | None = ..., modules: _Iterable[str] | None = ..., origin: str | None = ...) -> None: ...
+    def __init__(self, action: _Optional[str] = ..., description: _Optional[str] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., streaming: _Optional[bool] = ..., modules: _Optional[_Iterable[str]] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class ListCapabilitiesResponse(_message.Message):
     __slots__ = ("capabilities",)
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     capabilities: _containers.RepeatedCompositeFieldContainer[CapabilityInfo]
-    def __init__(self, capabilities: _Iterable[CapabilityInfo | _Mapping] | None = ...) -> None: ...
+    def __init__(self, capabilities: _Optional[_Iterable[_Union[CapabilityInfo, _Mapping]]] = ...) -> None: ...
 
 class ErrorBody(_message.Message):
-    __slots__ = ("code", "details", "message", "trace_id")
+    __slots__ = ("code", "message", "details", "trace_id")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
@@ -163,4 +162,4 @@ class ErrorBody(_message.Message):
     message: str
     details: _struct_pb2.Struct
     trace_id: str
-    def __init__(self, code: str | None = ..., message: str | None = ..., details: _struct_pb2.Struct | _Mapping | None = ..., trace_id: str | None = ...) -> None: ...
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
