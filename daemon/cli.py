@@ -10,18 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from daemon import __version__
+from daemon.config import state_dir_of
 from daemon.errors import ConfigError
-
-
-def default_state_dir() -> str:
-    return os.environ.get("STATE_DIRECTORY", "./var").split(":")[0]
 
 
 def _state_parent() -> argparse.ArgumentParser:
@@ -90,12 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir or default_state_dir())
-
-
 def cmd_peers(args: argparse.Namespace) -> int:
-    path = state_dir(args) / "peers.json"
+    path = state_dir_of(args) / "peers.json"
     peers = json.loads(path.read_text()) if path.exists() else []
     print(json.dumps({"peers": peers}, indent=2))
     return 0

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.config import HubConfig, PlanConfig
+from daemon.config import HubConfig, PlanConfig, state_dir_of
 from daemon.errors import ConfigError, HubError
 
 
@@ -93,7 +92,7 @@ def _state_dir(args: argparse.Namespace, config: HubConfig | None = None) -> Pat
         return Path(args.state_dir)
     if config is not None:
         return config.state_dir
-    return Path(os.environ.get("STATE_DIRECTORY", "./var").split(":")[0])
+    return state_dir_of(args)
 
 
 def _ledger_path(state_dir: Path) -> Path:

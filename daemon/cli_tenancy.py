@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon.config import HubConfig
+from daemon.config import HubConfig, state_dir_of
 from daemon.errors import ConfigError, Conflict, HubError, NotFound, ValidationError
 from daemon.rbac import ROLE_NAMES
 from daemon.tenancy import (
@@ -45,11 +45,6 @@ class _BadInput(Exception):
     """Bad input found by the CLI itself (not the store); exit 2."""
 
 
-def default_state_dir() -> str:
-    env = os.environ.get("STATE_DIRECTORY")
-    return env.split(":")[0] if env else "./var"
-
-
 def state_dir_parent() -> argparse.ArgumentParser:
     """A parent parser with ``--state-dir``, for callers that have none (tests, ``main``)."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -61,7 +56,7 @@ def _run(command: Command) -> Callable[[argparse.Namespace], int]:
     """Open the store, run ``command``, turn known failures into one stderr line and an exit code."""
 
     def run(args: argparse.Namespace) -> int:
-        store = TenancyStore(getattr(args, "state_dir", None) or default_state_dir())
+        store = TenancyStore(state_dir_of(args))
         try:
             return command(store, args)
         except (*_BAD_INPUT, _BadInput) as exc:

@@ -7,10 +7,11 @@ import asyncio
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from daemon.config import state_dir_of
 
 VIAS = ("http", "ws", "h3", "grpc")
 
@@ -33,12 +34,8 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     caps.set_defaults(func=cmd_capabilities)
 
 
-def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir or os.environ.get("STATE_DIRECTORY", "./var").split(":")[0])
-
-
 def endpoints(args: argparse.Namespace) -> dict[str, Any]:
-    path = _state_dir(args) / "endpoints.json"
+    path = state_dir_of(args) / "endpoints.json"
     try:
         found: dict[str, Any] = json.loads(path.read_text())
         return found
@@ -51,7 +48,7 @@ def api_key(args: argparse.Namespace) -> str:
         return str(args.key)
     if os.environ.get("DEMOCRATIC_AI_KEY"):
         return os.environ["DEMOCRATIC_AI_KEY"]
-    path = _state_dir(args) / "bootstrap-admin.key"
+    path = state_dir_of(args) / "bootstrap-admin.key"
     try:
         return path.read_text().strip()
     except OSError:

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 
+from daemon.config import state_dir_of
 from daemon.tls import default_paths
 
 
@@ -220,7 +220,7 @@ def call(args: argparse.Namespace, body: dict[str, Any], endpoints: dict[str, An
     if not url:
         print(f"democratic-ai: the hub has no {via} door (is it enabled?)", file=sys.stderr)
         return 1
-    state_dir = Path(args.state_dir or os.environ.get("STATE_DIRECTORY", "./var").split(":")[0])
+    state_dir = state_dir_of(args)
     try:
         if via == "h3":
             return asyncio.run(_call_h3(url, body, api_key, default_paths(state_dir)[0], args.stream))

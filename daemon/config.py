@@ -39,6 +39,17 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def default_state_dir() -> str:
+    """``$STATE_DIRECTORY`` under systemd (its first entry: it may list several), else ./var."""
+    env = os.environ.get("STATE_DIRECTORY")
+    return env.split(":")[0] if env else "./var"
+
+
+def state_dir_of(args: Any) -> Path:
+    """The state dir a command works on: ``--state-dir`` when given, else the default."""
+    return Path(getattr(args, "state_dir", None) or default_state_dir())
+
+
 @dataclass(frozen=True)
 class StateConfig:
     #: where SQLite files, the JWT secret, the TLS cert and the bootstrap key live
@@ -187,10 +198,8 @@ class HubConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HubConfig:
         config = _build(cls, data, "")
-        if "dir" not in data.get("state", {}) and os.environ.get("STATE_DIRECTORY"):
-            # systemd's StateDirectory= may list several; the first is ours
-            state_dir = os.environ["STATE_DIRECTORY"].split(":")[0]
-            config = dataclasses.replace(config, state=StateConfig(dir=state_dir))
+        if "dir" not in data.get("state", {}):
+            config = dataclasses.replace(config, state=StateConfig(dir=default_state_dir()))
         config.check()
         return config
 
