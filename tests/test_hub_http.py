@@ -182,3 +182,28 @@ async def test_log_lines_about_a_request_carry_its_trace_id(hub: HubProcess) -> 
     assert status == 404 and answer["error"]["trace_id"] == "trace-abc-123"
     lines = [json.loads(line) for line in hub.log().splitlines() if "trace-abc-123" in line]
     assert lines and all(line["trace_id"] == "trace-abc-123" for line in lines)
+
+
+def _token(secret: bytes, **overrides: object) -> str:
+    import time
+    import uuid
+
+    import jwt
+
+    now = int(time.time())
+    claims = {"sub": "nobody", "tenant_id": "x", "role": "super_admin", "typ": "access",
+              "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex, **overrides}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+async def test_forged_and_expired_tokens_are_unauthenticated(hub: HubProcess) -> None:
+    secret = bytes.fromhex((hub.state_dir / "jwt.secret").read_text().strip())
+    forged = _token(b"an attacker's secret, 32 bytes long!!")
+    expired = _token(secret, iat=1_000_000, exp=1_000_600)
+    for token in (forged, expired):
+        status, answer, _ = await post_call(hub, {"action": "echo", "payload": {}},
+                                            headers={"Authorization": f"Bearer {token}"})
+        assert status == 401 and answer["error"]["code"] == "UNAUTHENTICATED", answer
+    # the hub keeps serving
+    status, _, _ = await post_call(hub, {"action": "echo", "payload": {}})
+    assert status == 200
