@@ -15,10 +15,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon import systemd
 from daemon.config import HubConfig
@@ -27,6 +26,9 @@ from daemon.http_api import HttpApi
 from daemon.metrics import HubMetrics
 from daemon.module_host import ModuleHost
 from daemon.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from daemon.doors.http import HttpDoor
 
 log = logging.getLogger("democratic_ai.hub")
 
@@ -73,6 +75,9 @@ class Hub:
         self.pipeline: Pipeline | None = None
         self.state = "starting"
         self._reload_task: asyncio.Task[None] | None = None
+        self.http_door: HttpDoor
+        self.http3_door: Door | None = None
+        self.grpc_door: Door | None = None
 
     def readiness(self) -> dict[str, Any]:
         host = self.host
@@ -94,7 +99,7 @@ class Hub:
                 await self._serve_until_shutdown()
                 self.state = "draining"
                 systemd.notify("STOPPING=1")
-                await self._stop(stack)
+                await self._stop()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -148,57 +153,45 @@ class Hub:
         self.doors = self._build_doors(api)
         for door in self.doors:
             await door.start()
-        stack.push_async_callback(self._close_doors)
+            stack.push_async_callback(door.close)  # closed in reverse, even if a later door fails
         self._write_endpoints(state_dir)
         self.state = "open"
         systemd.notify("READY=1")
         log.info("hub ready", extra={"state_dir": str(state_dir), **self._endpoints().to_dict()})
 
     def _build_doors(self, api: HttpApi) -> list[Door]:
-        from daemon.doors.http import HttpDoor
-
-        assert self.pipeline is not None and self.host is not None
-        config = self.config
-        http = HttpDoor(config.http, api, self.pipeline, self.host,
-                        remote_concurrency=config.modules.remote_concurrency)
-        self.http_door = http
-        doors: list[Door] = [http]
-        for build in self._extra_doors():
-            doors.append(build(api))
-        return doors
-
-    def _extra_doors(self) -> list[Callable[[HttpApi], Door]]:
-        """MCP (routes on the HTTP API), HTTP/3 and gRPC doors, when enabled."""
+        """HTTP/1.1 + WebSocket always, MCP on its routes, HTTP/3 and gRPC when enabled."""
         from daemon.doors.grpc import GrpcDoor
+        from daemon.doors.http import HttpDoor
         from daemon.doors.http3 import Http3Door
         from daemon.mcp import McpEndpoint
 
+        assert self.pipeline is not None and self.host is not None
         config = self.config
-
-        def advertise_h3(port: int) -> None:
-            self.http_door.alt_svc = f'h3=":{port}"; ma=86400'
-
-        builders: list[Callable[[HttpApi], Door]] = [lambda api: McpEndpoint(api, config.http)]
+        self.http_door = HttpDoor(config.http, api, self.pipeline, self.host,
+                                  remote_concurrency=config.modules.remote_concurrency)
+        doors: list[Door] = [self.http_door, McpEndpoint(api, config.http)]
         if config.http3.enabled:
-            builders.append(lambda api: Http3Door(config.http3, api, config.state_dir,
-                                                  max_body_bytes=config.http.max_body_bytes, advertise=advertise_h3))
+            self.http3_door = Http3Door(config.http3, api, config.state_dir,
+                                        max_body_bytes=config.http.max_body_bytes, advertise=self._advertise_h3)
+            doors.append(self.http3_door)
         if config.grpc.enabled:
-            builders.append(lambda api: GrpcDoor(config.grpc, api, max_body_bytes=config.http.max_body_bytes,
-                                                 grace_s=config.shutdown.grace_s))
-        return builders
+            self.grpc_door = GrpcDoor(config.grpc, api, max_body_bytes=config.http.max_body_bytes,
+                                      grace_s=config.shutdown.grace_s)
+            doors.append(self.grpc_door)
+        return doors
+
+    def _advertise_h3(self, port: int) -> None:
+        self.http_door.alt_svc = f'h3=":{port}"; ma=86400'
 
     def _endpoints(self) -> Endpoints:
-        from daemon.doors.grpc import GrpcDoor
-        from daemon.doors.http3 import Http3Door
+        def url(scheme: str, listen: str, door: Door | None) -> str | None:
+            return f"{scheme}://{listen.rpartition(':')[0] or '127.0.0.1'}:{door.port}" if door else None
 
-        def url(scheme: str, listen: str, port: int) -> str:
-            return f"{scheme}://{listen.rpartition(':')[0] or '127.0.0.1'}:{port}"
-
-        http3 = next((d for d in self.doors if isinstance(d, Http3Door)), None)
-        grpc = next((d for d in self.doors if isinstance(d, GrpcDoor)), None)
-        return Endpoints(http=url("http", self.config.http.listen, self.http_door.port),
-                         http3=url("https", self.config.http3.listen, http3.port) if http3 else None,
-                         grpc=url("grpc", self.config.grpc.listen, grpc.port) if grpc else None)
+        config = self.config
+        return Endpoints(http=url("http", config.http.listen, self.http_door) or "",
+                         http3=url("https", config.http3.listen, self.http3_door),
+                         grpc=url("grpc", config.grpc.listen, self.grpc_door))
 
     def _write_endpoints(self, state_dir: Path) -> None:
         """Where each door really listens (port 0 in config picks a free one): for the CLI and tests."""
@@ -207,7 +200,7 @@ class Hub:
         tmp.write_text(json.dumps(self._endpoints().to_dict()))
         tmp.replace(path)
 
-    async def _stop(self, stack: contextlib.AsyncExitStack) -> None:
+    async def _stop(self) -> None:
         for door in self.doors:
             await door.stop_accepting()
         assert self.pipeline is not None
@@ -216,7 +209,3 @@ class Hub:
             log.warning("grace period over: cancelling calls still running",
                         extra={"in_flight": self.pipeline.in_flight})
         (self.config.state_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
-
-    async def _close_doors(self) -> None:
-        for door in reversed(self.doors):
-            await door.close()

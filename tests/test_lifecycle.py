@@ -107,3 +107,26 @@ def test_endpoints_file_names_the_real_ports(tmp_path) -> None:
         assert endpoints["http"].startswith("http://127.0.0.1:") and not endpoints["http"].endswith(":0")
     finally:
         hub.stop()
+
+
+def test_a_port_already_taken_stops_the_start_with_a_clear_message(tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.hubproc import ROOT
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for section in ("http", "grpc"):
+            config = write_config(tmp_path / f"{section}.toml")
+            config.write_text(config.read_text().replace(f'[{section}]\nlisten = "127.0.0.1:0"',
+                                                         f'[{section}]\nlisten = "127.0.0.1:{port}"'))
+            result = subprocess.run([sys.executable, "-m", "daemon.cli", "serve", "--config", str(config),
+                                     "--state-dir", str(tmp_path / section)],
+                                    cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 1, result.stderr[-2000:]
+            assert "cannot start" in result.stderr and str(port) in result.stderr
+            assert "Traceback" not in result.stderr

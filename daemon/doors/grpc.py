@@ -295,9 +295,12 @@ class GrpcDoor:
         reflection.enable_server_reflection(
             (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.port = server.add_insecure_port(bind)
+        try:
+            self.port = server.add_insecure_port(bind)
+        except RuntimeError as exc:  # grpc reports a taken port this way, not as OSError
+            raise OSError(f"the gRPC door cannot listen on {self.config.listen}: {exc}") from None
         if not self.port:
-            raise OSError(f"gRPC door cannot listen on {self.config.listen}")
+            raise OSError(f"the gRPC door cannot listen on {self.config.listen}")
         await server.start()
         self._server = server
         await self.health.refresh()
