@@ -22,7 +22,8 @@ from daemon.auth import Authenticator
 from daemon.envelope import Principal
 from daemon.errors import HubError, NotFound, PermissionDenied, ValidationError
 from daemon.rbac import ROLE_NAMES, allows, can_grant, is_cross_tenant
-from daemon.tenancy import AuditEvent, TenancyStore, Tenant, generate_password
+from daemon.tenancy import TenancyStore
+from daemon.tenancy_records import AuditEvent, Tenant, generate_password
 
 Body = dict[str, Any] | None
 

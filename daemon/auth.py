@@ -36,11 +36,10 @@ from daemon.config import AuthConfig
 from daemon.envelope import Credentials, Principal
 from daemon.errors import PermissionDenied, Unauthenticated
 from daemon.rbac import ROLE_NAMES, allows, permissions_for
-from daemon.tenancy import (
-    KEY_PREFIX,
+from daemon.tenancy import KEY_PREFIX, TenancyStore
+from daemon.tenancy_records import (
     ApiKey,
     AuditEvent,
-    TenancyStore,
     Tenant,
     from_iso,
     hash_password,

@@ -22,15 +22,8 @@ from typing import Any
 from daemon.config import HubConfig, state_dir_of
 from daemon.errors import ConfigError, Conflict, HubError, NotFound, ValidationError
 from daemon.rbac import ROLE_NAMES
-from daemon.tenancy import (
-    ApiKey,
-    AuditEvent,
-    TenancyStore,
-    check_password,
-    from_iso,
-    generate_password,
-    hash_password,
-)
+from daemon.tenancy import TenancyStore
+from daemon.tenancy_records import ApiKey, AuditEvent, check_password, from_iso, generate_password, hash_password
 
 #: the lead's hook for ``tenant export``: gets the state dir and the export, returns extra
 #: top-level keys to merge in (usage, invoices from the ledger)

@@ -17,7 +17,8 @@ from daemon.envelope import Principal
 from daemon.http_api import HttpApi
 from daemon.ledger import UsageLedger
 from daemon.metrics import HubMetrics
-from daemon.tenancy import AuditEvent, TenancyStore
+from daemon.tenancy import TenancyStore
+from daemon.tenancy_records import AuditEvent
 from daemon.usage import UsageGate
 
 log = logging.getLogger("democratic_ai.hub")

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import time
@@ -27,19 +25,35 @@ import uuid
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import nacl.exceptions
-import nacl.pwhash.argon2id as argon2id
 import sqlite_utils
 
-from daemon.config import parse_rate
 from daemon.errors import Conflict, NotFound, ValidationError
-from daemon.rbac import ROLE_NAMES, allows, permissions_for
+from daemon.rbac import allows, permissions_for
+from daemon.tenancy_records import (
+    ApiKey,
+    AuditEvent,
+    KeyGrant,
+    LoginRecord,
+    Tenant,
+    User,
+    UserGrant,
+    check_email,
+    check_password,
+    check_rate,
+    check_role,
+    check_tenant_name,
+    hash_password,
+    iso,
+    key_from_row,
+    key_hash,
+    tenant_from_row,
+    user_from_row,
+    write_private_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +65,6 @@ BOOTSTRAP_KEY_FILE = "bootstrap-admin.key"
 AUDIT_QUEUE_MAX = 1024  # audit events waiting for the writer; beyond this callers wait for the write
 AUDIT_BATCH_MAX = 256
 
-_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # fixed width UTC, so text order is time order in SQL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -109,231 +120,6 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_tenant ON audit(tenant_id, id);
 """
-
-
-# -- values ---------------------------------------------------------------------------------
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime(_TIME_FORMAT)
-
-
-def from_iso(text: str) -> float:
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
-
-
-def key_hash(key: str) -> str:
-    """The stored form of an API key, and the authenticator's cache key."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def hash_password(password: str) -> str:
-    """argon2id, libsodium's interactive limits (~0.1 s, 64 MiB): run it off the loop."""
-    return argon2id.str(password.encode()).decode()
-
-
-def verify_password(stored: str, password: str) -> bool:
-    try:
-        return bool(argon2id.verify(stored.encode(), password.encode()))
-    except nacl.exceptions.CryptoError:
-        return False
-
-
-def generate_password() -> str:
-    return secrets.token_urlsafe(15)
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Write ``text`` readable by the owner only (0600), whatever the umask."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def check_role(role: str) -> str:
-    if role not in ROLE_NAMES:
-        raise ValidationError(
-            f"role: {role!r} is not one of {', '.join(ROLE_NAMES)}", {"field": "role"}
-        )
-    return role
-
-
-def check_rate(rate: str | None) -> str | None:
-    if rate is None:
-        return None
-    try:
-        parse_rate(rate)
-    except (ValueError, TypeError) as exc:
-        raise ValidationError(f"rate_limit: {exc}", {"field": "rate_limit"}) from None
-    return rate.strip()
-
-
-def check_tenant_name(name: str) -> str:
-    if not isinstance(name, str) or not _TENANT_NAME.match(name):
-        raise ValidationError(
-            f"name: {name!r} is not a tenant name (letters, digits, '_', '.', '-'; up to 64)",
-            {"field": "name"},
-        )
-    return name
-
-
-def check_email(email: str) -> str:
-    if not isinstance(email, str) or not _EMAIL.match(email.strip()):
-        raise ValidationError(f"email: {email!r} is not an e-mail address", {"field": "email"})
-    return email.strip().lower()
-
-
-def check_password(password: str) -> str:
-    if not isinstance(password, str) or len(password) < 8:
-        raise ValidationError("password: must be at least 8 characters", {"field": "password"})
-    return password
-
-
-# -- records --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    id: str
-    name: str
-    plan: str
-    status: str
-    timezone: str
-    credits_enabled: bool
-    created_at: str
-
-    @property
-    def active(self) -> bool:
-        return self.status == "active"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """A person; the password hash never leaves the store except to verify a login."""
-
-    id: str
-    tenant_id: str
-    email: str | None  # None once deleted (GDPR): the id stays for anonymous billing
-    role: str
-    status: str
-    created_at: str
-
-    @property
-    def subject(self) -> str:
-        return f"user:{self.id}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    """A machine credential's metadata; the key itself is shown once and never stored."""
-
-    id: str
-    tenant_id: str
-    prefix: str
-    role: str
-    scopes: tuple[str, ...]
-    rate_limit: str | None
-    expires_at: str | None
-    revoked_at: str | None
-    created_by: str
-    created_at: str
-    last_used_at: str | None
-
-    @property
-    def subject(self) -> str:
-        return f"key:{self.prefix}"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["scopes"] = list(self.scopes)
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class KeyGrant:
-    """What authentication needs about a key on a cache miss: the key and its tenant."""
-
-    key: ApiKey
-    tenant: Tenant
-
-
-@dataclass(frozen=True, slots=True)
-class UserGrant:
-    """What authentication needs about a JWT on a cache miss (None: not there)."""
-
-    user: User | None
-    tenant: Tenant | None
-    token_revoked: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LoginRecord:
-    tenant: Tenant
-    user: User
-    password_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """One audit row: who did what to which resource, from where, and how it ended."""
-
-    action: str
-    actor: str
-    tenant_id: str | None = None
-    resource: str = ""
-    ip: str = ""
-    user_agent: str = ""
-    success: bool = True
-    error: str = ""
-    at: str = field(default_factory=lambda: iso(time.time()))
-
-
-def _tenant(row: dict[str, Any]) -> Tenant:
-    return Tenant(
-        id=row["id"],
-        name=row["name"],
-        plan=row["plan"],
-        status=row["status"],
-        timezone=row["timezone"],
-        credits_enabled=bool(row["credits_enabled"]),
-        created_at=row["created_at"],
-    )
-
-
-def _user(row: dict[str, Any]) -> User:
-    return User(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        email=row["email"],
-        role=row["role"],
-        status=row["status"],
-        created_at=row["created_at"],
-    )
-
-
-def _key(row: dict[str, Any]) -> ApiKey:
-    return ApiKey(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        prefix=row["prefix"],
-        role=row["role"],
-        scopes=tuple(json.loads(row["scopes"] or "[]")),
-        rate_limit=row["rate_limit"],
-        expires_at=row["expires_at"],
-        revoked_at=row["revoked_at"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        last_used_at=row["last_used_at"],
-    )
 
 
 _KEY_COLUMNS = (
@@ -536,7 +322,7 @@ class TenancyStore:
         )
 
     def list_tenants(self) -> list[Tenant]:
-        return [_tenant(row) for row in self._all("SELECT * FROM tenants ORDER BY name")]
+        return [tenant_from_row(row) for row in self._all("SELECT * FROM tenants ORDER BY name")]
 
     async def async_list_tenants(self) -> list[Tenant]:
         return await self._run(self.list_tenants)
@@ -544,7 +330,7 @@ class TenancyStore:
     def find_tenant(self, ref: str) -> Tenant | None:
         """The tenant named (or with the id) ``ref``, or None."""
         row = self._one("SELECT * FROM tenants WHERE name = ? OR id = ?", (ref, ref))
-        return _tenant(row) if row else None
+        return tenant_from_row(row) if row else None
 
     async def async_find_tenant(self, ref: str) -> Tenant | None:
         return await self._run(self.find_tenant, ref)
@@ -604,7 +390,7 @@ class TenancyStore:
             " ORDER BY created_at, email",
             (tenant_id,),
         )
-        return [_user(row) for row in rows]
+        return [user_from_row(row) for row in rows]
 
     async def async_list_users(self, tenant_id: str) -> list[User]:
         return await self._run(self.list_users, tenant_id)
@@ -616,7 +402,7 @@ class TenancyStore:
         )
         if row is None:
             raise NotFound(f"user {user_id!r} not found", {"user": user_id})
-        return _user(row)
+        return user_from_row(row)
 
     async def async_get_user(self, tenant_id: str, user_id: str) -> User:
         return await self._run(self.get_user, tenant_id, user_id)
@@ -632,7 +418,7 @@ class TenancyStore:
             return None
         user = User(row["user_id"], row["id"], row["email"], row["role"], row["user_status"],
                     row["user_created_at"])
-        return LoginRecord(_tenant(row), user, row["password_hash"])
+        return LoginRecord(tenant_from_row(row), user, row["password_hash"])
 
     async def async_find_login(self, tenant_name: str, email: str) -> LoginRecord | None:
         return await self._run(self.find_login, tenant_name, email)
@@ -747,7 +533,7 @@ class TenancyStore:
             f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? ORDER BY created_at, prefix",
             (tenant_id,),
         )
-        return [_key(row) for row in rows]
+        return [key_from_row(row) for row in rows]
 
     async def async_list_api_keys(self, tenant_id: str) -> list[ApiKey]:
         return await self._run(self.list_api_keys, tenant_id)
@@ -762,7 +548,7 @@ class TenancyStore:
         row = self._one(sql, params)
         if row is None:
             raise NotFound(f"API key {ref!r} not found", {"key": ref})
-        return _key(row)
+        return key_from_row(row)
 
     async def async_get_api_key(self, ref: str, tenant_id: str | None) -> ApiKey:
         return await self._run(self.get_api_key, ref, tenant_id)
@@ -790,8 +576,8 @@ class TenancyStore:
         )
         if row is None:
             return None
-        key = _key({**row, "id": row["key_id"], "created_at": row["key_created_at"]})
-        return KeyGrant(key, _tenant(row))
+        key = key_from_row({**row, "id": row["key_id"], "created_at": row["key_created_at"]})
+        return KeyGrant(key, tenant_from_row(row))
 
     async def async_lookup_key(self, hashed: str) -> KeyGrant | None:
         return await self._run(self.lookup_key, hashed)
@@ -818,7 +604,7 @@ class TenancyStore:
             f"SELECT {_USER_COLUMNS} FROM users WHERE tenant_id = ? AND id = ?", (tenant_id, user_id)
         )
         return UserGrant(
-            _user(user_row) if user_row else None, _tenant(tenant_row) if tenant_row else None, revoked
+            user_from_row(user_row) if user_row else None, tenant_from_row(tenant_row) if tenant_row else None, revoked
         )
 
     async def async_user_grant(self, tenant_id: str, user_id: str, jti: str) -> UserGrant:
@@ -885,7 +671,7 @@ class TenancyStore:
         return {
             "exported_at": iso(self._clock()),
             "tenant": tenant.to_dict(),
-            "users": [_user(row).to_dict() for row in users],
+            "users": [user_from_row(row).to_dict() for row in users],
             "api_keys": [key.to_dict() for key in self.list_api_keys(tenant.id)],
             "audit": self.audit_rows(tenant.id, limit=1_000_000),
         }

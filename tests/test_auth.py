@@ -399,6 +399,6 @@ async def test_a_developer_manages_only_its_own_keys(site: Site) -> None:
 
 
 def _iso(ts: float) -> str:
-    from daemon.tenancy import iso
+    from daemon.tenancy_records import iso
 
     return iso(ts)
