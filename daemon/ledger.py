@@ -71,6 +71,8 @@ MAX_UNITS = 32
 MAX_TOP_UP = Decimal(10) ** 12
 #: group commit: a gap in arrivals this long ends a batch early (batch_delay_ms still caps it)
 LINGER_S = 0.0005
+#: how often an idle writer looks for entries another process committed
+IDLE_CHECK_S = 0.5
 _UNIT_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 
 
@@ -336,7 +338,11 @@ class UsageLedger:
         stop = False
         try:
             while not stop:
-                first = self._queue.get()
+                try:
+                    first = self._queue.get(timeout=IDLE_CHECK_S)
+                except queue.Empty:
+                    self._notice_other_writers()
+                    continue
                 if first is _STOP:
                     break
                 batch: list[_Pending] = [first]  # type: ignore[list-item]
@@ -367,6 +373,21 @@ class UsageLedger:
         finally:
             assert self._conn is not None
             self._conn.close()
+
+    def _notice_other_writers(self) -> None:
+        """Idle: pick up what another process committed (a CLI top-up makes a tenant prepaid).
+
+        Under load every batch re-reads the head anyway; this covers a quiet hub, so a
+        top-up or a new prepaid account is enforced within IDLE_CHECK_S, not at the next call.
+        """
+        assert self._conn is not None
+        try:
+            seq, digest, last_ts = self._conn.execute("SELECT seq, hash, ts_us FROM head").fetchone()
+            if seq != self._seq:
+                self._balances = self._load_balances(self._conn)
+                self._seq, self._hash, self._last_ts_us = seq, digest, last_ts
+        except sqlite3.Error as exc:
+            log.warning("ledger idle check failed: %s", exc)
 
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

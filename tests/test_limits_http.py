@@ -1,0 +1,64 @@
+"""Rate limits and prepaid credits as a caller meets them: 429 and 402, never executed, never billed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import subprocess
+import sys
+
+import aiohttp
+
+from tests.hubproc import ROOT, HubProcess
+
+
+def cli(hub: HubProcess, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "daemon.cli", *args, "--state-dir", str(hub.state_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+async def echo(hub: HubProcess, key: str, trace_id: str = "") -> tuple[int, dict, aiohttp.typedefs.LooseHeaders]:
+    headers = {"X-API-Key": key}
+    if trace_id:
+        headers["X-Trace-Id"] = trace_id
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(f"{hub.url}/v1/call", json={"action": "echo", "payload": {}}) as resp:
+            return resp.status, await resp.json(), resp.headers.copy()
+
+
+def billed(hub: HubProcess, trace_id: str) -> int:
+    conn = sqlite3.connect(f"file:{hub.state_dir / 'ledger.db'}?mode=ro", uri=True)
+    with contextlib.closing(conn):
+        return conn.execute("SELECT count(*) FROM events WHERE trace_id = ?", (trace_id,)).fetchone()[0]
+
+
+async def test_a_key_over_its_own_rate_is_told_when_to_retry(hub: HubProcess) -> None:
+    key = cli(hub, "key", "create", "--tenant", "default", "--rate", "2/min").splitlines()[0]
+    for _ in range(2):
+        status, _, headers = await echo(hub, key)
+        assert status == 200
+        assert int(headers["RateLimit-Limit"]) >= 2 and "RateLimit-Remaining" in headers
+    status, body, headers = await echo(hub, key, trace_id="refused-by-rate")
+    assert status == 429 and body["error"]["code"] == "RATE_LIMITED"
+    # a sliding window counter: the full window weighs on the next one, so up to two windows
+    assert 1 <= int(headers["Retry-After"]) <= 120
+    assert headers["RateLimit-Limit"] == "2" and headers["RateLimit-Remaining"] == "0"
+    assert "RateLimit-Policy" in headers
+    assert billed(hub, "refused-by-rate") == 0
+
+
+async def test_a_prepaid_tenant_is_stopped_at_zero_credits(hub: HubProcess) -> None:
+    cli(hub, "tenant", "create", "prepaid-co")
+    key = cli(hub, "key", "create", "--tenant", "prepaid-co", "--role", "user").splitlines()[0]
+    cli(hub, "credits", "top-up", "--tenant", "prepaid-co", "0.10")  # two calls at the starter's 0.05
+    await asyncio.sleep(1.5)  # the running hub picks the CLI's top-up up when idle (within 0.5 s)
+    answers = await asyncio.gather(*(echo(hub, key, trace_id=f"prepaid-{i}") for i in range(5)))
+    codes = sorted(status for status, _, _ in answers)
+    assert codes == [200, 200, 402, 402, 402], codes
+    refused = [body for status, body, _ in answers if status == 402]
+    assert all(body["error"]["code"] == "CREDITS_EXHAUSTED" for body in refused)
+    assert sum(billed(hub, f"prepaid-{i}") for i in range(5)) == 2
+    assert "balance" in cli(hub, "credits", "balance", "--tenant", "prepaid-co")
