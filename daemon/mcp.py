@@ -46,7 +46,6 @@ from daemon.envelope import CallRequest, CallResult, Principal, ProgressPart
 from daemon.errors import HubError, PermissionDenied
 from daemon.http_api import ApiRequest, ApiResponse, HttpApi, encode, error_response
 from daemon.logs import trace_id_var
-from daemon.pipeline import CALL_PERMISSION
 
 log = logging.getLogger("democratic_ai.mcp")
 
@@ -477,12 +476,9 @@ class McpEndpoint:
 
     async def _tools_list(self, rpc: _Rpc) -> dict[str, Any]:
         try:
-            self.pipeline.auth.authorize(rpc.principal, CALL_PERMISSION)
-            capabilities = await self.pipeline.capabilities(rpc.principal)
+            capabilities = await self.pipeline.callable_capabilities(rpc.principal)
         except HubError as exc:
-            if exc.http_status != 403:
-                raise RpcError(-32603, exc.message, exc.to_body(trace_id_var.get())) from None
-            capabilities = []  # a role that may not call sees no tools
+            raise RpcError(-32603, exc.message, exc.to_body(trace_id_var.get())) from None
         result: dict[str, Any] = {"tools": [_tool(c) for c in capabilities]}
         if rpc.modern:
             result.update(ttlMs=0, cacheScope="private")

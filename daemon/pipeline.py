@@ -30,7 +30,14 @@ from daemon.envelope import (
     Receipt,
     new_trace_id,
 )
-from daemon.errors import CapabilityNotFound, DeadlineExceeded, HubError, Unavailable, ValidationError
+from daemon.errors import (
+    CapabilityNotFound,
+    DeadlineExceeded,
+    HubError,
+    PermissionDenied,
+    Unavailable,
+    ValidationError,
+)
 from daemon.logs import trace_id_var
 from daemon.metrics import HubMetrics
 from daemon.module_host import ModuleHandle, ModuleHost
@@ -190,8 +197,16 @@ class Pipeline:
             raise ModuleGone(f"module {handle.module_id} went away during the call")
         return self.host.handle(retry)
 
+    async def callable_capabilities(self, principal: Principal) -> list[dict[str, Any]]:
+        """The capabilities this caller may call (MCP's tools): none for a role without module:use."""
+        try:
+            self.auth.authorize(principal, CALL_PERMISSION)
+        except PermissionDenied:
+            return []
+        return await self.capabilities(principal)
+
     async def capabilities(self, principal: Principal) -> list[dict[str, Any]]:
-        """What this caller may call: each action once, with the modules that serve it."""
+        """What this hub serves (module:read): each action once, with the modules that serve it."""
         self.auth.authorize(principal, READ_PERMISSION)
         by_action: dict[str, dict[str, Any]] = {}
         for handle in self.host.handles():
