@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -155,6 +156,8 @@ class Hub:
             await door.start()
             stack.push_async_callback(door.close)  # closed in reverse, even if a later door fails
         self._write_endpoints(state_dir)
+        # what start-up built lives as long as the hub: keep the collector from re-scanning it
+        gc.freeze()
         self.state = "open"
         systemd.notify("READY=1")
         log.info("hub ready", extra={"state_dir": str(state_dir), **self._endpoints().to_dict()})
