@@ -150,7 +150,8 @@ class UsageGate:
                               retry_after=retry, headers=headers, details={"limit": check.reason})
         price = await self._credits(principal, plan)
         for check in checks:
-            check.limiter.hit(now, check.cost)
+            # every limiter allowed this cost at this instant: take it without deciding again
+            check.limiter.charge(now, check.cost)
         ticket = Ticket(principal.tenant_id, plan_name, price)
         if price:
             ticket = Ticket(principal.tenant_id, plan_name, price, next(self._tokens))
