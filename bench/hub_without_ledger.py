@@ -14,8 +14,9 @@ from daemon.envelope import Receipt
 from daemon.ledger import UsageEvent, UsageLedger
 
 
-async def append_nothing(self: UsageLedger, event: UsageEvent) -> Receipt:
-    event.validate()
+async def append_nothing(self: UsageLedger, event: UsageEvent, *, validated: bool = False) -> Receipt:
+    if not validated:
+        event.validate()
     return Receipt(0, "0" * 64)
 
 

@@ -262,9 +262,13 @@ class UsageLedger:
 
     # -- the loop side ---------------------------------------------------------------------
 
-    async def append(self, event: UsageEvent) -> Receipt:
-        """Durably append one event; returns its receipt after its batch committed."""
-        event.validate()
+    async def append(self, event: UsageEvent, *, validated: bool = False) -> Receipt:
+        """Durably append one event; returns its receipt after its batch committed.
+
+        ``validated``: the caller has just run ``event.validate()`` (the usage gate does).
+        """
+        if not validated:
+            event.validate()
         if self._thread is None:
             raise Unavailable("the usage ledger is not open")
         loop = asyncio.get_running_loop()

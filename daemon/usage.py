@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter
 from daemon.config import PlanConfig, parse_rate
 from daemon.envelope import Envelope, Principal, Receipt
 from daemon.errors import ConfigError, CreditsExhausted, ModuleError, RateLimited, ValidationError
-from daemon.ledger import UsageEvent, UsageLedger, check_measurements
+from daemon.ledger import UsageEvent, UsageLedger
 from daemon.pipeline import Admission
 from daemon.ratelimit import Decision, FixedWindow, LeakyBucket, Limiter, SlidingWindow, TokenBucket
 
@@ -271,14 +271,18 @@ class UsageGate:
             raise TypeError("record() needs the Admission that admit() returned")
         units = dict(usage or {})
         try:
-            _check_module_usage(units, compute_ms, bytes_out)
             principal = envelope.principal
             event = UsageEvent(
                 tenant_id=principal.tenant_id, subject=principal.subject, action=envelope.action,
                 module=module, plan=ticket.plan, api_calls=1, compute_ms=float(compute_ms),
                 bytes_in=max(0, int(envelope.bytes_in)), bytes_out=int(bytes_out), units=units,
                 credits=-ticket.price, ts=self._wall(), trace_id=envelope.trace_id or envelope.id)
-            receipt = await self._ledger.append(event)
+            try:
+                event.validate()
+            except ValidationError as exc:
+                # what the call measured is impossible: the module's fault (502), not the caller's
+                raise ModuleError(f"the module reported impossible usage: {exc.message}") from None
+            receipt = await self._ledger.append(event, validated=True)
         finally:
             # recorded: the debit is in the balance now; failed: nothing billed. Either way.
             self._unreserve(ticket.reservation)
@@ -290,14 +294,6 @@ class UsageGate:
             if post.get(metric):
                 self._tenant_limiter(ticket.tenant_id, plan_name, plan, metric).charge(now, post[metric])
         return receipt
-
-
-def _check_module_usage(units: dict[str, float], compute_ms: float, bytes_out: int) -> None:
-    """A module's numbers are refused as the module's fault (502), not the caller's."""
-    try:
-        check_measurements(compute_ms, bytes_out, units)
-    except ValidationError as exc:
-        raise ModuleError(f"the module reported impossible usage: {exc.message}") from None
 
 
 def _headers(check: _Check, decision: Decision) -> dict[str, str]:
