@@ -46,7 +46,6 @@ from daemon.config import LedgerConfig
 from daemon.envelope import Receipt, new_uuid
 from daemon.errors import HubError, Unavailable, ValidationError
 from daemon.ledger_chain import (
-    INSERT,
     SCHEMA,
     VerifyResult,
     apply_pragmas,
@@ -421,9 +420,10 @@ class UsageLedger:
                 conn.executemany(INSERT, rows)
                 current = balances if balances is not None else self._balances
                 updated = {t: current.get(t, Decimal(0)) + d for t, d in deltas.items()}
-                conn.executemany(
-                    "INSERT INTO credit_balances VALUES (?, ?) ON CONFLICT(tenant_id) DO UPDATE SET"
-                    " balance = excluded.balance", [(t, str(b)) for t, b in updated.items()])
+                if updated:  # postpaid-only batches have none: skip a trip into SQLite
+                    conn.executemany(
+                        "INSERT INTO credit_balances VALUES (?, ?) ON CONFLICT(tenant_id) DO UPDATE SET"
+                        " balance = excluded.balance", [(t, str(b)) for t, b in updated.items()])
                 last = rows[-1]
                 conn.execute("UPDATE head SET seq = ?, hash = ?, ts_us = ?", (last[0], last[-1], last[14]))
                 conn.execute("COMMIT")
