@@ -46,6 +46,7 @@ from daemon.config import LedgerConfig
 from daemon.envelope import Receipt, new_uuid
 from daemon.errors import HubError, Unavailable, ValidationError
 from daemon.ledger_chain import (
+    INSERT,
     SCHEMA,
     VerifyResult,
     apply_pragmas,
