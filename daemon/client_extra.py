@@ -183,16 +183,49 @@ async def _call_grpc(url: str, body: dict[str, Any], api_key: str, stream: bool)
                 call_stream = channel.unary_stream("/democratic_ai.v2.Hub/CallStream", request_serializer=serialize,
                                                    response_deserializer=pb.StreamPart.FromString)
                 async for part in call_stream(message, metadata=metadata, timeout=ttl):
-                    _print(json_format.MessageToDict(part, preserving_proto_field_name=True))
+                    _print(stream_part_as_json(part))
             else:
                 unary = channel.unary_unary("/democratic_ai.v2.Hub/Call", request_serializer=serialize,
                                             response_deserializer=pb.CallResponse.FromString)
                 reply = await unary(message, metadata=metadata, timeout=ttl)
-                _print(json_format.MessageToDict(reply, preserving_proto_field_name=True))
+                _print(call_response_as_json(reply))
         except grpc.aio.AioRpcError as exc:
             _print(grpc_error_body(exc))
             return 1
     return 0
+
+
+def _json_numbers(value: Any) -> Any:
+    """protobuf's Value holds every number as a double: show 3 as 3, as the HTTP door does."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(v) for v in value]
+    return value
+
+
+def call_response_as_json(reply: Any) -> dict[str, Any]:
+    """A CallResponse in the shape of the HTTP door's /v1/call answer."""
+    from google.protobuf import json_format
+
+    receipt = {"seq": reply.receipt.seq, "hash": reply.receipt.hash} if reply.HasField("receipt") else None
+    return {"id": reply.id, "correlation_id": reply.correlation_id, "module": reply.module,
+            "result": _json_numbers(json_format.MessageToDict(reply.result)), "receipt": receipt}
+
+
+def stream_part_as_json(part: Any) -> dict[str, Any]:
+    """A StreamPart as the HTTP door's NDJSON line."""
+    from google.protobuf import json_format
+
+    if part.HasField("final"):
+        return {"type": "result", "is_complete": True, **call_response_as_json(part.final)}
+    line: dict[str, Any] = {"type": "progress", "progress": part.progress.progress,
+                            "message": part.progress.message, "is_complete": False}
+    if part.progress.HasField("data"):
+        line["data"] = _json_numbers(json_format.MessageToDict(part.progress.data))
+    return line
 
 
 def grpc_error_body(exc: Any) -> dict[str, Any]:
