@@ -41,6 +41,13 @@ class Credentials:
     api_key: str | None = None
     bearer: str | None = None
 
+    @classmethod
+    def from_headers(cls, api_key: str | None, authorization: str | None) -> Credentials:
+        """From ``X-API-Key`` and ``Authorization: Bearer <token>`` (HTTP headers, gRPC metadata)."""
+        auth = authorization or ""
+        bearer = auth[7:].strip() or None if auth[:7].lower() == "bearer " else None
+        return cls(api_key=api_key or None, bearer=bearer)
+
     @property
     def present(self) -> bool:
         return bool(self.api_key or self.bearer)

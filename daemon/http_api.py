@@ -59,9 +59,7 @@ class ApiRequest:
 
     @property
     def credentials(self) -> Credentials:
-        auth = self.header("authorization")
-        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        return Credentials(api_key=self.header("x-api-key") or None, bearer=bearer)
+        return Credentials.from_headers(self.header("x-api-key"), self.header("authorization"))
 
     @property
     def trace_id(self) -> str:

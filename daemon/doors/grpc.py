@@ -121,20 +121,20 @@ class _Caller:
     __slots__ = ("credentials", "ip", "trace_id", "user_agent")
 
     def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        api_key = bearer = None
+        api_key = authorization = None
         trace_id = user_agent = ""
         for key, value in context.invocation_metadata() or ():
             if not isinstance(value, str):
                 continue
             if key == "x-api-key":
                 api_key = value
-            elif key == "authorization" and value[:7].lower() == "bearer ":
-                bearer = value[7:].strip()
+            elif key == "authorization":
+                authorization = value
             elif key == "x-trace-id" and len(value) <= 64 and value.isprintable():
                 trace_id = value
             elif key == "user-agent":
                 user_agent = value
-        self.credentials = Credentials(api_key=api_key, bearer=bearer)
+        self.credentials = Credentials.from_headers(api_key, authorization)
         self.trace_id = trace_id or new_trace_id()
         self.user_agent = user_agent
         peer = context.peer() or ""

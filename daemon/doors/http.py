@@ -121,10 +121,7 @@ class HttpDoor:
         Credentials come from the upgrade request's headers, or from a first frame
         ``{"type": "auth", "api_key" | "token": ...}`` for clients that cannot set headers.
         """
-        credentials = Credentials(
-            api_key=request.headers.get("X-API-Key"),
-            bearer=_bearer(request.headers.get("Authorization", "")),
-        )
+        credentials = Credentials.from_headers(request.headers.get("X-API-Key"), request.headers.get("Authorization"))
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.config.max_body_bytes)
         await ws.prepare(request)
         self._sockets.add(ws)
@@ -176,8 +173,7 @@ class HttpDoor:
     async def attach_socket(self, request: web.Request) -> web.StreamResponse:
         ip = request.remote or ""
         ua = request.headers.get("User-Agent", "")
-        credentials = Credentials(api_key=request.headers.get("X-API-Key"),
-                                  bearer=_bearer(request.headers.get("Authorization", "")))
+        credentials = Credentials.from_headers(request.headers.get("X-API-Key"), request.headers.get("Authorization"))
         try:
             principal = await self.pipeline.authenticate(credentials, ip=ip, user_agent=ua)
             self.pipeline.auth.authorize(principal, ATTACH_PERMISSION)
@@ -219,10 +215,6 @@ class HttpDoor:
             if not ws.closed:
                 await ws.close()
         return ws
-
-
-def _bearer(header: str) -> str | None:
-    return header[7:].strip() if header[:7].lower() == "bearer " else None
 
 
 def _part_frame(part: ProgressPart | CallResult, call_id: Any) -> dict[str, Any]:
