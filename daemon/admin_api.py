@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -59,9 +59,12 @@ class AdminApi:
         authenticator: Authenticator,
         *,
         plans: tuple[str, ...] = (),
+        open_prepaid_account: Callable[[str, str], Awaitable[object]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        #: makes a tenant created with ``credits_enabled`` prepaid in the ledger (balance 0)
+        self._open_prepaid_account = open_prepaid_account
         self._auth = authenticator
         self._clock = clock
         #: plan names a tenant may have (the config's [plans]); empty: any name
@@ -133,6 +136,8 @@ class AdminApi:
                 credits_enabled=_field(body, "credits_enabled", bool, default=False),
             )
             audit.resource, audit.tenant_id = f"tenant:{tenant.id}", tenant.id
+            if tenant.credits_enabled and self._open_prepaid_account is not None:
+                await self._open_prepaid_account(tenant.id, principal.subject)
             return {"tenant": tenant.to_dict()}
 
     # users

@@ -59,5 +59,5 @@ async def open_parts(config: HubConfig, state_dir: Path, metrics: HubMetrics,
     default_plan = "starter" if "starter" in config.plans else next(iter(config.plans))
     usage = UsageGate(ledger, config.plans, metrics.registry, on_refusal=audit_refusal, default_plan=default_plan)
     reports = UsageReporter(ledger, config.plans, default_plan=default_plan, timezone_of=timezone_of)
-    admin = AdminApi(store, authenticator, plans=tuple(config.plans))
+    admin = AdminApi(store, authenticator, plans=tuple(config.plans), open_prepaid_account=ledger.open_account)
     return Parts(store, authenticator, ledger, usage, reports, admin, bootstrap_key)

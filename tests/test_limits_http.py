@@ -62,3 +62,19 @@ async def test_a_prepaid_tenant_is_stopped_at_zero_credits(hub: HubProcess) -> N
     assert all(body["error"]["code"] == "CREDITS_EXHAUSTED" for body in refused)
     assert sum(billed(hub, f"prepaid-{i}") for i in range(5)) == 2
     assert "balance" in cli(hub, "credits", "balance", "--tenant", "prepaid-co")
+
+
+async def test_a_tenant_created_prepaid_over_http_starts_at_zero_credits(hub: HubProcess) -> None:
+    async with aiohttp.ClientSession(headers={"X-API-Key": hub.admin_key}) as session:
+        async with session.post(f"{hub.url}/v1/tenants", json={"name": "prepaid-http", "credits_enabled": True}) as resp:
+            assert resp.status == 201, await resp.text()
+    key = cli(hub, "key", "create", "--tenant", "prepaid-http", "--role", "user").splitlines()[0]
+    status, body, _ = await echo(hub, key)
+    assert status == 402 and body["error"]["code"] == "CREDITS_EXHAUSTED"
+    cli(hub, "credits", "top-up", "--tenant", "prepaid-http", "1")
+    for _ in range(40):  # the running hub notices the CLI's top-up within half a second
+        status, body, _ = await echo(hub, key)
+        if status == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 200, body
