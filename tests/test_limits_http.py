@@ -66,7 +66,8 @@ async def test_a_prepaid_tenant_is_stopped_at_zero_credits(hub: HubProcess) -> N
 
 async def test_a_tenant_created_prepaid_over_http_starts_at_zero_credits(hub: HubProcess) -> None:
     async with aiohttp.ClientSession(headers={"X-API-Key": hub.admin_key}) as session:
-        async with session.post(f"{hub.url}/v1/tenants", json={"name": "prepaid-http", "credits_enabled": True}) as resp:
+        tenant = {"name": "prepaid-http", "credits_enabled": True}
+        async with session.post(f"{hub.url}/v1/tenants", json=tenant) as resp:
             assert resp.status == 201, await resp.text()
     key = cli(hub, "key", "create", "--tenant", "prepaid-http", "--role", "user").splitlines()[0]
     status, body, _ = await echo(hub, key)
