@@ -94,6 +94,8 @@ class Session:
     initialized: bool = False
     listening: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: tools/call requests in flight, by JSON-RPC id: notifications/cancelled cancels them
+    calls: dict[str | int, asyncio.Task[Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +324,12 @@ class McpEndpoint:
         session = self._session(request, principal, required=False)
         if session is not None and method == "notifications/initialized":
             session.initialized = True
+        if session is not None and method == "notifications/cancelled":
+            params = message.get("params")
+            request_id = params.get("requestId") if isinstance(params, dict) else None
+            task = session.calls.get(request_id) if isinstance(request_id, str | int) else None
+            if task is not None:
+                task.cancel()  # the call is cancelled in the pipeline: queued work never runs
         return ApiResponse(202, {})
 
     def _reply(self, rpc_id: Any, exc: RpcError, *, modern: bool) -> ApiResponse:
@@ -504,6 +512,17 @@ class McpEndpoint:
                            trace_id=trace_id_var.get(), bytes_in=len(rpc.request.body))
 
     async def _tools_call(self, rpc: _Rpc) -> ApiResponse:
+        session = None if rpc.modern else self._session(rpc.request, rpc.principal, required=False)
+        task = asyncio.current_task()
+        if session is None or task is None:
+            return await self._run_tool(rpc)
+        session.calls[rpc.id] = task
+        try:
+            return await self._run_tool(rpc)
+        finally:
+            session.calls.pop(rpc.id, None)
+
+    async def _run_tool(self, rpc: _Rpc) -> ApiResponse:
         call = self._call_request(rpc)
         credentials = rpc.request.credentials
         ua = rpc.request.header("user-agent")

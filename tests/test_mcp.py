@@ -124,3 +124,36 @@ async def test_a_role_that_may_not_call_sees_no_tools(doors: Hub, hub: HubProces
     error = find_error(failed.value, MCPError)
     assert error is not None and error.error.code == -32602
     assert error.error.data["code"] == "PERMISSION_DENIED"
+
+
+async def test_notifications_cancelled_stops_the_call_in_the_pipeline(doors: Hub, hub: HubProcess) -> None:
+    import asyncio
+
+    from tests.doorclients import metric
+
+    key = {"X-API-Key": hub.admin_key}
+    before = await metric(doors, "democratic_ai_requests_total", action="echo.stream", code="CANCELLED", door="mcp")
+    async with aiohttp.ClientSession(headers=key) as session:
+        async with session.post(f"{doors.http}/mcp", json=INIT, headers=ACCEPT) as resp:
+            ids = {"Mcp-Session-Id": resp.headers["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-11-25"}
+        slow = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": "echo.stream", "arguments": {"steps": 3, "delay_ms": 3000}}}
+
+        async def call() -> int:
+            async with session.post(f"{doors.http}/mcp", json=slow, headers={**ACCEPT, **ids}) as resp:
+                await resp.read()
+                return resp.status
+
+        pending = asyncio.create_task(call())
+        await asyncio.sleep(0.5)
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}
+        async with session.post(f"{doors.http}/mcp", json=cancel, headers={**ACCEPT, **ids}) as resp:
+            assert resp.status == 202
+        # the server drops the request: no answer comes (the connection ends), long before 9 s
+        with pytest.raises(aiohttp.ClientError):
+            await asyncio.wait_for(pending, 5)
+        ping = {"jsonrpc": "2.0", "id": 8, "method": "ping"}
+        async with session.post(f"{doors.http}/mcp", json=ping, headers={**ACCEPT, **ids}) as resp:
+            assert resp.status == 200
+    after = await metric(doors, "democratic_ai_requests_total", action="echo.stream", code="CANCELLED", door="mcp")
+    assert after == before + 1
