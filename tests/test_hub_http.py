@@ -207,3 +207,23 @@ async def test_forged_and_expired_tokens_are_unauthenticated(hub: HubProcess) ->
     # the hub keeps serving
     status, _, _ = await post_call(hub, {"action": "echo", "payload": {}})
     assert status == 200
+
+
+async def test_a_caller_that_hangs_up_cancels_its_call(hub: HubProcess) -> None:
+    import asyncio
+
+    from tests.doorclients import Hub, metric
+
+    doors = Hub(hub.endpoints, hub.state_dir)
+    labels = {"action": "echo.stream", "code": "CANCELLED", "door": "http"}
+    before = await metric(doors, "democratic_ai_requests_total", **labels)
+    async with aiohttp.ClientSession(headers=key_headers(hub)) as session:
+        slow = session.post(f"{hub.url}/v1/call", json={"action": "echo.stream",
+                                                        "payload": {"steps": 3, "delay_ms": 3000}})
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(slow, 0.5)  # the client gives up and closes the connection
+    for _ in range(50):
+        if await metric(doors, "democratic_ai_requests_total", **labels) == before + 1:
+            break
+        await asyncio.sleep(0.1)
+    assert await metric(doors, "democratic_ai_requests_total", **labels) == before + 1

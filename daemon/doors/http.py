@@ -52,7 +52,10 @@ class HttpDoor:
 
     async def start(self) -> None:
         host, port = parse_listen(self.config.listen)
+        # handler_cancellation: a caller that hangs up cancels its call in the pipeline (queued work
+        # never runs, a model is not kept busy for nobody); aiohttp leaves it off by default
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
+                                     handler_cancellation=True,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
