@@ -119,6 +119,29 @@ class AdminApi:
             tenant = await self._tenant_of(principal, {"tenant": tenant_id})
             return {"tenant": tenant.to_dict()}
 
+    async def update_tenant(
+        self, principal: Principal, body: Body, *, tenant_id: str, ip: str = "", user_agent: str = ""
+    ) -> dict[str, Any]:
+        """``{"status": "active"|"suspended"}`` (tenant:update) and/or ``{"plan"}`` (super_admin only)."""
+        async with self._audited(principal, "tenant.update", ip, user_agent) as audit:
+            audit.resource = f"tenant:{tenant_id}"
+            tenant = await self._tenant_of(principal, {"tenant": tenant_id})
+            audit.tenant_id = tenant.id
+            self._need(principal, "tenant:update")
+            status = _field(body, "status", str)
+            plan = _field(body, "plan", str)
+            if status is None and plan is None:
+                raise ValidationError("give `status` and/or `plan`", {"field": "status"})
+            if plan is not None:
+                self._need(principal, "billing:update")  # held by '*' only: prices are the operator's
+                if self._plans and plan not in self._plans:
+                    raise ValidationError(f"plan: {plan!r} is not one of {', '.join(self._plans)}",
+                                          {"field": "plan"})
+                tenant = await self._store.async_set_tenant_plan(tenant.id, plan)
+            if status is not None:
+                tenant = await self._store.async_set_tenant_status(tenant.id, status)
+            return {"tenant": tenant.to_dict()}
+
     async def create_tenant(
         self, principal: Principal, body: Body, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:

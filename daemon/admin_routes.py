@@ -12,7 +12,7 @@ from daemon.http_api import ApiRequest, ApiResponse, Handler, HttpApi
 # path -> {method: AdminApi method}; POSTs that create answer 201
 ROUTES: dict[str, dict[str, str]] = {
     "/v1/tenants": {"GET": "list_tenants", "POST": "create_tenant"},
-    "/v1/tenants/{tenant_id}": {"GET": "get_tenant"},
+    "/v1/tenants/{tenant_id}": {"GET": "get_tenant", "PATCH": "update_tenant"},
     "/v1/users": {"GET": "list_users", "POST": "create_user"},
     "/v1/users/{user_id}": {"DELETE": "delete_user"},
     "/v1/api-keys": {"GET": "list_api_keys", "POST": "create_api_key"},

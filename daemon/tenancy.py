@@ -356,6 +356,16 @@ class TenancyStore:
     async def async_set_tenant_status(self, ref: str, status: str) -> Tenant:
         return await self._run(self.set_tenant_status, ref, status)
 
+    def set_tenant_plan(self, ref: str, plan: str) -> Tenant:
+        tenant = self.get_tenant(ref)
+        with self._write() as conn:
+            conn.execute("UPDATE tenants SET plan = ? WHERE id = ?", (plan, tenant.id))
+        self.generation += 1  # cached principals carry the plan: the authenticator drops them
+        return self.get_tenant(tenant.id)
+
+    async def async_set_tenant_plan(self, ref: str, plan: str) -> Tenant:
+        return await self._run(self.set_tenant_plan, ref, plan)
+
     # users
 
     def create_user(self, tenant_id: str, email: str, role: str, password_hash: str) -> User:

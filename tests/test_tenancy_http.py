@@ -121,3 +121,41 @@ async def test_usage_shows_the_callers_own_tenant(hub: HubProcess, two_tenants: 
     # acme's calls are not counted here
     assert int(body["usage"]["api_calls"]) - int(before["usage"]["api_calls"]) == 3
     assert body["estimated_invoice"]["lines"][0]["description"] == "Starter Plan - Base Fee"
+
+
+async def test_an_operator_suspends_and_resumes_a_tenant(hub: HubProcess, two_tenants: dict[str, str]) -> None:
+    _, listed = await request(hub, "GET", "/v1/tenants", key=hub.admin_key)
+    globex = next(t for t in listed["tenants"] if t["name"] == "globex")
+    status, body = await request(hub, "PATCH", f"/v1/tenants/{globex['id']}", key=hub.admin_key,
+                                 json_body={"status": "suspended"})
+    assert status == 200 and body["tenant"]["status"] == "suspended"
+    for _ in range(30):  # a cached key notices within the authenticator's recheck (about a second)
+        status, body = await request(hub, "POST", "/v1/call", key=two_tenants["globex:user"],
+                                     json_body={"action": "echo", "payload": {}})
+        if status == 403:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 403 and body["error"]["code"] == "PERMISSION_DENIED"
+    # acme is untouched
+    status, _ = await request(hub, "POST", "/v1/call", key=two_tenants["acme:user"], json_body={"action": "echo"})
+    assert status == 200
+    status, body = await request(hub, "PATCH", f"/v1/tenants/{globex['id']}", key=hub.admin_key,
+                                 json_body={"status": "active"})
+    assert status == 200
+    status, _ = await request(hub, "POST", "/v1/call", key=two_tenants["globex:user"], json_body={"action": "echo"})
+    assert status == 200
+
+
+async def test_a_tenant_admin_cannot_change_its_plan_or_touch_another_tenant(hub: HubProcess,
+                                                                            two_tenants: dict[str, str]) -> None:
+    _, listed = await request(hub, "GET", "/v1/tenants", key=hub.admin_key)
+    ids = {t["name"]: t["id"] for t in listed["tenants"]}
+    status, body = await request(hub, "PATCH", f"/v1/tenants/{ids['acme']}", key=two_tenants["acme:tenant_admin"],
+                                 json_body={"plan": "enterprise"})
+    assert status == 403 and body["error"]["code"] == "PERMISSION_DENIED"
+    status, body = await request(hub, "PATCH", f"/v1/tenants/{ids['globex']}", key=two_tenants["acme:tenant_admin"],
+                                 json_body={"status": "suspended"})
+    assert status == 404
+    status, body = await request(hub, "PATCH", f"/v1/tenants/{ids['acme']}", key=hub.admin_key,
+                                 json_body={"status": "sleeping"})
+    assert status == 400 and body["error"]["code"] == "VALIDATION_ERROR"
