@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from daemon.config import PlanConfig
 from daemon.envelope import Principal
 from daemon.errors import ValidationError
-from daemon.ledger import UsageLedger, UsageTotals, read_totals
+from daemon.ledger import Ledger, UsageTotals, read_totals
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def build_invoice(totals: UsageTotals, plan_name: str, plan: PlanConfig, period:
                    totals.first_seq, totals.last_seq)
 
 
-async def invoice(ledger: UsageLedger, tenant_id: str, plan_name: str, plan: PlanConfig, period: str,
+async def invoice(ledger: Ledger, tenant_id: str, plan_name: str, plan: PlanConfig, period: str,
                   tz: str = "UTC", tenant_name: str = "") -> Invoice:
     """The tenant's invoice for ``period`` (``YYYY-MM``), from the open ledger."""
     bounds = parse_period(period)
@@ -223,7 +223,7 @@ def report(inv: Invoice, balance: Decimal | None) -> dict[str, Any]:
 class UsageReporter:
     """``GET /v1/usage`` without a transport: the caller's own tenant only, never another's."""
 
-    def __init__(self, ledger: UsageLedger, plans: Mapping[str, PlanConfig], *, default_plan: str = "starter",
+    def __init__(self, ledger: Ledger, plans: Mapping[str, PlanConfig], *, default_plan: str = "starter",
                  timezone_of: Callable[[str], str] | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self._ledger = ledger

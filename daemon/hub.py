@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -76,15 +77,18 @@ class Hub:
         self.pipeline: Pipeline | None = None
         self.state = "starting"
         self._reload_task: asyncio.Task[None] | None = None
+        self.ledger_healthy: Callable[[], bool] = lambda: False
         self.http_door: HttpDoor
         self.http3_door: Door | None = None
         self.grpc_door: Door | None = None
 
     def readiness(self) -> dict[str, Any]:
         host = self.host
+        ledger_ok = self.ledger_healthy()
         return {
-            "ready": self.state == "open" and host is not None and host.loaded,
+            "ready": self.state == "open" and host is not None and host.loaded and ledger_ok,
             "state": self.state,
+            "ledger": "ok" if ledger_ok else "unavailable",
             "modules": sorted(h.module_id for h in host.handles()) if host else [],
             "failed_modules": [{"module": f.name, "error": f.error} for f in host.failed.values()] if host else [],
         }
@@ -141,6 +145,7 @@ class Hub:
         config = self.config
         state_dir = prepare_state_dir(config.state_dir)
         parts = await open_parts(config, state_dir, self.metrics, stack)
+        self.ledger_healthy = lambda: parts.ledger.healthy
         if parts.bootstrap_key:
             print(f"bootstrap admin key (shown once, also in {state_dir / 'bootstrap-admin.key'}):\n"
                   f"  {parts.bootstrap_key}", file=sys.stderr, flush=True)

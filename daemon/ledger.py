@@ -38,7 +38,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -191,6 +191,19 @@ def read_totals(path: str | Path, tenant_id: str, start: datetime, end: datetime
 
 
 _STOP = object()
+
+
+class Ledger(Protocol):
+    """What the usage gate and the reports need of a ledger: ``UsageLedger`` in this process,
+    or ``daemon.ledger_process.LedgerProcess`` in a child process (the hub's choice)."""
+
+    async def append(self, event: UsageEvent, *, validated: bool = False) -> Receipt: ...
+
+    def balance(self, tenant_id: str) -> Decimal | None: ...
+
+    async def refresh_balance(self, tenant_id: str) -> Decimal | None: ...
+
+    async def totals(self, tenant_id: str, start: datetime, end: datetime) -> UsageTotals: ...
 
 
 @dataclass(slots=True)

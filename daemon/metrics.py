@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -16,6 +17,8 @@ class HubMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        #: samples collected elsewhere (the ledger writer's process), appended to /metrics
+        self.extra: list[Callable[[], bytes]] = []
         self.requests = Counter(
             "democratic_ai_requests", "Calls answered, by door, action and result code",
             ["door", "action", "code"], registry=self.registry,
@@ -45,4 +48,4 @@ class HubMetrics:
         children[1].observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + b"".join(source() for source in self.extra)

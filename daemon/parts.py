@@ -15,7 +15,7 @@ from daemon.billing import UsageReporter
 from daemon.config import HubConfig
 from daemon.envelope import Principal
 from daemon.http_api import HttpApi
-from daemon.ledger import UsageLedger
+from daemon.ledger_process import LedgerProcess
 from daemon.metrics import HubMetrics
 from daemon.tenancy import TenancyStore
 from daemon.tenancy_records import AuditEvent
@@ -30,7 +30,7 @@ LEDGER_FILE = "ledger.db"
 class Parts:
     store: TenancyStore
     authenticator: Authenticator
-    ledger: UsageLedger
+    ledger: LedgerProcess
     usage: UsageGate
     reports: UsageReporter
     admin: AdminApi
@@ -45,7 +45,9 @@ async def open_parts(config: HubConfig, state_dir: Path, metrics: HubMetrics,
     store = await stack.enter_async_context(TenancyStore(state_dir))
     bootstrap_key = await store.async_ensure_bootstrap()
     authenticator = await stack.enter_async_context(Authenticator(store, config.auth, state_dir))
-    ledger = await stack.enter_async_context(UsageLedger(state_dir / LEDGER_FILE, config.ledger, metrics.registry))
+    # the writer runs in its own process: sharing the loop's GIL cost every batch milliseconds
+    ledger = await stack.enter_async_context(LedgerProcess(state_dir / LEDGER_FILE, config.ledger))
+    metrics.extra.append(ledger.metrics_text)
     tenants = {t.id: t for t in await store.async_list_tenants()}
 
     async def audit_refusal(principal: Principal, reason: str) -> None:

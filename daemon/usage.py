@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter
 from daemon.config import PlanConfig, parse_rate
 from daemon.envelope import Envelope, Principal, Receipt
 from daemon.errors import ConfigError, CreditsExhausted, ModuleError, RateLimited, ValidationError
-from daemon.ledger import UsageEvent, UsageLedger
+from daemon.ledger import Ledger, UsageEvent
 from daemon.pipeline import Admission
 from daemon.ratelimit import Decision, FixedWindow, LeakyBucket, Limiter, SlidingWindow, TokenBucket
 
@@ -91,7 +91,7 @@ class UsageGate:
 
     def __init__(
         self,
-        ledger: UsageLedger,
+        ledger: Ledger,
         plans: Mapping[str, PlanConfig],
         registry: CollectorRegistry | None = None,
         *,

@@ -176,6 +176,21 @@ async def test_metrics_count_calls_by_door_action_and_code(hub: HubProcess) -> N
     assert 'democratic_ai_in_flight{module="echo"}' in text
 
 
+async def test_metrics_include_the_ledger_writers_own_samples(hub: HubProcess) -> None:
+    import asyncio
+
+    await post_call(hub, {"action": "echo", "payload": {}})
+    for _ in range(30):  # the writer process reports every half second
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{hub.url}/metrics") as resp:
+                text = await resp.text()
+        if "democratic_ai_ledger_commit_seconds_count" in text:
+            break
+        await asyncio.sleep(0.1)
+    assert "democratic_ai_ledger_commit_seconds_count" in text
+    assert "democratic_ai_ledger_batch_size_bucket" in text
+
+
 async def test_log_lines_about_a_request_carry_its_trace_id(hub: HubProcess) -> None:
     status, answer, _ = await post_call(hub, {"action": "echo", "target": "ghost-module"},
                                         headers={**key_headers(hub), "X-Trace-Id": "trace-abc-123"})

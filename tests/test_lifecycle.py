@@ -130,3 +130,52 @@ def test_a_port_already_taken_stops_the_start_with_a_clear_message(tmp_path) -> 
             assert result.returncode == 1, result.stderr[-2000:]
             assert "cannot start" in result.stderr and str(port) in result.stderr
             assert "Traceback" not in result.stderr
+
+
+def _ledger_writers(state_dir) -> list[int]:
+    """pids of ledger writer processes working on this state dir."""
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "daemon.ledger_process" in cmdline and str(state_dir) in cmdline:
+            found.append(int(pid))
+    return found
+
+
+async def test_the_ledger_writer_process_follows_the_hub_even_after_kill_9(tmp_path) -> None:
+    hub = HubProcess(tmp_path, write_config(tmp_path / "hub.toml", modules=("echo",))).start()
+    try:
+        assert len(_ledger_writers(tmp_path)) == 1
+        hub.kill()  # SIGKILL: the writer reads EOF, commits what it holds and exits
+        for _ in range(100):
+            if not _ledger_writers(tmp_path):
+                break
+            await asyncio.sleep(0.1)
+        assert _ledger_writers(tmp_path) == []
+    finally:
+        hub.kill()
+
+
+async def test_if_the_ledger_writer_dies_calls_are_unavailable_and_not_ready(tmp_path) -> None:
+    import os
+
+    hub = HubProcess(tmp_path, write_config(tmp_path / "hub.toml", modules=("echo",))).start()
+    try:
+        async with aiohttp.ClientSession(headers={"X-API-Key": hub.admin_key}) as session:
+            (writer,) = _ledger_writers(tmp_path)
+            os.kill(writer, signal.SIGKILL)
+            await asyncio.sleep(0.5)
+            async with session.post(f"{hub.url}/v1/call", json={"action": "echo", "payload": {}}) as resp:
+                assert resp.status == 503 and (await resp.json())["error"]["code"] == "UNAVAILABLE"
+            async with session.get(f"{hub.url}/ready") as resp:
+                ready = await resp.json()
+            assert resp.status == 503 and ready["ledger"] == "unavailable"
+            async with session.get(f"{hub.url}/health") as resp:
+                assert resp.status == 200  # alive, so systemd's watchdog or an operator can act
+    finally:
+        hub.stop()
