@@ -11,15 +11,16 @@ import sys
 
 from daemon import cli
 from daemon.envelope import Receipt
-from daemon.ledger import UsageEvent, UsageLedger
+from daemon.ledger import UsageEvent
+from daemon.ledger_process import LedgerProcess
 
 
-async def append_nothing(self: UsageLedger, event: UsageEvent, *, validated: bool = False) -> Receipt:
+async def append_nothing(self: LedgerProcess, event: UsageEvent, *, validated: bool = False) -> Receipt:
     if not validated:
         event.validate()
     return Receipt(0, "0" * 64)
 
 
 if __name__ == "__main__":
-    UsageLedger.append = append_nothing  # type: ignore[method-assign]
+    LedgerProcess.append = append_nothing  # type: ignore[method-assign]
     sys.exit(cli.main(sys.argv[1:]))
