@@ -315,6 +315,10 @@ class UsageLedger:
         """The tenant's credit balance, or None when it is not prepaid (postpaid: invoiced)."""
         return self._balances.get(tenant_id)
 
+    def balances(self) -> dict[str, Decimal]:
+        """Every prepaid tenant's balance (a copy)."""
+        return dict(self._balances)
+
     async def refresh_balance(self, tenant_id: str) -> Decimal | None:
         """Re-read one balance from disk (another process may have topped it up)."""
         def read() -> Decimal | None:
