@@ -214,7 +214,7 @@ async def _serve(path: Path, config: LedgerConfig) -> None:
         stdout.write(msgpack.packb(["failed", f"{type(exc).__name__}: {exc}"]))
         await stdout.drain()
         return
-    balances = dict(ledger._balances)
+    balances = ledger.balances()
     stdout.write(msgpack.packb(["ready", {t: str(b) for t, b in balances.items()}]))
     calls: set[asyncio.Task[None]] = set()
 
@@ -233,8 +233,8 @@ async def _serve(path: Path, config: LedgerConfig) -> None:
         while True:
             await asyncio.sleep(REPORT_INTERVAL_S)
             stdout.write(msgpack.packb(["metrics", generate_latest(registry)]))
-            if ledger._balances != balances:  # the writer's idle check saw another process write
-                balances = dict(ledger._balances)
+            if ledger.balances() != balances:  # the writer's idle check saw another process write
+                balances = ledger.balances()
                 stdout.write(msgpack.packb(["balances", {t: str(b) for t, b in balances.items()}]))
 
     reporter = asyncio.create_task(report())
