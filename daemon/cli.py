@@ -17,7 +17,7 @@ from typing import Any
 
 from daemon import __version__
 from daemon.config import state_dir_of
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, HubError
 
 
 def _state_parent() -> argparse.ArgumentParser:
@@ -80,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(Hub(config, config_path=args.config).run())
-    except OSError as exc:
+    except (OSError, HubError) as exc:  # a taken port, an unusable state dir or ledger
         print(f"democratic-ai: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -207,13 +207,22 @@ async def _serve(path: Path, config: LedgerConfig) -> None:
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout)
     stdout = asyncio.StreamWriter(transport, protocol, None, loop)
     registry = CollectorRegistry()
-    try:
-        ledger = UsageLedger(path, config, registry)
-        await ledger.__aenter__()
-    except Exception as exc:  # told to the hub, which refuses to start with the reason
-        stdout.write(msgpack.packb(["failed", f"{type(exc).__name__}: {exc}"]))
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            ledger = await stack.enter_async_context(UsageLedger(path, config, registry))
+        except Exception as exc:  # told to the hub, which refuses to start with the reason
+            stdout.write(msgpack.packb(["failed", f"cannot open the usage ledger {path}: {exc}"]))
+            await stdout.drain()
+            return
+        await _relay(ledger, registry, stdin, stdout)
+        # leaving the stack closes the ledger: its last batch is committed before we exit
+    with contextlib.suppress(ConnectionError):
         await stdout.drain()
-        return
+
+
+async def _relay(ledger: UsageLedger, registry: CollectorRegistry, stdin: asyncio.StreamReader,
+                 stdout: asyncio.StreamWriter) -> None:
+    """Append what the hub sends, answer each after its commit, until the hub closes stdin."""
     balances = ledger.balances()
     stdout.write(msgpack.packb(["ready", {t: str(b) for t, b in balances.items()}]))
     calls: set[asyncio.Task[None]] = set()
@@ -254,9 +263,7 @@ async def _serve(path: Path, config: LedgerConfig) -> None:
     if calls:
         await asyncio.gather(*calls, return_exceptions=True)
     reporter.cancel()
-    await ledger.aclose()
-    with contextlib.suppress(ConnectionError):
-        await stdout.drain()
+    await asyncio.gather(reporter, return_exceptions=True)
 
 
 def main() -> None:

@@ -179,3 +179,17 @@ async def test_if_the_ledger_writer_dies_calls_are_unavailable_and_not_ready(tmp
                 assert resp.status == 200  # alive, so systemd's watchdog or an operator can act
     finally:
         hub.stop()
+
+
+def test_an_unusable_ledger_stops_the_start_with_a_clear_message(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.hubproc import ROOT
+
+    (tmp_path / "ledger.db").mkdir()  # a directory where the ledger file should be
+    result = subprocess.run([sys.executable, "-m", "daemon.cli", "serve", "--config",
+                             str(write_config(tmp_path / "hub.toml")), "--state-dir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cannot open the usage ledger" in result.stderr and "Traceback" not in result.stderr
