@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import signal
@@ -44,8 +45,10 @@ from daemon.ledger_chain import connect_ro
 
 log = logging.getLogger("democratic_ai.ledger")
 
-#: how often the child reports its metrics and looks for balance changes made by others
-REPORT_INTERVAL_S = 0.5
+#: how often the child looks for balance changes made by other processes (a CLI top-up) ...
+BALANCE_CHECK_S = 0.1
+#: ... and reports its metrics
+METRICS_EVERY = 5  # balance checks
 _FIELDS = ("tenant_id", "subject", "action", "module", "plan", "kind", "api_calls", "compute_ms", "bytes_in",
            "bytes_out", "units", "ts", "trace_id", "event_id")
 
@@ -239,9 +242,10 @@ async def _relay(ledger: UsageLedger, registry: CollectorRegistry, stdin: asynci
 
     async def report() -> None:
         nonlocal balances
-        while True:
-            await asyncio.sleep(REPORT_INTERVAL_S)
-            stdout.write(msgpack.packb(["metrics", generate_latest(registry)]))
+        for tick in itertools.count():
+            await asyncio.sleep(BALANCE_CHECK_S)
+            if tick % METRICS_EVERY == 0:
+                stdout.write(msgpack.packb(["metrics", generate_latest(registry)]))
             if ledger.balances() != balances:  # the writer's idle check saw another process write
                 balances = ledger.balances()
                 stdout.write(msgpack.packb(["balances", {t: str(b) for t, b in balances.items()}]))

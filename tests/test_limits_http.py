@@ -53,8 +53,15 @@ async def test_a_key_over_its_own_rate_is_told_when_to_retry(hub: HubProcess) ->
 async def test_a_prepaid_tenant_is_stopped_at_zero_credits(hub: HubProcess) -> None:
     cli(hub, "tenant", "create", "prepaid-co")
     key = cli(hub, "key", "create", "--tenant", "prepaid-co", "--role", "user").splitlines()[0]
+    admin = cli(hub, "key", "create", "--tenant", "prepaid-co", "--role", "tenant_admin").splitlines()[0]
     cli(hub, "credits", "top-up", "--tenant", "prepaid-co", "0.10")  # two calls at the starter's 0.05
-    await asyncio.sleep(1.5)  # the running hub picks the CLI's top-up up when idle (within 0.5 s)
+    # the running hub picks a CLI top-up up when idle (about a second); the tenant's admin sees when
+    async with aiohttp.ClientSession(headers={"X-API-Key": admin}) as session:
+        for _ in range(100):
+            async with session.get(f"{hub.url}/v1/usage") as resp:
+                if (await resp.json())["credits"]["prepaid"]:
+                    break
+            await asyncio.sleep(0.1)
     answers = await asyncio.gather(*(echo(hub, key, trace_id=f"prepaid-{i}") for i in range(5)))
     codes = sorted(status for status, _, _ in answers)
     assert codes == [200, 200, 402, 402, 402], codes
