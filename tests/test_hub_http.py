@@ -233,10 +233,15 @@ async def test_a_caller_that_hangs_up_cancels_its_call(hub: HubProcess) -> None:
     labels = {"action": "echo.stream", "code": "CANCELLED", "door": "http"}
     before = await metric(doors, "democratic_ai_requests_total", **labels)
     async with aiohttp.ClientSession(headers=key_headers(hub)) as session:
-        slow = session.post(f"{hub.url}/v1/call", json={"action": "echo.stream",
-                                                        "payload": {"steps": 3, "delay_ms": 3000}})
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(slow, 0.5)  # the client gives up and closes the connection
+        slow = asyncio.ensure_future(session.post(f"{hub.url}/v1/call", json={
+            "action": "echo.stream", "payload": {"steps": 3, "delay_ms": 3000}}))
+        for _ in range(100):  # until the call is running in the hub
+            if await metric(doors, "democratic_ai_in_flight", module="echo") >= 1:
+                break
+            await asyncio.sleep(0.05)
+        slow.cancel()  # the client gives up and closes the connection
+        with pytest.raises(asyncio.CancelledError):
+            await slow
     for _ in range(50):
         if await metric(doors, "democratic_ai_requests_total", **labels) == before + 1:
             break

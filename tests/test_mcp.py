@@ -145,7 +145,10 @@ async def test_notifications_cancelled_stops_the_call_in_the_pipeline(doors: Hub
                 return resp.status
 
         pending = asyncio.create_task(call())
-        await asyncio.sleep(0.5)
+        for _ in range(100):  # until the call is running in the hub
+            if await metric(doors, "democratic_ai_in_flight", module="echo") >= 1:
+                break
+            await asyncio.sleep(0.05)
         cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}
         async with session.post(f"{doors.http}/mcp", json=cancel, headers={**ACCEPT, **ids}) as resp:
             assert resp.status == 202
@@ -155,5 +158,10 @@ async def test_notifications_cancelled_stops_the_call_in_the_pipeline(doors: Hub
         ping = {"jsonrpc": "2.0", "id": 8, "method": "ping"}
         async with session.post(f"{doors.http}/mcp", json=ping, headers={**ACCEPT, **ids}) as resp:
             assert resp.status == 200
-    after = await metric(doors, "democratic_ai_requests_total", action="echo.stream", code="CANCELLED", door="mcp")
+    for _ in range(50):
+        after = await metric(doors, "democratic_ai_requests_total", action="echo.stream", code="CANCELLED",
+                             door="mcp")
+        if after == before + 1:
+            break
+        await asyncio.sleep(0.1)
     assert after == before + 1
