@@ -129,7 +129,7 @@ async def test_an_operator_suspends_and_resumes_a_tenant(hub: HubProcess, two_te
     status, body = await request(hub, "PATCH", f"/v1/tenants/{globex['id']}", key=hub.admin_key,
                                  json_body={"status": "suspended"})
     assert status == 200 and body["tenant"]["status"] == "suspended"
-    for _ in range(30):  # a cached key notices within the authenticator's recheck (about a second)
+    for _ in range(60):  # a cached key notices within the authenticator's recheck (about a second)
         status, body = await request(hub, "POST", "/v1/call", key=two_tenants["globex:user"],
                                      json_body={"action": "echo", "payload": {}})
         if status == 403:
