@@ -45,6 +45,8 @@ from daemon.ledger_chain import connect_ro
 
 log = logging.getLogger("democratic_ai.ledger")
 
+#: how long the child may take to open the ledger (a large file is read once for balances)
+START_TIMEOUT_S = 60.0
 #: how often the child looks for balance changes made by other processes (a CLI top-up) ...
 BALANCE_CHECK_S = 0.1
 #: ... and reports its metrics
@@ -89,9 +91,14 @@ class LedgerProcess:
         ready = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read(self._process.stdout, ready), name="ledger-process-reader")
         try:
-            await ready
-        except BaseException:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await ready
+        except BaseException as exc:
+            if self._process.returncode is None and not isinstance(exc, HubError):
+                self._process.kill()  # stuck or interrupted: do not wait for it to open the file
             await self.aclose()
+            if isinstance(exc, TimeoutError):
+                raise Unavailable(f"the ledger writer did not open {self.path} in {START_TIMEOUT_S:g} s") from None
             raise
         return self
 
