@@ -21,27 +21,9 @@ from daemon.errors import CapabilityNotFound
 from daemon.router import ModuleEntry, Router
 from daemon.scheduler import ModuleScheduler
 from modules import registry
-from modules.sdk import BoundCapability, Call, Module, ModuleRuntime
+from modules.sdk import BoundCapability, Call, CapabilitySpec, Module, ModuleRuntime
 
 log = logging.getLogger("democratic_ai.modules")
-
-
-@dataclass(frozen=True, slots=True)
-class CapabilityInfo:
-    action: str
-    description: str
-    input_schema: dict[str, Any]
-    output_schema: dict[str, Any]
-    streaming: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "description": self.description,
-            "input_schema": self.input_schema,
-            "output_schema": self.output_schema,
-            "streaming": self.streaming,
-        }
 
 
 class ModuleHandle(Protocol):
@@ -52,7 +34,7 @@ class ModuleHandle(Protocol):
     concurrency: int
 
     @property
-    def capabilities(self) -> dict[str, CapabilityInfo]: ...
+    def capabilities(self) -> dict[str, CapabilitySpec]: ...
 
     def check_input(self, action: str, payload: Any) -> None: ...
 
@@ -73,15 +55,10 @@ class LocalModule:
         self.module_id = module.name
         self.concurrency = module.concurrency
         self._bound: dict[str, BoundCapability] = {c.spec.action: c for c in module.capabilities()}
-        self._info = {
-            action: CapabilityInfo(
-                action, c.spec.description, c.spec.input_schema, c.spec.output_schema, c.spec.streaming
-            )
-            for action, c in self._bound.items()
-        }
+        self._info = {action: c.spec for action, c in self._bound.items()}
 
     @property
-    def capabilities(self) -> dict[str, CapabilityInfo]:
+    def capabilities(self) -> dict[str, CapabilitySpec]:
         return self._info
 
     def _get(self, action: str) -> BoundCapability:

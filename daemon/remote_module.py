@@ -24,8 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from daemon.errors import CapabilityNotFound, ModuleError, Unavailable, ValidationError, error_from_body
-from daemon.module_host import CapabilityInfo
-from modules.sdk import ANY_OBJECT, Call, Progress, SchemaValidator
+from modules.sdk import ANY_OBJECT, Call, CapabilitySpec, Progress, SchemaValidator
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -37,7 +36,7 @@ class ModuleGone(Unavailable):
 _DONE = object()
 
 
-def parse_registration(frame: Any, max_concurrency: int) -> tuple[str, int, dict[str, CapabilityInfo]]:
+def parse_registration(frame: Any, max_concurrency: int) -> tuple[str, int, dict[str, CapabilitySpec]]:
     """Validate a register frame; ValidationError names the bad field."""
     if not isinstance(frame, dict) or frame.get("type") != "register":
         raise ValidationError("the first frame must be {'type': 'register', ...}", {"pointer": "/type"})
@@ -50,7 +49,7 @@ def parse_registration(frame: Any, max_concurrency: int) -> tuple[str, int, dict
     raw = frame.get("capabilities")
     if not isinstance(raw, list) or not raw:
         raise ValidationError("`capabilities` must be a non-empty list", {"pointer": "/capabilities"})
-    capabilities: dict[str, CapabilityInfo] = {}
+    capabilities: dict[str, CapabilitySpec] = {}
     for i, cap in enumerate(raw):
         if not isinstance(cap, dict) or not isinstance(cap.get("action"), str) or not cap["action"]:
             raise ValidationError("each capability needs an `action`", {"pointer": f"/capabilities/{i}/action"})
@@ -60,12 +59,13 @@ def parse_registration(frame: Any, max_concurrency: int) -> tuple[str, int, dict
                 SchemaValidator(schema)
             except Exception as exc:
                 raise ValidationError(f"invalid {key}: {exc}", {"pointer": f"/capabilities/{i}/{key}"}) from None
-        capabilities[cap["action"]] = CapabilityInfo(
+        capabilities[cap["action"]] = CapabilitySpec(
             action=cap["action"],
             description=str(cap.get("description", "")),
             input_schema=cap.get("input_schema", ANY_OBJECT),
             output_schema=cap.get("output_schema", ANY_OBJECT),
             streaming=bool(cap.get("streaming", False)),
+            blocking=False,  # it runs in its own process: nothing of ours waits on it
         )
     return module_id, concurrency, capabilities
 
@@ -73,7 +73,7 @@ def parse_registration(frame: Any, max_concurrency: int) -> tuple[str, int, dict
 class RemoteModule:
     kind = "remote"
 
-    def __init__(self, module_id: str, concurrency: int, capabilities: dict[str, CapabilityInfo],
+    def __init__(self, module_id: str, concurrency: int, capabilities: dict[str, CapabilitySpec],
                  send: Send, *, owner: str = "") -> None:
         self.module_id = module_id
         self.concurrency = concurrency
@@ -86,7 +86,7 @@ class RemoteModule:
         self._gone = False
 
     @property
-    def capabilities(self) -> dict[str, CapabilityInfo]:
+    def capabilities(self) -> dict[str, CapabilitySpec]:
         return self._capabilities
 
     def describe(self) -> dict[str, Any]:

@@ -71,6 +71,16 @@ class CapabilitySpec:
     streaming: bool
     blocking: bool  # a plain ``def``: runs in the thread pool
 
+    def to_dict(self) -> dict[str, Any]:
+        """What /v1/capabilities, gRPC and MCP show of it."""
+        return {
+            "action": self.action,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+            "streaming": self.streaming,
+        }
+
 
 def capability(
     action: str,
