@@ -35,6 +35,7 @@ import jwt
 from daemon.config import AuthConfig
 from daemon.envelope import Credentials, Principal
 from daemon.errors import PermissionDenied, Unauthenticated
+from daemon.files import atomic_write
 from daemon.rbac import ROLE_NAMES, allows, permissions_for
 from daemon.tenancy import KEY_PREFIX, TenancyStore
 from daemon.tenancy_records import (
@@ -45,7 +46,6 @@ from daemon.tenancy_records import (
     hash_password,
     key_hash,
     verify_password,
-    write_private_file,
 )
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def load_jwt_secret(state_dir: str | Path) -> bytes:
     except FileNotFoundError:
         Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         secret = secrets.token_bytes(32)
-        write_private_file(path, secret.hex() + "\n")
+        atomic_write(path, (secret.hex() + "\n").encode(), private=True)
     if len(secret) < 32:
         raise ValueError(f"{path}: the JWT secret must be at least 32 bytes")
     return secret

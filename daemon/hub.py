@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from daemon import systemd
 from daemon.config import HubConfig
 from daemon.errors import ConfigError
+from daemon.files import atomic_write
 from daemon.http_api import HttpApi
 from daemon.metrics import HubMetrics
 from daemon.module_host import ModuleHost
@@ -203,10 +204,7 @@ class Hub:
 
     def _write_endpoints(self, state_dir: Path) -> None:
         """Where each door really listens (port 0 in config picks a free one): for the CLI and tests."""
-        path = state_dir / ENDPOINTS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._endpoints().to_dict()))
-        tmp.replace(path)
+        atomic_write(state_dir / ENDPOINTS_FILE, json.dumps(self._endpoints().to_dict()).encode())
 
     async def _stop(self) -> None:
         for door in self.doors:

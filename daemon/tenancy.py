@@ -32,6 +32,7 @@ from typing import Any, ParamSpec, TypeVar
 import sqlite_utils
 
 from daemon.errors import Conflict, NotFound, ValidationError
+from daemon.files import atomic_write
 from daemon.rbac import allows, permissions_for
 from daemon.tenancy_records import (
     ApiKey,
@@ -52,7 +53,6 @@ from daemon.tenancy_records import (
     key_hash,
     tenant_from_row,
     user_from_row,
-    write_private_file,
 )
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ class TenancyStore:
             key, raw = self._insert_key(conn, tenant.id, "super_admin", None, None, (), "bootstrap")
             self._insert_audit(conn, [AuditEvent("tenant.bootstrap", "bootstrap", tenant.id, key.subject)])
             # inside the transaction: if the file cannot be written, no key exists that nobody has
-            write_private_file(self.state_dir / BOOTSTRAP_KEY_FILE, raw + "\n")
+            atomic_write(self.state_dir / BOOTSTRAP_KEY_FILE, (raw + "\n").encode(), private=True)
         return raw
 
     async def async_ensure_bootstrap(self) -> str | None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import nacl.exceptions
@@ -55,16 +53,6 @@ def verify_password(stored: str, password: str) -> bool:
 
 def generate_password() -> str:
     return secrets.token_urlsafe(15)
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Write ``text`` readable by the owner only (0600), whatever the umask."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def check_role(role: str) -> str:

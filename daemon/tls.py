@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from daemon.errors import ConfigError
+from daemon.files import atomic_write
 
 TLS_DIR = "tls"
 CERT_FILE = "http3-cert.pem"
@@ -85,15 +85,7 @@ def make_self_signed(cert_path: Path, key_path: Path, *, host: str = "") -> None
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_private(key_path, key_pem)
-    tmp = cert_path.with_suffix(".tmp")
-    tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    tmp.replace(cert_path)
+    atomic_write(key_path, key_pem, private=True)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    tmp.replace(path)

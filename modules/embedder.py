@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from daemon.files import atomic_write
 from modules import bert_onnx
-from modules.model_files import ModelFile, ModelLoadError, atomic_write, package_dir, sha256_file, verify
+from modules.model_files import ModelFile, ModelLoadError, package_dir, sha256_file, verify
 from modules.onnx_runtime import SESSIONS, OnnxSession, OnnxSettings, load
 
 MODEL_NAME = "all-MiniLM-L6-v2"
