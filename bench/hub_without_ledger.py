@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from daemon import cli
-from daemon.envelope import Receipt
-from daemon.ledger import UsageEvent
-from daemon.ledger_process import LedgerProcess
+from daemon.cli import main as cli
+from daemon.core.envelope import Receipt
+from daemon.metering.ledger.process import LedgerProcess
+from daemon.metering.ledger.writer import UsageEvent
 
 
 async def append_nothing(self: LedgerProcess, event: UsageEvent, *, validated: bool = False) -> Receipt:

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client import CollectorRegistry
 
-from daemon.config import LedgerConfig
-from daemon.ledger import UsageEvent, UsageLedger
-from daemon.ledger_chain import FIELDS, INSERT, SCHEMA, apply_pragmas, verify
+from daemon.metering.ledger.chain import FIELDS, INSERT, SCHEMA, apply_pragmas, verify
+from daemon.metering.ledger.writer import UsageEvent, UsageLedger
+from daemon.runtime.config import LedgerConfig
 
 SECTION = "## Ledger group commit"
 

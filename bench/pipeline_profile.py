@@ -14,12 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from daemon.config import HubConfig
-from daemon.envelope import CallRequest, Credentials
-from daemon.metrics import HubMetrics
-from daemon.module_host import ModuleHost
-from daemon.parts import open_parts
-from daemon.pipeline import Pipeline
+from daemon.core.envelope import CallRequest, Credentials
+from daemon.core.pipeline import Pipeline
+from daemon.hosting.module_host import ModuleHost
+from daemon.runtime.assembly import open_parts
+from daemon.runtime.config import HubConfig
+from daemon.runtime.metrics import HubMetrics
 
 
 async def main(calls: int, concurrency: int, profile: bool) -> None:

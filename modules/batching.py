@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from daemon.errors import Unavailable
+from daemon.core.errors import Unavailable
 
 T = TypeVar("T")
 R = TypeVar("R")

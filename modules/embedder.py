@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from daemon.files import atomic_write
+from daemon.runtime.files import atomic_write
 from modules import bert_onnx
 from modules.model_files import ModelFile, ModelLoadError, package_dir, sha256_file, verify
 from modules.onnx_runtime import SESSIONS, OnnxSession, OnnxSettings, load

@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import Any
 
-from daemon.errors import ValidationError
+from daemon.core.errors import ValidationError
 
 
 def invalid(pointer: str, message: str, **details: Any) -> ValidationError:

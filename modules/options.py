@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import ConfigError
+from daemon.core.errors import ConfigError
 from modules.model_files import ModelFile
 
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import jsonschema
 import jsonschema.exceptions
 
-from daemon.errors import HubError, ModuleError, ValidationError
+from daemon.core.errors import HubError, ModuleError, ValidationError
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 

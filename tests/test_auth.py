@@ -15,12 +15,12 @@ from typing import Any
 import jwt
 import pytest
 
-from daemon.admin_api import AdminApi
-from daemon.auth import Authenticator
-from daemon.config import AuthConfig
-from daemon.envelope import Credentials, Principal
-from daemon.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, ValidationError
-from daemon.tenancy import TenancyStore
+from daemon.api.admin import AdminApi
+from daemon.core.envelope import Credentials, Principal
+from daemon.core.errors import Conflict, NotFound, PermissionDenied, Unauthenticated, ValidationError
+from daemon.runtime.config import AuthConfig
+from daemon.tenancy.authn import Authenticator
+from daemon.tenancy.store import TenancyStore
 
 
 class Clock:
@@ -399,6 +399,6 @@ async def test_a_developer_manages_only_its_own_keys(site: Site) -> None:
 
 
 def _iso(ts: float) -> str:
-    from daemon.tenancy_records import iso
+    from daemon.tenancy.records import iso
 
     return iso(ts)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from daemon import cli_billing
-from daemon.billing import UsageReporter, invoice, money, parse_period
-from daemon.config import PlanConfig
-from daemon.envelope import Principal
-from daemon.errors import ValidationError
-from daemon.ledger import UsageEvent, UsageLedger
+from daemon.cli import billing as cli_billing
+from daemon.core.envelope import Principal
+from daemon.core.errors import ValidationError
+from daemon.metering.billing import UsageReporter, invoice, money, parse_period
+from daemon.metering.ledger.writer import UsageEvent, UsageLedger
+from daemon.runtime.config import PlanConfig
 
 
 def at(text: str) -> float:

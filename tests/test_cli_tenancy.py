@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from daemon.auth import Authenticator
-from daemon.cli_tenancy import build_parser, main, register, state_dir_parent
-from daemon.config import AuthConfig
-from daemon.envelope import Credentials
-from daemon.errors import Unauthenticated
-from daemon.tenancy import TenancyStore
+from daemon.cli.tenancy import build_parser, main, register, state_dir_parent
+from daemon.core.envelope import Credentials
+from daemon.core.errors import Unauthenticated
+from daemon.runtime.config import AuthConfig
+from daemon.tenancy.authn import Authenticator
+from daemon.tenancy.store import TenancyStore
 
 
 class Shell:
@@ -142,7 +142,7 @@ def test_every_leaf_takes_the_state_dir_from_the_environment(
 
 def test_bad_input_from_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "daemon.cli_tenancy", "key", "create", "--tenant", "nowhere",
+        [sys.executable, "-m", "daemon.cli.tenancy", "key", "create", "--tenant", "nowhere",
          "--state-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=60, check=False,
     )
@@ -159,7 +159,7 @@ async def test_a_running_daemon_refuses_a_key_the_cli_revoked(tmp_path: Path) ->
             assert (await auth.authenticate(Credentials(api_key=raw))).tenant_name == "default"
             # the operator's shell is another process with its own connection
             shell = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "daemon.cli_tenancy", "key", "revoke", raw[:12],
+                sys.executable, "-m", "daemon.cli.tenancy", "key", "revoke", raw[:12],
                 "--state-dir", str(tmp_path), stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             )
             _, err = await asyncio.wait_for(shell.communicate(), 60)

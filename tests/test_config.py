@@ -2,8 +2,8 @@
 
 import pytest
 
-from daemon.config import HubConfig, parse_rate
-from daemon.errors import ConfigError
+from daemon.core.errors import ConfigError
+from daemon.runtime.config import HubConfig, parse_rate
 
 
 def test_no_file_gives_a_working_default_config() -> None:

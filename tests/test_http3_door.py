@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from aioquic.asyncio.client import connect
 
-from daemon.client_extra import H3ClientProtocol, h3_configuration
-from daemon.tls import default_paths
+from daemon.cli.clients.extra import H3ClientProtocol, h3_configuration
+from daemon.runtime.tls import default_paths
 from tests.doorclients import Hub, h3_client
 from tests.hubproc import HubProcess, write_config
 

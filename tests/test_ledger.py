@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daemon.config import LedgerConfig
-from daemon.errors import Unavailable, ValidationError
-from daemon.ledger import UsageEvent, UsageLedger, verify
+from daemon.core.errors import Unavailable, ValidationError
+from daemon.metering.ledger.writer import UsageEvent, UsageLedger, verify
+from daemon.runtime.config import LedgerConfig
 
 
 def ev(tenant: str = "t1", **kw: object) -> UsageEvent:

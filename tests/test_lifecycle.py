@@ -142,7 +142,7 @@ def _ledger_writers(state_dir) -> list[int]:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "daemon.ledger_process" in cmdline and str(state_dir) in cmdline:
+        if "daemon.metering.ledger.process" in cmdline and str(state_dir) in cmdline:
             found.append(int(pid))
     return found
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.errors import ConfigError, Unavailable
+from daemon.core.errors import ConfigError, Unavailable
 from modules import onnx_runtime
 from modules.audio_input import resample
 from modules.batching import DynamicBatcher

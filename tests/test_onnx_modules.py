@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from daemon.errors import ValidationError
+from daemon.core.errors import ValidationError
 from modules import bert_onnx, embedder
 from modules.builtin.embed import EmbedModule
 from modules.builtin.ocr import OcrModule

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.ratelimit import FixedWindow, LeakyBucket, SlidingWindow, TokenBucket
+from daemon.metering.ratelimit import FixedWindow, LeakyBucket, SlidingWindow, TokenBucket
 
 
 def test_sliding_window_allows_limit_then_refuses_with_retry_after() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.rbac import ROLE_NAMES, ROLES, allows, can_grant, is_cross_tenant, permissions_for
+from daemon.tenancy.rbac import ROLE_NAMES, ROLES, allows, can_grant, is_cross_tenant, permissions_for
 
 
 def test_the_five_roles_of_the_seed() -> None:

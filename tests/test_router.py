@@ -2,8 +2,8 @@
 
 import pytest
 
-from daemon.errors import CapabilityNotFound, ModuleNotFound
-from daemon.router import ModuleEntry, Router
+from daemon.core.errors import CapabilityNotFound, ModuleNotFound
+from daemon.core.router import ModuleEntry, Router
 
 
 def make_router(loads: dict[str, int]) -> Router:

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from daemon.errors import DeadlineExceeded
-from daemon.scheduler import ModuleScheduler
+from daemon.core.errors import DeadlineExceeded
+from daemon.core.scheduler import ModuleScheduler
 
 
 async def test_waiters_run_by_priority_then_arrival() -> None:

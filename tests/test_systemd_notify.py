@@ -22,7 +22,7 @@ def test_the_hub_notifies_ready_then_stopping(tmp_path, monkeypatch) -> None:
 
 
 def test_without_notify_socket_nothing_is_sent(monkeypatch) -> None:
-    from daemon import systemd
+    from daemon.runtime import systemd
 
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert systemd.notify("READY=1") is False

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daemon.config import PlanConfig
-from daemon.envelope import Envelope, MessageType, Principal
-from daemon.errors import CreditsExhausted, ModuleError, RateLimited, Unavailable
-from daemon.ledger import UsageLedger, verify
-from daemon.usage import UsageGate
+from daemon.core.envelope import Envelope, MessageType, Principal
+from daemon.core.errors import CreditsExhausted, ModuleError, RateLimited, Unavailable
+from daemon.metering.gate import UsageGate
+from daemon.metering.ledger.writer import UsageLedger, verify
+from daemon.runtime.config import PlanConfig
 
 
 def principal(rate: str | None = None, tenant: str = "t1") -> Principal:

@@ -25,11 +25,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from daemon.config import GrpcConfig, parse_listen
-from daemon.envelope import CallRequest, CallResult, Credentials, MessageType, ProgressPart, new_trace_id
-from daemon.errors import HubError, PayloadTooLarge, ValidationError
-from daemon.http_api import HttpApi
-from daemon.pipeline import Pipeline
+from daemon.api.http_api import HttpApi
+from daemon.core.envelope import CallRequest, CallResult, Credentials, MessageType, ProgressPart, new_trace_id
+from daemon.core.errors import HubError, PayloadTooLarge, ValidationError
+from daemon.core.pipeline import Pipeline
+from daemon.runtime.config import GrpcConfig, parse_listen
 from proto import mcp_v2_pb2 as pb
 
 log = logging.getLogger("democratic_ai.grpc")

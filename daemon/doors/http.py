@@ -15,13 +15,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from daemon.config import HttpConfig, parse_listen
-from daemon.envelope import CallResult, Credentials, ProgressPart
-from daemon.errors import HubError, PayloadTooLarge, PermissionDenied, ValidationError
-from daemon.http_api import ApiRequest, ApiResponse, HttpApi, error_response, parse_call
-from daemon.module_host import ModuleHost
-from daemon.pipeline import Pipeline
-from daemon.remote_module import RemoteModule, parse_registration
+from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi, error_response, parse_call
+from daemon.core.envelope import CallResult, Credentials, ProgressPart
+from daemon.core.errors import HubError, PayloadTooLarge, PermissionDenied, ValidationError
+from daemon.core.pipeline import Pipeline
+from daemon.hosting.module_host import ModuleHost
+from daemon.hosting.remote_module import RemoteModule, parse_registration
+from daemon.runtime.config import HttpConfig, parse_listen
 
 log = logging.getLogger("democratic_ai.http")
 

@@ -32,10 +32,10 @@ from aioquic.quic.events import ConnectionTerminated, QuicEvent, StopSendingRece
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType, QuicPacketType, pull_quic_header
 from aioquic.quic.packet_builder import QuicPacketBuilder
 
-from daemon.config import Http3Config, parse_listen
-from daemon.errors import PayloadTooLarge, ValidationError
-from daemon.http_api import ApiRequest, ApiResponse, HttpApi, error_response
-from daemon.tls import TlsPair, ensure_pair
+from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi, error_response
+from daemon.core.errors import PayloadTooLarge, ValidationError
+from daemon.runtime.config import Http3Config, parse_listen
+from daemon.runtime.tls import TlsPair, ensure_pair
 
 log = logging.getLogger("democratic_ai.http3")
 

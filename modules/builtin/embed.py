@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.errors import ValidationError
+from daemon.core.errors import ValidationError
 from modules.batching import DynamicBatcher
 from modules.embedder import DIMENSIONS, MAX_TOKENS, MODEL_NAME, Embedder, Embedding, cache_path
 from modules.inputs import invalid

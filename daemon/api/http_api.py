@@ -1,0 +1,329 @@
+"""The hub's HTTP API, independent of transport.
+
+The HTTP/1.1 door (aiohttp) and the HTTP/3 door (aioquic) both turn a request into an
+``ApiRequest`` and write back the ``ApiResponse`` this returns, so the two serve the
+same routes with the same bodies and codes.  Route handlers only decode, call the
+pipeline (or the admin and usage APIs) and encode: no business logic lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from daemon.core.envelope import (
+    CallRequest,
+    CallResult,
+    Credentials,
+    MessageType,
+    Principal,
+    ProgressPart,
+    new_trace_id,
+)
+from daemon.core.errors import HubError, InternalError, MethodNotAllowed, NotFound, RateLimited, ValidationError
+from daemon.core.pipeline import Pipeline
+from daemon.runtime.logs import trace_id_var
+from daemon.runtime.metrics import HubMetrics
+
+log = logging.getLogger("democratic_ai.http")
+
+JSON = "application/json"
+BILLING_READ = "billing:read"
+NDJSON = "application/x-ndjson"
+
+
+class ByteStream(Protocol):
+    """A streamed body: async-iterable bytes that a door closes when it is done (or gone)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes = b""
+    query: Mapping[str, str] = field(default_factory=dict)
+    remote: str = ""
+    door: str = "http"
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name, default)
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials.from_headers(self.header("x-api-key"), self.header("authorization"))
+
+    @property
+    def trace_id(self) -> str:
+        supplied = self.header("x-trace-id")
+        return supplied if supplied and len(supplied) <= 64 and supplied.isprintable() else new_trace_id()
+
+    def json(self) -> Any:
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"the body is not valid JSON: {exc}", {"pointer": ""}) from None
+
+
+@dataclass(slots=True)
+class ApiResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: ByteStream | None = None
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> ApiResponse:
+        return cls(status, {"content-type": JSON, **(headers or {})}, encode(value))
+
+
+def encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def error_response(exc: HubError, trace_id: str) -> ApiResponse:
+    headers = {"x-trace-id": trace_id}
+    if isinstance(exc, RateLimited):
+        headers["retry-after"] = str(max(1, int(exc.retry_after + 0.999)))
+        headers.update({k.lower(): v for k, v in exc.headers.items()})
+    if isinstance(exc, MethodNotAllowed) and "allow" in exc.details:
+        headers["allow"] = ", ".join(exc.details["allow"])
+    return ApiResponse.json(exc.to_body(trace_id), exc.http_status, headers)
+
+
+def result_body(result: CallResult) -> bytes:
+    """The /v1/call answer, with the already-encoded result spliced in (no second encode)."""
+    receipt = (b'{"seq":%d,"hash":"%s"}' % (result.receipt.seq, result.receipt.hash.encode())
+               if result.receipt else b"null")
+    return b"".join((
+        b'{"id":', _text(result.id), b',"correlation_id":', _text(result.correlation_id),
+        b',"module":', _text(result.module), b',"result":', result.result_json,
+        b',"receipt":', receipt, b"}",
+    ))
+
+
+_PLAIN = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.:")
+
+
+def _text(value: str) -> bytes:
+    """A JSON string; ids and module names are plain, so most need no escaping pass."""
+    if _PLAIN.issuperset(value):
+        return b'"' + value.encode() + b'"'
+    return encode(value)
+
+
+def parse_call(body: Any, door: str, trace_id: str, bytes_in: int) -> CallRequest:
+    """A /v1/call body (also a WebSocket call frame) -> CallRequest, naming the bad field."""
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", {"pointer": ""})
+    action = body.get("action")
+    if not isinstance(action, str) or not action:
+        raise ValidationError("`action` is required and must be a non-empty string", {"pointer": "/action"})
+    target = body.get("target", "")
+    if not isinstance(target, str):
+        raise ValidationError("`target` must be a string", {"pointer": "/target"})
+    priority = body.get("priority", 5)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise ValidationError("`priority` must be an integer 0-9", {"pointer": "/priority"})
+    ttl = body.get("ttl")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
+        raise ValidationError("`ttl` must be a positive number of seconds", {"pointer": "/ttl"})
+    kind = body.get("type", "request")
+    if kind not in ("request", "event"):
+        raise ValidationError("`type` must be 'request' or 'event'", {"pointer": "/type"})
+    correlation_id = body.get("correlation_id", "")
+    if not isinstance(correlation_id, str):
+        raise ValidationError("`correlation_id` must be a string", {"pointer": "/correlation_id"})
+    headers = body.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ValidationError("`headers` must be an object of strings", {"pointer": "/headers"})
+    return CallRequest(
+        action=action,
+        payload=body.get("payload", {}),
+        target=target,
+        type=MessageType(kind),
+        priority=priority,
+        ttl=float(ttl) if ttl is not None else None,
+        correlation_id=correlation_id,
+        headers=headers,
+        door=door,
+        trace_id=trace_id,
+        bytes_in=bytes_in,
+    )
+
+
+def part_line(part: ProgressPart | CallResult) -> bytes:
+    if isinstance(part, ProgressPart):
+        return encode(part.to_dict()) + b"\n"
+    return b'{"type":"result","is_complete":true,' + result_body(part)[1:] + b"\n"
+
+
+class PartLines:
+    """NDJSON lines of a streamed call; ``aclose`` ends the pipeline's stream even if never read."""
+
+    def __init__(self, first: ProgressPart | CallResult, parts: AsyncGenerator[ProgressPart | CallResult, None],
+                 trace_id: str) -> None:
+        self._pending: ProgressPart | CallResult | None = first
+        self._parts = parts
+        self._trace_id = trace_id
+        self._done = False
+
+    def __aiter__(self) -> PartLines:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        if self._pending is not None:
+            part, self._pending = self._pending, None
+            return part_line(part)
+        try:
+            return part_line(await anext(self._parts))
+        except StopAsyncIteration:
+            self._done = True
+            raise
+        except HubError as exc:
+            self._done = True
+            return encode({"type": "error", **exc.to_body(self._trace_id)}) + b"\n"
+
+    async def aclose(self) -> None:
+        self._done = True
+        await self._parts.aclose()
+
+
+class AdminApi(Protocol):
+    """Tenancy administration (daemon/admin_api.py)."""
+
+
+class UsageReports(Protocol):
+    async def usage_report(self, principal: Principal, period: str | None) -> dict[str, Any]: ...
+
+
+Handler = Callable[[ApiRequest, re.Match[str]], Awaitable[ApiResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    pattern: re.Pattern[str]
+    methods: dict[str, Handler]
+
+
+class HttpApi:
+    def __init__(self, pipeline: Pipeline, metrics: HubMetrics, *, readiness: Callable[[], dict[str, Any]],
+                 usage: UsageReports | None = None) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.readiness = readiness
+        self.usage = usage
+        self._routes: list[Route] = []
+        self._exact: dict[str, Route] = {}
+        self.add("/v1/call", POST=self.post_call)
+        self.add("/v1/capabilities", GET=self.get_capabilities)
+        self.add("/v1/usage", GET=self.get_usage)
+        self.add("/health", GET=self.get_health)
+        self.add("/ready", GET=self.get_ready)
+        self.add("/metrics", GET=self.get_metrics)
+
+    def add(self, path: str, **methods: Handler) -> None:
+        """Mount handlers; ``{name}`` in the path matches one segment."""
+        pattern = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$")
+        route = Route(pattern, {m.upper(): h for m, h in methods.items()})
+        if "{" in path:
+            self._routes.append(route)
+        else:
+            self._exact[path] = route
+
+    async def handle(self, request: ApiRequest) -> ApiResponse:
+        trace_id = request.trace_id
+        token = trace_id_var.set(trace_id)
+        try:
+            route, match = self._find(request.path)
+            handler = route.methods.get(request.method)
+            if handler is None and request.method == "HEAD":
+                handler = route.methods.get("GET")
+            if handler is None:
+                raise MethodNotAllowed(
+                    f"{request.method} is not allowed on {request.path}", {"allow": sorted(route.methods)}
+                )
+            response = await handler(request, match)
+            response.headers.setdefault("x-trace-id", trace_id)
+            return response
+        except HubError as exc:
+            return error_response(exc, trace_id)
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.path})
+            return error_response(InternalError("the hub failed to handle this request"), trace_id)
+        finally:
+            trace_id_var.reset(token)
+
+    def _find(self, path: str) -> tuple[Route, re.Match[str]]:
+        route = self._exact.get(path)
+        if route is not None:
+            match = route.pattern.match(path)
+            assert match is not None
+            return route, match
+        for route in self._routes:
+            match = route.pattern.match(path)
+            if match:
+                return route, match
+        raise NotFound(f"no route {path}", {"path": path})
+
+    # -- routes ---------------------------------------------------------------------
+    async def post_call(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        trace_id = trace_id_var.get()
+        call = parse_call(request.json(), request.door, trace_id, len(request.body))
+        ua = request.header("user-agent")
+        if NDJSON in request.header("accept"):
+            return await self._stream_call(call, request, ua)
+        result = await self.pipeline.call(call, request.credentials, ip=request.remote, user_agent=ua)
+        return ApiResponse(200, {"content-type": JSON, **result.headers}, result_body(result))
+
+    async def _stream_call(self, call: CallRequest, request: ApiRequest, ua: str) -> ApiResponse:
+        parts = self.pipeline.stream(call, request.credentials, ip=request.remote, user_agent=ua)
+        # errors before the first part are real HTTP errors; after it they are a final error line
+        try:
+            first = await anext(parts)
+        except BaseException:
+            await parts.aclose()
+            raise
+        headers = first.headers if isinstance(first, CallResult) else {}
+        return ApiResponse(200, {"content-type": NDJSON, **headers}, stream=PartLines(first, parts, call.trace_id))
+
+    async def get_capabilities(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        principal = await self.pipeline.authenticate(request.credentials, ip=request.remote,
+                                                     user_agent=request.header("user-agent"))
+        capabilities = await self.pipeline.capabilities(principal)
+        failed = [{"module": f.name, "error": f.error} for f in self.pipeline.host.failed.values()]
+        return ApiResponse.json({"capabilities": capabilities, "failed_modules": failed})
+
+    async def get_usage(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        principal = await self.pipeline.authenticate(request.credentials, ip=request.remote,
+                                                     user_agent=request.header("user-agent"))
+        self.pipeline.auth.authorize(principal, BILLING_READ)
+        if self.usage is None:
+            raise NotFound("usage reporting is not enabled on this hub")
+        return ApiResponse.json(await self.usage.usage_report(principal, request.query.get("period")))
+
+    async def get_health(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        return ApiResponse.json({"status": "ok"})
+
+    async def get_ready(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        state = self.readiness()
+        return ApiResponse.json(state, 200 if state.get("ready") else 503)
+
+    async def get_metrics(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        for module_id, (in_flight, queued) in self.pipeline.host.stats().items():
+            self.metrics.in_flight.labels(module_id).set(in_flight)
+            self.metrics.queue_depth.labels(module_id).set(queued)
+        self.metrics.modules_failed.set(len(self.pipeline.host.failed))
+        return ApiResponse(200, {"content-type": self.metrics.content_type}, self.metrics.render())

@@ -1,0 +1,396 @@
+"""The one pipeline every door hands its calls to.
+
+authenticate -> authorize (RBAC) -> admit (rate limits, credits) -> route ->
+schedule (priority, deadline, concurrency) -> execute (off the loop when CPU-bound)
+-> record usage (durable before the reply) -> reply (+ receipt).
+
+Doors decode their wire format into a ``CallRequest`` and ``Credentials`` and call
+``call`` / ``stream`` / ``capabilities``; they hold no business logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from daemon.core.envelope import (
+    CallRequest,
+    CallResult,
+    Credentials,
+    Envelope,
+    MessageType,
+    Principal,
+    ProgressPart,
+    Receipt,
+    new_trace_id,
+)
+from daemon.core.errors import (
+    CapabilityNotFound,
+    DeadlineExceeded,
+    HubError,
+    PermissionDenied,
+    Unavailable,
+    ValidationError,
+)
+from daemon.hosting.module_host import ModuleHandle, ModuleHost
+from daemon.hosting.remote_module import ModuleGone
+from daemon.runtime.logs import trace_id_var
+from daemon.runtime.metrics import HubMetrics
+from modules.sdk import Call, Progress
+
+log = logging.getLogger("democratic_ai.pipeline")
+
+CALL_PERMISSION = "module:use"
+READ_PERMISSION = "module:read"
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, credentials: Credentials, *, ip: str = "", user_agent: str = "") -> Principal: ...
+
+    def authorize(self, principal: Principal, permission: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the usage gate decided before execution; handed back to it at record time."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    token: Any = None
+
+
+class UsageGate(Protocol):
+    async def admit(self, envelope: Envelope) -> Admission: ...
+
+    async def record(
+        self, envelope: Envelope, module: str, usage: dict[str, float], compute_ms: float, bytes_out: int,
+        admission: Admission,
+    ) -> Receipt: ...
+
+    def release(self, admission: Admission) -> None:
+        """The admitted call ended without a record (failed, cancelled): undo its reservation."""
+
+
+class Forwarder(Protocol):
+    """Where a call goes when no local module has its action (federation)."""
+
+    async def forward(self, envelope: Envelope) -> CallResult: ...
+
+
+class NoPeers:
+    """The federation hook until peers exist: nothing to forward to."""
+
+    async def forward(self, envelope: Envelope) -> CallResult:
+        raise CapabilityNotFound(
+            f"no module on this hub or its peers has the capability {envelope.action!r}",
+            {"action": envelope.action},
+        )
+
+
+def encode_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        usage: UsageGate,
+        host: ModuleHost,
+        metrics: HubMetrics,
+        forwarder: Forwarder | None = None,
+        node_id: str = "",
+    ) -> None:
+        self.auth = authenticator
+        self.usage = usage
+        self.host = host
+        self.metrics = metrics
+        self.forwarder: Forwarder = forwarder or NoPeers()
+        self.node_id = node_id
+        self.closing = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- doors call these -------------------------------------------------------------
+    async def authenticate(self, credentials: Credentials, *, ip: str = "", user_agent: str = "") -> Principal:
+        return await self.auth.authenticate(credentials, ip=ip, user_agent=user_agent)
+
+    async def call(self, request: CallRequest, credentials: Credentials, *, ip: str = "",
+                   user_agent: str = "") -> CallResult:
+        """A unary call: the final result (a streaming capability is drained)."""
+        with _CallScope(self, request) as scope:
+            envelope, handle = await self._admit_stages(scope, request, credentials, ip, user_agent)
+            if handle is None:
+                return await self._elsewhere(envelope)
+            admission = await self.usage.admit(envelope)
+            try:
+                tried: set[str] = set()
+                while True:
+                    try:
+                        return await self._execute(envelope, handle, admission)
+                    except ModuleGone:
+                        handle = self._another(envelope, handle, tried, yielded=False)
+            finally:
+                self.usage.release(admission)  # a no-op once the call is recorded
+
+    async def stream(
+        self, request: CallRequest, credentials: Credentials, *, ip: str = "", user_agent: str = "",
+    ) -> AsyncGenerator[ProgressPart | CallResult, None]:
+        """Progress parts, then the final CallResult."""
+        with _CallScope(self, request) as scope:
+            envelope, handle = await self._admit_stages(scope, request, credentials, ip, user_agent)
+            if handle is None:
+                yield await self._elsewhere(envelope)
+                return
+            admission = await self.usage.admit(envelope)
+            try:
+                tried: set[str] = set()
+                while True:
+                    yielded = False
+                    try:
+                        async for part in self._execute_stream(envelope, handle, admission):
+                            yielded = True
+                            yield part
+                        return
+                    except ModuleGone:
+                        handle = self._another(envelope, handle, tried, yielded=yielded)
+            finally:
+                self.usage.release(admission)
+
+    async def _admit_stages(self, scope: _CallScope, request: CallRequest, credentials: Credentials,
+                            ip: str, user_agent: str) -> tuple[Envelope, ModuleHandle | None]:
+        """authenticate -> authorize -> envelope -> route -> input check; None: not served here."""
+        principal = await self.authenticate(credentials, ip=ip, user_agent=user_agent)
+        self.auth.authorize(principal, CALL_PERMISSION)
+        envelope = self._envelope(request, principal, scope.trace_id)
+        if self.host.router.has_action(envelope.action):
+            scope.action_label = envelope.action  # unknown actions share one label: bounded cardinality
+        if envelope.type is MessageType.EVENT:
+            return envelope, None
+        module_id = self.host.router.route(envelope.action, envelope.target)
+        if module_id is None:
+            return envelope, None
+        handle = self.host.handle(module_id)
+        # bad input is refused before it costs a rate-limit token, a credit or a queue slot
+        handle.check_input(envelope.action, envelope.payload)
+        return envelope, handle
+
+    async def _elsewhere(self, envelope: Envelope) -> CallResult:
+        """EVENT broadcast, or an action no local module has (federation)."""
+        if envelope.type is MessageType.EVENT:
+            return await self._broadcast(envelope)
+        async with asyncio.timeout_at(envelope.deadline):
+            return await self.forwarder.forward(envelope)
+
+    def _another(self, envelope: Envelope, handle: ModuleHandle, tried: set[str], *, yielded: bool) -> ModuleHandle:
+        """A remote module dropped the call: another module with the action may take it."""
+        tried.add(handle.module_id)
+        retry = None if yielded or envelope.target else self.host.router.route(envelope.action)
+        if retry is None or retry in tried:
+            raise ModuleGone(f"module {handle.module_id} went away during the call")
+        return self.host.handle(retry)
+
+    async def callable_capabilities(self, principal: Principal) -> list[dict[str, Any]]:
+        """The capabilities this caller may call (MCP's tools): none for a role without module:use."""
+        try:
+            self.auth.authorize(principal, CALL_PERMISSION)
+        except PermissionDenied:
+            return []
+        return await self.capabilities(principal)
+
+    async def capabilities(self, principal: Principal) -> list[dict[str, Any]]:
+        """What this hub serves (module:read): each action once, with the modules that serve it."""
+        self.auth.authorize(principal, READ_PERMISSION)
+        by_action: dict[str, dict[str, Any]] = {}
+        for handle in self.host.handles():
+            for action, info in handle.capabilities.items():
+                entry = by_action.setdefault(action, {**info.to_dict(), "modules": [], "origin": "local"})
+                entry["modules"].append({"id": handle.module_id, "kind": handle.kind, **handle.describe()})
+                if handle.kind == "remote":
+                    entry["origin"] = "remote"
+        return sorted(by_action.values(), key=lambda c: c["action"])
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def drain(self, grace: float) -> bool:
+        """Refuse new calls and wait up to ``grace`` seconds for in-flight ones; True when all ended."""
+        self.closing = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        return self._idle.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def _enter(self) -> None:
+        if self.closing:
+            raise Unavailable("the hub is shutting down")
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    # -- stages -------------------------------------------------------------------------
+    def _envelope(self, request: CallRequest, principal: Principal, trace_id: str) -> Envelope:
+        if not isinstance(request.action, str) or not request.action:
+            raise ValidationError("`action` is required", {"pointer": "/action"})
+        if not 0 <= request.priority <= 9:
+            raise ValidationError("`priority` must be 0-9", {"pointer": "/priority"})
+        if request.ttl is not None and not request.ttl > 0:
+            raise ValidationError("`ttl` must be a positive number of seconds", {"pointer": "/ttl"})
+        loop = asyncio.get_running_loop()
+        message_id = Envelope.new_id()
+        return Envelope(
+            id=message_id,
+            type=request.type,
+            action=request.action,
+            payload=request.payload if request.payload is not None else {},
+            principal=principal,
+            target=request.target,
+            priority=request.priority,
+            ttl=request.ttl,
+            deadline=loop.time() + request.ttl if request.ttl is not None else None,
+            timestamp=time.time(),
+            correlation_id=request.correlation_id or message_id,
+            headers=request.headers,
+            door=request.door,
+            trace_id=trace_id,
+            bytes_in=request.bytes_in,
+            source=principal.subject,
+            origin_node=request.origin_node or self.node_id,
+            hop_count=request.hop_count,
+            visited=request.visited,
+        )
+
+    def _call_for(self, envelope: Envelope) -> Call:
+        return Call(id=envelope.id, action=envelope.action, tenant_id=envelope.principal.tenant_id,
+                    trace_id=envelope.trace_id, headers=envelope.headers)
+
+    async def _execute(self, envelope: Envelope, handle: ModuleHandle, admission: Admission) -> CallResult:
+        call = self._call_for(envelope)
+        async with self.host.scheduler(handle.module_id).slot(envelope.priority, envelope.deadline):
+            started = time.perf_counter()
+            if envelope.deadline is None:
+                result = await handle.invoke(envelope.action, envelope.payload, call)
+            else:
+                async with asyncio.timeout_at(envelope.deadline):
+                    result = await handle.invoke(envelope.action, envelope.payload, call)
+            compute_ms = (time.perf_counter() - started) * 1000
+        return await self._record(envelope, handle, call, result, compute_ms, admission)
+
+    async def _execute_stream(self, envelope: Envelope, handle: ModuleHandle,
+                              admission: Admission) -> AsyncIterator[ProgressPart | CallResult]:
+        call = self._call_for(envelope)
+        # the deadline bounds each await, never a yield: a timeout must not fire in the consumer
+        async with self.host.scheduler(handle.module_id).slot(envelope.priority, envelope.deadline):
+            started = time.perf_counter()
+            result: Any = None
+            stream = handle.stream(envelope.action, envelope.payload, call)
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout_at(envelope.deadline):
+                            part = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                    if isinstance(part, Progress):
+                        yield ProgressPart(envelope.id, part.progress, part.message, part.data)
+                    else:
+                        result = part
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            compute_ms = (time.perf_counter() - started) * 1000
+        yield await self._record(envelope, handle, call, result, compute_ms, admission)
+
+    async def _record(self, envelope: Envelope, handle: ModuleHandle, call: Call, result: Any,
+                      compute_ms: float, admission: Admission) -> CallResult:
+        """Usage is durable before the caller hears the answer."""
+        result_json = encode_json(result)
+        receipt = await self.usage.record(envelope, handle.module_id, call.usage, compute_ms, len(result_json),
+                                          admission)
+        return CallResult(
+            id=envelope.id,
+            correlation_id=envelope.correlation_id,
+            module=handle.module_id,
+            result=result,
+            receipt=receipt,
+            usage=call.usage,
+            result_json=result_json,
+            headers=admission.headers,
+        )
+
+    async def _broadcast(self, envelope: Envelope) -> CallResult:
+        """EVENT: deliver to every module with the action; answer how many took it."""
+        module_ids = self.host.router.broadcast(envelope.action)
+        if not module_ids:
+            raise CapabilityNotFound(f"no module listens for the event {envelope.action!r}")
+        admission = await self.usage.admit(envelope)
+
+        async def deliver(module_id: str) -> str | None:
+            handle = self.host.handle(module_id)
+            call = Call(id=envelope.id, action=envelope.action, tenant_id=envelope.principal.tenant_id,
+                        trace_id=envelope.trace_id, headers=envelope.headers)
+            try:
+                async with self.host.scheduler(module_id).slot(envelope.priority, envelope.deadline):
+                    await handle.invoke(envelope.action, envelope.payload, call)
+            except HubError as exc:
+                log.warning("event delivery failed", extra={"module_id": module_id, "code": exc.code})
+                return None
+            return module_id
+
+        delivered = [m for m in await asyncio.gather(*(deliver(m) for m in module_ids)) if m]
+        result = {"delivered": len(delivered), "modules": delivered}
+        result_json = encode_json(result)
+        receipt = await self.usage.record(envelope, "broadcast", {}, 0.0, len(result_json), admission)
+        return CallResult(envelope.id, envelope.correlation_id, "broadcast", result, receipt,
+                          result_json=result_json, headers=admission.headers)
+
+
+class _CallScope:
+    """One call's bookkeeping around the stages: in-flight count (for draining), trace id,
+    metrics by door/action/code, and the deadline's TimeoutError as DEADLINE_EXCEEDED."""
+
+    __slots__ = ("action_label", "pipeline", "request", "started", "token", "trace_id")
+
+    def __init__(self, pipeline: Pipeline, request: CallRequest) -> None:
+        self.pipeline = pipeline
+        self.request = request
+        self.trace_id = request.trace_id or new_trace_id()
+        self.action_label = "other"
+
+    def __enter__(self) -> _CallScope:
+        self.pipeline._enter()  # raises when the hub is draining
+        self.started = time.perf_counter()
+        self.token = trace_id_var.set(self.trace_id)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        pipeline, request = self.pipeline, self.request
+        pipeline._leave()
+        if exc is None or isinstance(exc, GeneratorExit):
+            code = "OK"
+        elif isinstance(exc, HubError):
+            code = exc.code
+        elif isinstance(exc, TimeoutError):
+            code = DeadlineExceeded.code
+        elif isinstance(exc, asyncio.CancelledError):
+            code = "CANCELLED"
+        else:
+            code = "INTERNAL"
+        if code != "OK":
+            log.info("call failed", extra={"code": code, "action": request.action, "door": request.door})
+        pipeline.metrics.observe_call(request.door, self.action_label, code, time.perf_counter() - self.started)
+        trace_id_var.reset(self.token)
+        if isinstance(exc, TimeoutError):
+            raise DeadlineExceeded("the call's deadline passed before it finished") from None

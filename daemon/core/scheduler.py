@@ -1,0 +1,113 @@
+"""Per-module admission: a concurrency limit and a priority queue.
+
+``SlotQueue`` is the sans-IO core: higher priority first, FIFO within a priority,
+and it never grants a slot to a waiter that has given up.  ``ModuleScheduler`` is the
+thin asyncio layer: a waiter holds a future; when its deadline (TTL or the caller's
+own) passes while queued it is answered DEADLINE_EXCEEDED and its work never runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+from daemon.core.errors import DeadlineExceeded
+
+
+@dataclass(order=True, slots=True)
+class Ticket:
+    sort_key: tuple[int, int]
+    waiter: asyncio.Future[None] = field(compare=False)
+
+
+class SlotQueue:
+    """Concurrency slots with a priority queue of waiters (no I/O, no clock)."""
+
+    def __init__(self, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.concurrency = concurrency
+        self.in_flight = 0
+        self._heap: list[Ticket] = []
+        self._seq = itertools.count()
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for t in self._heap if not t.waiter.done())
+
+    @property
+    def load(self) -> int:
+        return self.in_flight + len(self._heap)
+
+    def try_acquire(self) -> bool:
+        if self.in_flight < self.concurrency and not self._heap:
+            self.in_flight += 1
+            return True
+        return False
+
+    def enqueue(self, priority: int, waiter: asyncio.Future[None]) -> Ticket:
+        ticket = Ticket((-priority, next(self._seq)), waiter)
+        heapq.heappush(self._heap, ticket)
+        return ticket
+
+    def release(self) -> None:
+        """Free a slot, handing it straight to the best waiter still waiting."""
+        while self._heap:
+            ticket = heapq.heappop(self._heap)
+            if not ticket.waiter.done():
+                ticket.waiter.set_result(None)  # the slot moves to this waiter
+                return
+        self.in_flight -= 1
+
+    def discard(self, ticket: Ticket) -> None:
+        with contextlib.suppress(ValueError):
+            self._heap.remove(ticket)
+            heapq.heapify(self._heap)
+
+
+class ModuleScheduler:
+    """asyncio admission to one module's slots."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.slots = SlotQueue(concurrency)
+
+    def slot(self, priority: int, deadline: float | None) -> _Slot:
+        """``async with scheduler.slot(priority, deadline):`` runs the body holding one slot."""
+        return _Slot(self, priority, deadline)
+
+    async def _acquire(self, priority: int, deadline: float | None) -> None:
+        if self.slots.try_acquire():
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        ticket = self.slots.enqueue(priority, waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except BaseException as exc:
+            self.slots.discard(ticket)
+            if waiter.done() and not waiter.cancelled():
+                # granted in the same instant we gave up: pass the slot on
+                self.slots.release()
+            waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                raise DeadlineExceeded("the call's deadline passed while it was queued") from None
+            raise
+
+
+class _Slot:
+    """The async context manager of one slot (a class: cheaper than a generator-based one)."""
+
+    __slots__ = ("deadline", "priority", "scheduler")
+
+    def __init__(self, scheduler: ModuleScheduler, priority: int, deadline: float | None) -> None:
+        self.scheduler, self.priority, self.deadline = scheduler, priority, deadline
+
+    async def __aenter__(self) -> None:
+        await self.scheduler._acquire(self.priority, self.deadline)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.scheduler.slots.release()

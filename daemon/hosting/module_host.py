@@ -1,0 +1,198 @@
+"""Modules as the pipeline sees them: local (in-process) or remote (attached), one interface.
+
+``ModuleHost`` owns the module set: it starts the enabled modules (a module that fails
+to start is reported, the rest are served), keeps the router and one scheduler per
+module in step, attaches and detaches remote modules, and reloads on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from daemon.core.errors import CapabilityNotFound
+from daemon.core.router import ModuleEntry, Router
+from daemon.core.scheduler import ModuleScheduler
+from daemon.runtime.config import ModulesConfig
+from modules import registry
+from modules.sdk import BoundCapability, Call, CapabilitySpec, Module, ModuleRuntime
+
+log = logging.getLogger("democratic_ai.modules")
+
+
+class ModuleHandle(Protocol):
+    """What the pipeline calls; local and remote modules both provide it."""
+
+    module_id: str
+    kind: str  # "local" | "remote"
+    concurrency: int
+
+    @property
+    def capabilities(self) -> dict[str, CapabilitySpec]: ...
+
+    def check_input(self, action: str, payload: Any) -> None: ...
+
+    async def invoke(self, action: str, payload: Any, call: Call) -> Any: ...
+
+    def stream(self, action: str, payload: Any, call: Call) -> AsyncIterator[Any]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class LocalModule:
+    """An in-process Module instance."""
+
+    kind = "local"
+
+    def __init__(self, module: Module) -> None:
+        self.module = module
+        self.module_id = module.name
+        self.concurrency = module.concurrency
+        self._bound: dict[str, BoundCapability] = {c.spec.action: c for c in module.capabilities()}
+        self._info = {action: c.spec for action, c in self._bound.items()}
+
+    @property
+    def capabilities(self) -> dict[str, CapabilitySpec]:
+        return self._info
+
+    def _get(self, action: str) -> BoundCapability:
+        try:
+            return self._bound[action]
+        except KeyError:
+            raise CapabilityNotFound(f"module {self.module_id} has no capability {action!r}") from None
+
+    def check_input(self, action: str, payload: Any) -> None:
+        self._get(action).check_input(payload)
+
+    # the pipeline has already run check_input
+    async def invoke(self, action: str, payload: Any, call: Call) -> Any:
+        return await self._get(action).invoke(payload, call, checked=True)
+
+    def stream(self, action: str, payload: Any, call: Call) -> AsyncIterator[Any]:
+        return self._get(action).stream(payload, call, checked=True)
+
+    def describe(self) -> dict[str, Any]:
+        return self.module.describe()
+
+
+@dataclass(frozen=True, slots=True)
+class FailedModule:
+    name: str
+    error: str
+
+
+@dataclass(slots=True)
+class _Slot:
+    handle: ModuleHandle
+    scheduler: ModuleScheduler
+    in_flight_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class ModuleHost:
+    """The module set, the router and the per-module schedulers, kept in step."""
+
+    def __init__(self, config: ModulesConfig, state_dir: Path, *, onnx_providers: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        threads = config.threads or os.cpu_count() or 1
+        # CPU-bound capabilities and inference run here, never on the event loop
+        self.executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="inference")
+        self.threads = threads
+        self.onnx_providers = onnx_providers or tuple(config.providers)
+        self._slots: dict[str, _Slot] = {}
+        self.failed: dict[str, FailedModule] = {}
+        self.router = Router(load=self._load)
+        self.loaded = False
+
+    # -- lookup ---------------------------------------------------------------------
+    def _load(self, module_id: str) -> int:
+        return self._slots[module_id].scheduler.slots.load
+
+    def handle(self, module_id: str) -> ModuleHandle:
+        return self._slots[module_id].handle
+
+    def scheduler(self, module_id: str) -> ModuleScheduler:
+        return self._slots[module_id].scheduler
+
+    def handles(self) -> list[ModuleHandle]:
+        return [s.handle for s in self._slots.values()]
+
+    def stats(self) -> dict[str, tuple[int, int]]:
+        """module id -> (in flight, queued)."""
+        return {mid: (s.scheduler.slots.in_flight, s.scheduler.slots.queued) for mid, s in self._slots.items()}
+
+    # -- membership -----------------------------------------------------------------
+    def add(self, handle: ModuleHandle) -> None:
+        if handle.module_id in self._slots:
+            raise ValueError(f"module id {handle.module_id!r} is already in use")
+        self._slots[handle.module_id] = _Slot(handle, ModuleScheduler(handle.concurrency))
+        self.router.add(ModuleEntry(handle.module_id, frozenset(handle.capabilities), handle.concurrency))
+        log.info("module up", extra={"module_id": handle.module_id, "kind": handle.kind,
+                                     "actions": sorted(handle.capabilities)})
+
+    def remove(self, module_id: str) -> ModuleHandle | None:
+        slot = self._slots.pop(module_id, None)
+        self.router.remove(module_id)
+        if slot is not None:
+            log.info("module down", extra={"module_id": module_id})
+        return slot.handle if slot else None
+
+    # -- local modules ----------------------------------------------------------------
+    def _runtime(self, name: str) -> ModuleRuntime:
+        return ModuleRuntime(
+            executor=self.executor,
+            state_dir=self.state_dir,
+            options=dict(self.config.options.get(name, {})),
+            logger=logging.getLogger(f"democratic_ai.module.{name}"),
+            onnx_providers=self.onnx_providers,
+            threads=self.threads,
+        )
+
+    async def start_module(self, name: str) -> None:
+        try:
+            module = registry.find(name)()
+            await module.start(self._runtime(name))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one broken module must not take the hub down
+            self.failed[name] = FailedModule(name, f"{type(exc).__name__}: {exc}")
+            log.error("module failed to start", extra={"module_id": name, "error": str(exc)})
+            return
+        self.failed.pop(name, None)
+        self.add(LocalModule(module))
+
+    async def start(self) -> None:
+        for name in self.config.enabled:
+            await self.start_module(name)
+        self.loaded = True
+
+    async def stop_module(self, name: str) -> None:
+        handle = self.remove(name)
+        if isinstance(handle, LocalModule):
+            await handle.module.stop()
+
+    async def reload(self, config: ModulesConfig) -> None:
+        """SIGHUP: start modules newly enabled, stop the ones no longer enabled."""
+        local = {h.module_id for h in self.handles() if h.kind == "local"}
+        wanted = list(dict.fromkeys(config.enabled))
+        self.config = config
+        for name in sorted(local - set(wanted)):
+            await self.stop_module(name)
+        for name in wanted:
+            if name not in local:
+                await self.start_module(name)
+        for name in list(self.failed):
+            if name not in wanted:
+                del self.failed[name]
+
+    async def stop(self) -> None:
+        for handle in self.handles():
+            if isinstance(handle, LocalModule):
+                await self.stop_module(handle.module_id)
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,523 @@
+"""The usage ledger: append-only, hash-chained, durable before the caller hears back.
+
+One writer thread owns the only write connection.  Callers on the loop put an
+event on a queue and await a future; the writer takes a batch (``batch_max``
+events, or what arrived within ``batch_delay_ms`` of the first), writes it in
+ONE transaction and commits with ``synchronous=FULL`` (one fsync for the whole
+batch: group commit), then settles every caller's future.  So:
+
+* an event exists iff its batch committed, and a receipt is handed out only
+  after that commit — a kill -9 at any moment loses only unacknowledged calls;
+* a failed commit (full disk, I/O error) fails every caller of that batch with
+  ``Unavailable`` and changes nothing, not even the in-memory chain head.
+
+Credits are a column of the event itself (a debit of ``-price`` on a usage
+event, a positive top-up event), so a debit is atomic with its usage entry by
+construction; ``credit_balances`` caches the sums in the same transaction.
+A tenant is prepaid iff it has a balance row, i.e. after its first top-up.
+
+Another process (the CLI's ``credits top-up``) may write while the daemon runs:
+each batch re-reads the head inside ``BEGIN IMMEDIATE`` and so always chains
+onto the true last entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import queue
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future as ThreadFuture
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from daemon.core.envelope import Receipt, new_uuid
+from daemon.core.errors import HubError, Unavailable, ValidationError
+from daemon.metering.ledger.chain import (
+    INSERT,
+    SCHEMA,
+    VerifyResult,
+    apply_pragmas,
+    canonical_units,
+    connect_ro,
+    entry_hash,
+    verify,
+)
+from daemon.runtime.config import LedgerConfig
+
+__all__ = ["LEDGER_FILE", "UsageEvent", "UsageLedger", "UsageTotals", "VerifyResult", "read_totals", "verify"]
+
+log = logging.getLogger(__name__)
+
+LEDGER_FILE = "ledger.db"
+
+# bounds on one event: beyond these a module is misreporting, not working hard
+MAX_CALLS = 1_000_000
+MAX_COMPUTE_MS = 7 * 24 * 3600 * 1000.0
+MAX_BYTES = 1 << 40
+MAX_UNIT = 1e12
+MAX_UNITS = 32
+MAX_TOP_UP = Decimal(10) ** 12
+#: group commit: a gap in arrivals this long ends a batch early (batch_delay_ms still caps it)
+LINGER_S = 0.0005
+#: how often an idle writer looks for entries another process committed
+IDLE_CHECK_S = 0.5
+_UNIT_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One billable fact, as the caller states it; seq, hash and final ts come from the writer."""
+
+    tenant_id: str
+    subject: str  # opaque: "user:<id>", "key:<prefix>", "admin:<who>"
+    action: str
+    module: str = ""
+    plan: str = ""
+    kind: str = "usage"  # "usage" | "top_up" | "account" (opens a prepaid balance at 0)
+    api_calls: int = 1
+    compute_ms: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    units: Mapping[str, float] = field(default_factory=dict)  # model units: audio_s, images ...
+    credits: Decimal = Decimal(0)  # delta on the tenant's balance
+    ts: float = 0.0  # wall clock seconds; 0: when written
+    trace_id: str = ""
+    event_id: str = field(default_factory=new_uuid)
+
+    def validate(self) -> None:
+        """Refuse what cannot be a true measurement, before it gets near the ledger."""
+        for name, text in (("tenant_id", self.tenant_id), ("subject", self.subject), ("action", self.action)):
+            if not text or len(text) > 256:
+                raise ValidationError(f"usage event: {name} must be 1..256 characters")
+        if "@" in self.subject:
+            # the ledger outlives people: only opaque ids, so deleting a user leaves anonymous billing
+            raise ValidationError("usage event: subject must be an opaque id, not an email")
+        if self.kind not in ("usage", "top_up", "account"):
+            raise ValidationError(f"usage event: unknown kind {self.kind!r}")
+        _bounded("api_calls", self.api_calls, MAX_CALLS, integer=True)
+        _bounded("bytes_in", self.bytes_in, MAX_BYTES, integer=True)
+        check_measurements(self.compute_ms, self.bytes_out, self.units)
+        if not isinstance(self.credits, Decimal) or not self.credits.is_finite():
+            raise ValidationError("usage event: credits must be a finite Decimal")
+        if self.kind == "usage" and self.credits > 0:
+            raise ValidationError("usage event: a call can only debit credits")
+        if self.kind == "account" and self.credits != 0:
+            raise ValidationError("account event: carries no credits")
+        if self.kind == "top_up" and not 0 < self.credits <= MAX_TOP_UP:
+            raise ValidationError(f"top-up: amount must be > 0 and <= {MAX_TOP_UP}")
+        if not math.isfinite(self.ts) or self.ts < 0:
+            raise ValidationError("usage event: bad timestamp")
+
+
+def check_measurements(compute_ms: float, bytes_out: int, units: Mapping[str, float]) -> None:
+    """What a module (or its run) measured: finite, non-negative, below absurd caps."""
+    _bounded("compute_ms", compute_ms, MAX_COMPUTE_MS)
+    _bounded("bytes_out", bytes_out, MAX_BYTES, integer=True)
+    if len(units) > MAX_UNITS:
+        raise ValidationError(f"usage event: more than {MAX_UNITS} model units")
+    for unit, value in units.items():
+        if not isinstance(unit, str) or not _UNIT_NAME.match(unit):
+            raise ValidationError(f"usage event: unit name {unit!r} is not like 'audio_s'")
+        _bounded(f"units.{unit}", value, MAX_UNIT)
+
+
+def _bounded(name: str, value: object, cap: float, integer: bool = False) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type:
+        raise ValidationError(f"usage event: {name} must be a {'whole ' if integer else ''}number")
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number) or number < 0 or number > cap:
+        raise ValidationError(f"usage event: {name}={value!r} is outside 0..{cap:g}")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Sums of a tenant's usage events in [start, end)."""
+
+    tenant_id: str
+    events: int
+    api_calls: int
+    compute_ms: float
+    bytes_in: int
+    bytes_out: int
+    units: dict[str, float]
+    credits_debited: Decimal
+    credits_topped_up: Decimal
+    first_seq: int | None
+    last_seq: int | None
+
+
+def _us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("period boundaries must be timezone-aware")
+    return round(moment.timestamp() * 1_000_000)
+
+
+def read_totals(path: str | Path, tenant_id: str, start: datetime, end: datetime) -> UsageTotals:
+    """Sum a tenant's usage in [start, end) straight from the file (sync: CLI, or a worker thread)."""
+    args = (tenant_id, _us(start), _us(end))
+    where = "tenant_id = ? AND ts_us >= ? AND ts_us < ?"
+    conn = connect_ro(path)
+    try:
+        n, calls, cms, b_in, b_out, first, last = conn.execute(
+            "SELECT count(*), total(api_calls), total(compute_ms), total(bytes_in), total(bytes_out),"
+            f" min(seq), max(seq) FROM events WHERE {where} AND kind = 'usage'", args).fetchone()
+        units = dict(conn.execute(
+            "SELECT j.key, total(j.value) FROM events, json_each(events.units) AS j"
+            f" WHERE {where} AND kind = 'usage' GROUP BY j.key ORDER BY j.key", args).fetchall())
+        debited, topped = Decimal(0), Decimal(0)
+        for (text,) in conn.execute(f"SELECT credits FROM events WHERE {where} AND credits != '0'", args):
+            amount = Decimal(text)
+            if amount < 0:
+                debited -= amount
+            else:
+                topped += amount
+    finally:
+        conn.close()
+    return UsageTotals(tenant_id, n, int(calls), cms, int(b_in), int(b_out), units, debited, topped,
+                       first, last)
+
+
+_STOP = object()
+
+
+class Ledger(Protocol):
+    """What the usage gate and the reports need of a ledger: ``UsageLedger`` in this process,
+    or ``daemon.metering.ledger.process.LedgerProcess`` in a child process (the hub's choice)."""
+
+    async def append(self, event: UsageEvent, *, validated: bool = False) -> Receipt: ...
+
+    def balance(self, tenant_id: str) -> Decimal | None: ...
+
+    async def refresh_balance(self, tenant_id: str) -> Decimal | None: ...
+
+    async def totals(self, tenant_id: str, start: datetime, end: datetime) -> UsageTotals: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: UsageEvent
+    future: asyncio.Future[Receipt]
+    loop: asyncio.AbstractEventLoop
+
+
+class UsageLedger:
+    """``async with UsageLedger(path, config.ledger, registry) as ledger: await ledger.append(ev)``."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        config: LedgerConfig | None = None,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_page_count: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.config = config or LedgerConfig()
+        #: cap on the file in pages (tests simulate a full disk with it); None: no cap
+        self.max_page_count = max_page_count
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready: ThreadFuture[None] = ThreadFuture()
+        self._conn: sqlite3.Connection | None = None  # the writer thread's, and only its
+        self._seq = 0
+        self._hash = ""
+        self._last_ts_us = 0
+        # read from the loop (admit), replaced/updated by the writer: plain dict ops are atomic
+        self._balances: dict[str, Decimal] = {}
+        registry = registry if registry is not None else CollectorRegistry()
+        self._m_commit = Histogram(
+            "democratic_ai_ledger_commit_seconds", "Ledger batch write+fsync latency", registry=registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
+        self._m_batch = Histogram(
+            "democratic_ai_ledger_batch_size", "Events per ledger commit", registry=registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+        self._m_events = Counter(
+            "democratic_ai_ledger_events", "Usage events committed", ["plan"], registry=registry)
+        self._m_failures = Counter(
+            "democratic_ai_ledger_commit_failures", "Ledger batches that failed to commit",
+            registry=registry)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> UsageLedger:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="usage-ledger-writer", daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(self._ready)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Write what is queued, then stop the writer and close its connection."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        # shield: a cancelled shutdown still lets the writer finish the batch it holds
+        await asyncio.shield(asyncio.to_thread(thread.join))
+
+    # -- the loop side ---------------------------------------------------------------------
+
+    async def append(self, event: UsageEvent, *, validated: bool = False) -> Receipt:
+        """Durably append one event; returns its receipt after its batch committed.
+
+        ``validated``: the caller has just run ``event.validate()`` (the usage gate does).
+        """
+        if not validated:
+            event.validate()
+        if self._thread is None:
+            raise Unavailable("the usage ledger is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Receipt] = loop.create_future()
+        self._queue.put(_Pending(event, future, loop))
+        # if the caller is cancelled the event may still commit: billed but unacknowledged,
+        # never acknowledged but unbilled
+        return await future
+
+    async def append_many(self, events: Iterable[UsageEvent]) -> list[Receipt]:
+        """Append several events; they share batches with everyone else's."""
+        return list(await asyncio.gather(*(self.append(e) for e in events)))
+
+    async def top_up(self, tenant_id: str, amount: Decimal | str | int, actor: str) -> Receipt:
+        """Add prepaid credits (a ledger event); the first top-up makes the tenant prepaid."""
+        try:
+            value = Decimal(str(amount))
+        except InvalidOperation:
+            raise ValidationError(f"top-up: {amount!r} is not a number") from None
+        if value.is_finite() and value.as_tuple().exponent < -6:  # type: ignore[operator]
+            raise ValidationError("top-up: at most 6 decimal places")
+        return await self.append(UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.top_up",
+                                            kind="top_up", api_calls=0, credits=value, ts=time.time()))
+
+    async def open_account(self, tenant_id: str, actor: str) -> Receipt:
+        """Make a tenant prepaid with a balance of 0: its calls are refused until a top-up."""
+        return await self.append(UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.open",
+                                            kind="account", api_calls=0, ts=time.time()))
+
+    def balance(self, tenant_id: str) -> Decimal | None:
+        """The tenant's credit balance, or None when it is not prepaid (postpaid: invoiced)."""
+        return self._balances.get(tenant_id)
+
+    def balances(self) -> dict[str, Decimal]:
+        """Every prepaid tenant's balance (a copy)."""
+        return dict(self._balances)
+
+    async def refresh_balance(self, tenant_id: str) -> Decimal | None:
+        """Re-read one balance from disk (another process may have topped it up)."""
+        def read() -> Decimal | None:
+            conn = connect_ro(self.path)
+            try:
+                row = conn.execute("SELECT balance FROM credit_balances WHERE tenant_id = ?",
+                                   (tenant_id,)).fetchone()
+            finally:
+                conn.close()
+            return Decimal(row[0]) if row else None
+
+        value = await asyncio.to_thread(read)
+        if value is not None:
+            self._balances[tenant_id] = value
+        return value
+
+    @property
+    def head(self) -> Receipt:
+        """The last committed entry this process knows of."""
+        return Receipt(self._seq, self._hash)
+
+    async def totals(self, tenant_id: str, start: datetime, end: datetime) -> UsageTotals:
+        return await asyncio.to_thread(read_totals, self.path, tenant_id, start, end)
+
+    async def verify(self) -> VerifyResult:
+        return await asyncio.to_thread(verify, self.path)
+
+    # -- the writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._open()
+        except BaseException as exc:  # reported to __aenter__, which raises it on the loop
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        delay = self.config.batch_delay_ms / 1000.0
+        stop = False
+        try:
+            while not stop:
+                try:
+                    first = self._queue.get(timeout=IDLE_CHECK_S)
+                except queue.Empty:
+                    self._notice_other_writers()
+                    continue
+                if first is _STOP:
+                    break
+                batch: list[_Pending] = [first]  # type: ignore[list-item]
+                deadline = time.monotonic() + delay
+                while len(batch) < self.config.batch_max:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        # linger for stragglers of the same burst, not the full delay: once
+                        # arrivals pause for LINGER_S the burst is over and waiting only adds latency
+                        wait = min(deadline - time.monotonic(), LINGER_S)
+                        if wait <= 0:
+                            break
+                        try:
+                            item = self._queue.get(timeout=wait)
+                        except queue.Empty:
+                            break
+                    if item is _STOP:
+                        stop = True  # finish this batch first: queued callers are owed an answer
+                        break
+                    batch.append(item)  # type: ignore[arg-type]
+                try:
+                    self._commit(batch)
+                except Exception as exc:
+                    # a bug here must not kill the only writer and leave callers waiting forever
+                    log.exception("ledger writer failed on a batch")
+                    self._settle(batch, [Unavailable(f"the usage ledger failed: {exc}") for _ in batch])
+        finally:
+            assert self._conn is not None
+            self._conn.close()
+
+    def _notice_other_writers(self) -> None:
+        """Idle: pick up what another process committed (a CLI top-up makes a tenant prepaid).
+
+        Under load every batch re-reads the head anyway; this covers a quiet hub, so a
+        top-up or a new prepaid account is enforced within IDLE_CHECK_S, not at the next call.
+        """
+        assert self._conn is not None
+        try:
+            seq, digest, last_ts = self._conn.execute("SELECT seq, hash, ts_us FROM head").fetchone()
+            if seq != self._seq:
+                self._balances = self._load_balances(self._conn)
+                self._seq, self._hash, self._last_ts_us = seq, digest, last_ts
+        except sqlite3.Error as exc:
+            log.warning("ledger idle check failed: %s", exc)
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        apply_pragmas(conn)
+        if self.max_page_count is not None:
+            conn.execute(f"PRAGMA max_page_count={int(self.max_page_count)}")
+        conn.executescript(SCHEMA)
+        self._seq, self._hash, self._last_ts_us = conn.execute("SELECT seq, hash, ts_us FROM head").fetchone()
+        self._balances = self._load_balances(conn)
+        self._conn = conn
+
+    @staticmethod
+    def _load_balances(conn: sqlite3.Connection) -> dict[str, Decimal]:
+        return {t: Decimal(b) for t, b in conn.execute("SELECT tenant_id, balance FROM credit_balances")}
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        conn = self._conn
+        assert conn is not None
+        started = time.perf_counter()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                seq, prev, last_ts = conn.execute("SELECT seq, hash, ts_us FROM head").fetchone()
+                # another process wrote since our last batch: its top-ups count too
+                balances = self._load_balances(conn) if seq != self._seq else None
+                rows, receipts, deltas, plans = self._chain(batch, seq, prev, last_ts)
+                conn.executemany(INSERT, rows)
+                current = balances if balances is not None else self._balances
+                updated = {t: current.get(t, Decimal(0)) + d for t, d in deltas.items()}
+                if updated:  # postpaid-only batches have none: skip a trip into SQLite
+                    conn.executemany(
+                        "INSERT INTO credit_balances VALUES (?, ?) ON CONFLICT(tenant_id) DO UPDATE SET"
+                        " balance = excluded.balance", [(t, str(b)) for t, b in updated.items()])
+                last = rows[-1]
+                conn.execute("UPDATE head SET seq = ?, hash = ?, ts_us = ?", (last[0], last[-1], last[14]))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError as exc:
+            if len(batch) > 1:
+                # one bad event (a replayed event_id) must not fail its neighbours
+                for one in batch:
+                    self._commit([one])
+                return
+            self._settle(batch, [ValidationError(f"usage event refused by the ledger: {exc}")])
+            return
+        except sqlite3.Error as exc:
+            self._m_failures.inc()
+            log.error("ledger commit failed, %d events not billed: %s", len(batch), exc)
+            self._settle(batch, [Unavailable(f"the usage ledger cannot write ({exc}); nothing was billed")
+                                 for _ in batch])
+            return
+        # committed: only now does anything outside the file move
+        self._m_commit.observe(time.perf_counter() - started)
+        self._m_batch.observe(len(batch))
+        for plan, n in plans.items():
+            self._m_events.labels(plan).inc(n)
+        if balances is not None:
+            self._balances = balances
+        self._balances.update(updated)
+        self._seq, self._hash, self._last_ts_us = last[0], last[-1], last[14]
+        self._settle(batch, receipts)
+
+    def _chain(
+        self, batch: list[_Pending], seq: int, prev: str, last_ts: int
+    ) -> tuple[list[tuple[Any, ...]], list[Receipt], dict[str, Decimal], dict[str, int]]:
+        rows: list[tuple[Any, ...]] = []
+        receipts: list[Receipt] = []
+        deltas: dict[str, Decimal] = {}
+        plans: dict[str, int] = {}
+        now_us = round(time.time() * 1_000_000)
+        for pending in batch:
+            ev = pending.event
+            seq += 1
+            # a wall clock that jumps back must not reorder the ledger: clamp to the last entry
+            last_ts = max(last_ts, round(ev.ts * 1_000_000) if ev.ts else now_us)
+            values = (seq, ev.event_id, ev.kind, ev.tenant_id, ev.subject, ev.plan, ev.action, ev.module,
+                      int(ev.api_calls), float(ev.compute_ms), int(ev.bytes_in), int(ev.bytes_out),
+                      canonical_units(dict(ev.units)), str(ev.credits) if ev.credits else "0", last_ts,
+                      ev.trace_id)
+            digest = entry_hash(prev, values)
+            rows.append((*values, prev, digest))
+            receipts.append(Receipt(seq, digest))
+            prev = digest
+            if ev.credits or ev.kind == "account":
+                deltas[ev.tenant_id] = deltas.get(ev.tenant_id, Decimal(0)) + ev.credits
+            plans[ev.plan] = plans.get(ev.plan, 0) + 1
+        return rows, receipts, deltas, plans
+
+    @staticmethod
+    def _settle(batch: list[_Pending], results: Sequence[Receipt | HubError]) -> None:
+        """Hand results to each caller's loop: one wake-up per loop per batch."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt], Any]]] = {}
+        for pending, result in zip(batch, results, strict=True):
+            by_loop.setdefault(pending.loop, []).append((pending.future, result))
+        for loop, pairs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, pairs)
+            except RuntimeError:
+                log.warning("a caller's event loop closed before its ledger receipt arrived")
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[Receipt], Any]]) -> None:
+    for future, result in pairs:
+        if future.done():  # the caller was cancelled; the entry stands
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

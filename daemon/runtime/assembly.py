@@ -1,0 +1,65 @@
+"""Open the hub's stateful parts in order, each closed in reverse by the exit stack:
+tenancy (+ bootstrap key) -> authenticator -> usage ledger -> usage gate."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.api.admin import AdminApi
+from daemon.api.admin_routes import mount_admin
+from daemon.api.http_api import HttpApi
+from daemon.core.envelope import Principal
+from daemon.metering.billing import UsageReporter
+from daemon.metering.gate import UsageGate
+from daemon.metering.ledger.process import LedgerProcess
+from daemon.runtime.config import HubConfig
+from daemon.runtime.metrics import HubMetrics
+from daemon.tenancy.authn import Authenticator
+from daemon.tenancy.records import AuditEvent
+from daemon.tenancy.store import TenancyStore
+
+log = logging.getLogger("democratic_ai.hub")
+
+LEDGER_FILE = "ledger.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    store: TenancyStore
+    authenticator: Authenticator
+    ledger: LedgerProcess
+    usage: UsageGate
+    reports: UsageReporter
+    admin: AdminApi
+    bootstrap_key: str | None
+
+    def mount_admin(self, api: HttpApi) -> None:
+        mount_admin(api, self.admin)
+
+
+async def open_parts(config: HubConfig, state_dir: Path, metrics: HubMetrics,
+                     stack: contextlib.AsyncExitStack) -> Parts:
+    store = await stack.enter_async_context(TenancyStore(state_dir))
+    bootstrap_key = await store.async_ensure_bootstrap()
+    authenticator = await stack.enter_async_context(Authenticator(store, config.auth, state_dir))
+    # the writer runs in its own process: sharing the loop's GIL cost every batch milliseconds
+    ledger = await stack.enter_async_context(LedgerProcess(state_dir / LEDGER_FILE, config.ledger))
+    metrics.extra.append(ledger.metrics_text)
+    tenants = {t.id: t for t in await store.async_list_tenants()}
+
+    async def audit_refusal(principal: Principal, reason: str) -> None:
+        await store.async_audit(AuditEvent(action="call.refused", actor=principal.subject,
+                                           tenant_id=principal.tenant_id, success=False, error=reason))
+
+    def timezone_of(tenant_id: str) -> str:
+        tenant = tenants.get(tenant_id)
+        return tenant.timezone if tenant is not None else "UTC"
+
+    default_plan = "starter" if "starter" in config.plans else next(iter(config.plans))
+    usage = UsageGate(ledger, config.plans, metrics.registry, on_refusal=audit_refusal, default_plan=default_plan)
+    reports = UsageReporter(ledger, config.plans, default_plan=default_plan, timezone_of=timezone_of)
+    admin = AdminApi(store, authenticator, plans=tuple(config.plans), open_prepaid_account=ledger.open_account)
+    return Parts(store, authenticator, ledger, usage, reports, admin, bootstrap_key)

@@ -1,0 +1,269 @@
+"""Hub configuration: documented frozen dataclasses, one loader that rejects unknown keys.
+
+Every key has a default, so ``democratic-ai serve`` with no file starts a working hub.
+A bad file fails at start with a ``ConfigError`` naming the key (``http.listen``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from daemon.core.errors import ConfigError
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|min|h|hour)\s*$")
+_RATE_SECONDS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"1000/min"`` -> ``(1000, 60.0)``: a count per window of seconds."""
+    match = _RATE.match(text)
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a rate like '100/s', '1000/min' or '5000/h'")
+    return int(match.group(1)), _RATE_SECONDS[match.group(2)]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` -> ``("127.0.0.1", 8080)``; ``[::1]:80`` for IPv6."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def default_state_dir() -> str:
+    """``$STATE_DIRECTORY`` under systemd (its first entry: it may list several), else ./var."""
+    env = os.environ.get("STATE_DIRECTORY")
+    return env.split(":")[0] if env else "./var"
+
+
+def state_dir_of(args: Any) -> Path:
+    """The state dir a command works on: ``--state-dir`` when given, else the default."""
+    return Path(getattr(args, "state_dir", None) or default_state_dir())
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    #: where SQLite files, the JWT secret, the TLS cert and the bootstrap key live
+    dir: str = "./var"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:8080"
+    #: request bodies over this are PAYLOAD_TOO_LARGE
+    max_body_bytes: int = 8 * 1024 * 1024
+    #: browser origins allowed to call /mcp (an Origin not listed is refused, 403)
+    allowed_origins: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Http3Config:
+    enabled: bool = True
+    listen: str = "127.0.0.1:8443"
+    #: PEM files; empty: a self-signed pair is made in the state dir
+    certificate: str = ""
+    private_key: str = ""
+    max_streams_per_connection: int = 128
+    max_connections: int = 256
+
+
+@dataclass(frozen=True)
+class GrpcConfig:
+    enabled: bool = True
+    listen: str = "127.0.0.1:50051"
+
+
+@dataclass(frozen=True)
+class P2pConfig:
+    enabled: bool = False
+    listen: str = "/ip4/127.0.0.1/tcp/4701"
+
+
+@dataclass(frozen=True)
+class MdnsConfig:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ModulesConfig:
+    enabled: list[str] = field(default_factory=lambda: ["echo", "text.summarize"])
+    #: per-module options, ``[modules.options."audio.vad"] threshold = 0.5``
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: inference threads; 0 = one per core
+    threads: int = 0
+    #: onnxruntime execution providers in order of preference; empty = CUDA if present, else CPU
+    providers: list[str] = field(default_factory=list)
+    #: calls a remote (attached) module may run at once
+    remote_concurrency: int = 16
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    #: group commit: a batch is written when it has this many events ...
+    batch_max: int = 512
+    #: ... or when its first event has waited this long
+    batch_delay_ms: float = 2.0
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    currency: str = "JPY"
+    base_monthly: str = "4900"
+    base_yearly: str = "49000"
+    included: dict[str, float] = field(
+        default_factory=lambda: {"api_calls": 100000, "compute_hours": 100, "storage_gb": 50}
+    )
+    overage: dict[str, str] = field(
+        default_factory=lambda: {"api_calls": "0.05", "compute_hours": "50", "storage_gb": "10"}
+    )
+    rate_limits: dict[str, str] = field(default_factory=lambda: {"api_calls": "1000/min"})
+    #: price of one call, debited from prepaid credits
+    call_price: str = "0.05"
+
+    def validate(self, name: str) -> None:
+        for key in ("base_monthly", "base_yearly", "call_price", *(f"overage.{m}" for m in self.overage)):
+            raw = getattr(self, key) if "." not in key else self.overage[key.split(".", 1)[1]]
+            try:
+                if Decimal(str(raw)) < 0:
+                    raise InvalidOperation
+            except InvalidOperation:
+                raise ConfigError(f"plans.{name}.{key}: {raw!r} is not a non-negative decimal") from None
+        for metric, rate in self.rate_limits.items():
+            try:
+                parse_rate(rate)
+            except ValueError as exc:
+                raise ConfigError(f"plans.{name}.rate_limits.{metric}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "INFO"
+    #: one JSON object per line (journald friendly); false for plain text
+    json: bool = True
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    #: seconds in-flight calls get to finish after SIGTERM
+    grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    state: StateConfig = field(default_factory=StateConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    http3: Http3Config = field(default_factory=Http3Config)
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    p2p: P2pConfig = field(default_factory=P2pConfig)
+    mdns: MdnsConfig = field(default_factory=MdnsConfig)
+    modules: ModulesConfig = field(default_factory=ModulesConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    plans: dict[str, PlanConfig] = field(default_factory=lambda: {"starter": PlanConfig()})
+    log: LogConfig = field(default_factory=LogConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.state.dir)
+
+    @classmethod
+    def from_toml(cls, path: str | Path | None) -> HubConfig:
+        """Load a TOML file (None: embedded defaults); $STATE_DIRECTORY wins when unset."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(Path(path).read_text())
+            except FileNotFoundError:
+                raise ConfigError(f"config file {path} does not exist") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HubConfig:
+        config = _build(cls, data, "")
+        if "dir" not in data.get("state", {}):
+            config = dataclasses.replace(config, state=StateConfig(dir=default_state_dir()))
+        config.check()
+        return config
+
+    def check(self) -> None:
+        for key, listen in (("http.listen", self.http.listen), ("http3.listen", self.http3.listen),
+                            ("grpc.listen", self.grpc.listen)):
+            try:
+                parse_listen(listen)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+        if self.http.max_body_bytes <= 0:
+            raise ConfigError("http.max_body_bytes: must be positive")
+        if self.modules.threads < 0:
+            raise ConfigError("modules.threads: must be >= 0")
+        if self.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log.level: {self.log.level!r} is not DEBUG, INFO, WARNING or ERROR")
+        if not self.plans:
+            raise ConfigError("plans: at least one plan is needed")
+        for name, plan in self.plans.items():
+            plan.validate(name)
+
+    def with_overrides(self, **sections: Any) -> HubConfig:
+        return dataclasses.replace(self, **sections)
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, naming the key of the first bad value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key")
+    kwargs = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")  # type: ignore[arg-type]
+    if origin is dict:
+        _, value_hint = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table")
+        return {k: _coerce(value_hint, v, f"{key}.{k}") for k, v in value.items()}
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list")
+        return [_coerce(item_hint, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint in (int, float) and (isinstance(value, bool) or not isinstance(value, hint)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value

@@ -1,0 +1,217 @@
+"""Assembly and lifecycle of one hub: the order things start in and stop in.
+
+Start: state dir -> tenancy (+ bootstrap key) -> ledger -> auth -> modules ->
+pipeline -> doors -> READY.  Stop (SIGTERM): stop accepting -> drain in-flight
+calls within the grace period -> close doors -> stop modules -> close ledger and
+tenancy (reverse order, by the exit stack).  SIGHUP reloads the modules config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from daemon.api.http_api import HttpApi
+from daemon.core.errors import ConfigError
+from daemon.core.pipeline import Pipeline
+from daemon.hosting.module_host import ModuleHost
+from daemon.runtime import systemd
+from daemon.runtime.config import HubConfig
+from daemon.runtime.files import atomic_write
+from daemon.runtime.metrics import HubMetrics
+
+if TYPE_CHECKING:
+    from daemon.doors.http import HttpDoor
+
+log = logging.getLogger("democratic_ai.hub")
+
+ENDPOINTS_FILE = "endpoints.json"
+
+
+class Door(Protocol):
+    """A listener: HTTP/1.1+WS, HTTP/3, gRPC."""
+
+    port: int
+
+    async def start(self) -> None: ...
+
+    async def stop_accepting(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    http: str
+    http3: str | None
+    grpc: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"http": self.http, "http3": self.http3, "grpc": self.grpc, "pid": os.getpid()}
+
+
+def prepare_state_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        path.chmod(0o700)
+    return path
+
+
+class Hub:
+    def __init__(self, config: HubConfig, *, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.metrics = HubMetrics()
+        self.shutdown = asyncio.Event()
+        self.doors: list[Door] = []
+        self.host: ModuleHost | None = None
+        self.pipeline: Pipeline | None = None
+        self.state = "starting"
+        self._reload_task: asyncio.Task[None] | None = None
+        self.ledger_healthy: Callable[[], bool] = lambda: False
+        self.http_door: HttpDoor
+        self.http3_door: Door | None = None
+        self.grpc_door: Door | None = None
+
+    def readiness(self) -> dict[str, Any]:
+        host = self.host
+        ledger_ok = self.ledger_healthy()
+        return {
+            "ready": self.state == "open" and host is not None and host.loaded and ledger_ok,
+            "state": self.state,
+            "ledger": "ok" if ledger_ok else "unavailable",
+            "modules": sorted(h.module_id for h in host.handles()) if host else [],
+            "failed_modules": [{"module": f.name, "error": f.error} for f in host.failed.values()] if host else [],
+        }
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self.shutdown.set), (signal.SIGINT, self.shutdown.set),
+                             (signal.SIGHUP, self._request_reload)):
+            loop.add_signal_handler(sig, handler)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                await self._start(stack)
+                await self._serve_until_shutdown()
+                self.state = "draining"
+                systemd.notify("STOPPING=1")
+                await self._stop()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        log.info("hub stopped")
+
+    def _request_reload(self) -> None:
+        # reloads run one at a time, in order; the task is held until it ends
+        previous = self._reload_task
+
+        async def run_after_previous() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await self.reload()
+
+        self._reload_task = asyncio.get_running_loop().create_task(run_after_previous())
+
+    async def _serve_until_shutdown(self) -> None:
+        await self.shutdown.wait()
+        if self._reload_task is not None:
+            await asyncio.gather(self._reload_task, return_exceptions=True)
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the config file and apply the [modules] section."""
+        systemd.notify("RELOADING=1")
+        try:
+            fresh = HubConfig.from_toml(self.config_path) if self.config_path else self.config
+        except ConfigError as exc:
+            log.error("reload refused: bad config", extra={"error": str(exc)})
+        else:
+            assert self.host is not None
+            await self.host.reload(fresh.modules)
+            log.info("modules reloaded", extra={"modules": sorted(h.module_id for h in self.host.handles())})
+        systemd.notify("READY=1")
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        from daemon.runtime.assembly import open_parts
+
+        config = self.config
+        state_dir = prepare_state_dir(config.state_dir)
+        parts = await open_parts(config, state_dir, self.metrics, stack)
+        self.ledger_healthy = lambda: parts.ledger.healthy
+        if parts.bootstrap_key:
+            print(f"bootstrap admin key (shown once, also in {state_dir / 'bootstrap-admin.key'}):\n"
+                  f"  {parts.bootstrap_key}", file=sys.stderr, flush=True)
+        self.host = ModuleHost(config.modules, state_dir)
+        await self.host.start()
+        stack.push_async_callback(self.host.stop)
+        self.pipeline = Pipeline(authenticator=parts.authenticator, usage=parts.usage, host=self.host,
+                                 metrics=self.metrics)
+        api = HttpApi(self.pipeline, self.metrics, readiness=self.readiness, usage=parts.reports)
+        parts.mount_admin(api)
+        self.doors = self._build_doors(api)
+        for door in self.doors:
+            await door.start()
+            stack.push_async_callback(door.close)  # closed in reverse, even if a later door fails
+        self._write_endpoints(state_dir)
+        # what start-up built lives as long as the hub: keep the collector from re-scanning it
+        gc.freeze()
+        self.state = "open"
+        systemd.notify("READY=1")
+        log.info("hub ready", extra={"state_dir": str(state_dir), **self._endpoints().to_dict()})
+
+    def _build_doors(self, api: HttpApi) -> list[Door]:
+        """HTTP/1.1 + WebSocket always, MCP on its routes, HTTP/3 and gRPC when enabled."""
+        from daemon.api.mcp.endpoint import McpEndpoint
+        from daemon.doors.grpc import GrpcDoor
+        from daemon.doors.http import HttpDoor
+        from daemon.doors.http3 import Http3Door
+
+        assert self.pipeline is not None and self.host is not None
+        config = self.config
+        self.http_door = HttpDoor(config.http, api, self.pipeline, self.host,
+                                  remote_concurrency=config.modules.remote_concurrency)
+        doors: list[Door] = [self.http_door, McpEndpoint(api, config.http)]
+        if config.http3.enabled:
+            self.http3_door = Http3Door(config.http3, api, config.state_dir,
+                                        max_body_bytes=config.http.max_body_bytes, advertise=self._advertise_h3)
+            doors.append(self.http3_door)
+        if config.grpc.enabled:
+            self.grpc_door = GrpcDoor(config.grpc, api, max_body_bytes=config.http.max_body_bytes,
+                                      grace_s=config.shutdown.grace_s)
+            doors.append(self.grpc_door)
+        return doors
+
+    def _advertise_h3(self, port: int) -> None:
+        self.http_door.alt_svc = f'h3=":{port}"; ma=86400'
+
+    def _endpoints(self) -> Endpoints:
+        def url(scheme: str, listen: str, door: Door | None) -> str | None:
+            return f"{scheme}://{listen.rpartition(':')[0] or '127.0.0.1'}:{door.port}" if door else None
+
+        config = self.config
+        return Endpoints(http=url("http", config.http.listen, self.http_door) or "",
+                         http3=url("https", config.http3.listen, self.http3_door),
+                         grpc=url("grpc", config.grpc.listen, self.grpc_door))
+
+    def _write_endpoints(self, state_dir: Path) -> None:
+        """Where each door really listens (port 0 in config picks a free one): for the CLI and tests."""
+        atomic_write(state_dir / ENDPOINTS_FILE, json.dumps(self._endpoints().to_dict()).encode())
+
+    async def _stop(self) -> None:
+        for door in self.doors:
+            await door.stop_accepting()
+        assert self.pipeline is not None
+        drained = await self.pipeline.drain(self.config.shutdown.grace_s)
+        if not drained:
+            log.warning("grace period over: cancelling calls still running",
+                        extra={"in_flight": self.pipeline.in_flight})
+        (self.config.state_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
