@@ -41,7 +41,7 @@ test: system-packages $(STAMP)
 
 test-gpu: system-packages $(STAMP)
 	$(BIN)/pip install -q 'onnxruntime-gpu>=1.18,<2'
-	DEMOCRATIC_AI_TEST_GPU=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_onnx_modules.py
+	DEMOCRATIC_AI_TEST_GPU=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_onnx_modules.py
 
 bench: $(STAMP)
 	bash bench/http_call.sh

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from daemon.cli.clients.extra import H3ClientProtocol, h3_configuration  # noqa: E402
 from proto import mcp_v2_pb2 as pb  # noqa: E402
-from tests.doorclients import mcp_message  # noqa: E402
-from tests.hubproc import HubProcess  # noqa: E402
+from tests.support.doorclients import mcp_message  # noqa: E402
+from tests.support.hubproc import HubProcess  # noqa: E402
 
 PAYLOAD = {"n": 1, "text": "hello"}
 MCP_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hubproc import HubProcess, write_config
+from tests.support.hubproc import HubProcess, write_config
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """A remote module in its own process: attaches to a hub over /v1/modules/attach.
 
-    python -m tests.remote_module_proc URL KEY MODULE_ID [--slow]
+    python -m tests.support.remote_module_proc URL KEY MODULE_ID [--slow]
 
 Serves ``text.upper`` (upper-cases `text`) and ``remote.sleep`` (sleeps `seconds`, then
 answers).  Prints "attached" once registered, so a test knows its routes exist.

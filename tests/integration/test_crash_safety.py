@@ -17,7 +17,7 @@ import uuid
 
 import aiohttp
 
-from tests.hubproc import ROOT, HubProcess, write_config
+from tests.support.hubproc import ROOT, HubProcess, write_config
 
 KILLS = 4
 CLIENTS = 12

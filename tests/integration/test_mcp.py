@@ -11,8 +11,8 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.doorclients import HttpLog, Hub, find_error, mcp_client
-from tests.hubproc import ROOT, HubProcess
+from tests.support.doorclients import HttpLog, Hub, find_error, mcp_client
+from tests.support.hubproc import ROOT, HubProcess
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
@@ -129,7 +129,7 @@ async def test_a_role_that_may_not_call_sees_no_tools(doors: Hub, hub: HubProces
 async def test_notifications_cancelled_stops_the_call_in_the_pipeline(doors: Hub, hub: HubProcess) -> None:
     import asyncio
 
-    from tests.doorclients import metric
+    from tests.support.doorclients import metric
 
     key = {"X-API-Key": hub.admin_key}
     before = await metric(doors, "democratic_ai_requests_total", action="echo.stream", code="CANCELLED", door="mcp")

@@ -34,13 +34,13 @@ from modules.builtin.summarize import SummarizeModule
 from modules.builtin.vad import VadModule
 from modules.model_files import ModelLoadError
 from modules.sdk import BoundCapability, Call, Module, ModuleRuntime, Progress
-from tests.media import b64, cosine, espeak, page, squash, wav_bytes
+from tests.support.media import b64, cosine, espeak, page, squash, wav_bytes
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GPU = os.environ.get("DEMOCRATIC_AI_TEST_GPU") == "1"
 EXPECTED_PROVIDER = "CUDAExecutionProvider" if GPU else "CPUExecutionProvider"
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PHRASE_A = "Hello world, this is the first phrase."
 PHRASE_B = "And here comes the second phrase."
 LEAD, GAP, TAIL = 1.0, 1.5, 1.0

@@ -11,8 +11,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from proto import mcp_v2_pb2 as pb
 from proto import mcp_v2_pb2_grpc as pb_grpc
-from tests.doorclients import Hub, mcp_message, metric
-from tests.hubproc import HubProcess
+from tests.support.doorclients import Hub, mcp_message, metric
+from tests.support.hubproc import HubProcess
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import sys
 
 import aiohttp
 
-from tests.hubproc import ROOT, HubProcess
+from tests.support.hubproc import ROOT, HubProcess
 
 
 def cli(hub: HubProcess, *args: str) -> str:

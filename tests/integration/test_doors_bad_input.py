@@ -18,8 +18,8 @@ import h2.connection
 import h2.events
 import pytest
 
-from tests.doorclients import Hub, call, h3_client, mcp_message
-from tests.hubproc import HubProcess
+from tests.support.doorclients import Hub, call, h3_client, mcp_message
+from tests.support.hubproc import HubProcess
 
 pytestmark = pytest.mark.timeout(120)
 

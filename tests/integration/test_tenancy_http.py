@@ -9,7 +9,7 @@ import sys
 import aiohttp
 import pytest
 
-from tests.hubproc import ROOT, HubProcess
+from tests.support.hubproc import ROOT, HubProcess
 
 
 def cli(hub: HubProcess, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,12 +9,12 @@ import sys
 import aiohttp
 import pytest
 
-from tests.hubproc import ROOT, HubProcess
+from tests.support.hubproc import ROOT, HubProcess
 
 
 def start_remote(hub: HubProcess, module_id: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.remote_module_proc", hub.url, hub.admin_key, module_id],
+        [sys.executable, "-m", "tests.support.remote_module_proc", hub.url, hub.admin_key, module_id],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None

@@ -9,7 +9,7 @@ import stat
 
 import aiohttp
 
-from tests.hubproc import HubProcess, write_config
+from tests.support.hubproc import HubProcess, write_config
 
 
 async def test_first_start_creates_the_admin_key_file_private_and_prints_it_once(tmp_path) -> None:
@@ -91,7 +91,7 @@ def test_a_bad_config_stops_the_start_naming_the_key(tmp_path) -> None:
     import subprocess
     import sys
 
-    from tests.hubproc import ROOT
+    from tests.support.hubproc import ROOT
 
     (tmp_path / "hub.toml").write_text('[http]\nlisten = "nowhere"\n')
     result = subprocess.run([sys.executable, "-m", "daemon.cli", "serve", "--config", str(tmp_path / "hub.toml"),
@@ -114,7 +114,7 @@ def test_a_port_already_taken_stops_the_start_with_a_clear_message(tmp_path) -> 
     import subprocess
     import sys
 
-    from tests.hubproc import ROOT
+    from tests.support.hubproc import ROOT
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -185,7 +185,7 @@ def test_an_unusable_ledger_stops_the_start_with_a_clear_message(tmp_path) -> No
     import subprocess
     import sys
 
-    from tests.hubproc import ROOT
+    from tests.support.hubproc import ROOT
 
     (tmp_path / "ledger.db").mkdir()  # a directory where the ledger file should be
     result = subprocess.run([sys.executable, "-m", "daemon.cli", "serve", "--config",

@@ -12,8 +12,8 @@ from aioquic.asyncio.client import connect
 
 from daemon.cli.clients.extra import H3ClientProtocol, h3_configuration
 from daemon.runtime.tls import default_paths
-from tests.doorclients import Hub, h3_client
-from tests.hubproc import HubProcess, write_config
+from tests.support.doorclients import Hub, h3_client
+from tests.support.hubproc import HubProcess, write_config
 
 
 @pytest.fixture(scope="module")

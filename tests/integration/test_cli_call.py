@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.hubproc import ROOT, HubProcess
+from tests.support.hubproc import ROOT, HubProcess
 
 
 def run_call(hub: HubProcess, *args: str) -> tuple[int, list[dict]]:

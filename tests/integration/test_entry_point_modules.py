@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from tests.hubproc import HubProcess, write_config
+from tests.support.hubproc import HubProcess, write_config
 
 EXTENSION = '''
 from modules.sdk import Call, Module, capability

@@ -20,8 +20,8 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.doorclients import DOORS, Hub, Outcome, call, mcp_message, metric
-from tests.hubproc import ROOT, HubProcess
+from tests.support.doorclients import DOORS, Hub, Outcome, call, mcp_message, metric
+from tests.support.hubproc import ROOT, HubProcess
 
 MAX_BODY = 65536
 TEXT = (

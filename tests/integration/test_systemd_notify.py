@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from tests.hubproc import HubProcess, write_config
+from tests.support.hubproc import HubProcess, write_config
 
 
 def test_the_hub_notifies_ready_then_stopping(tmp_path, monkeypatch) -> None:

@@ -16,8 +16,8 @@ import aiohttp
 import numpy as np
 import pytest
 
-from tests.hubproc import HubProcess, write_config
-from tests.media import b64, cosine, espeak, page, squash, wav_bytes
+from tests.support.hubproc import HubProcess, write_config
+from tests.support.media import b64, cosine, espeak, page, squash, wav_bytes
 
 MODULES = ("audio.vad", "image.ocr", "text.embed", "text.summarize")
 

@@ -7,7 +7,7 @@ import json
 import aiohttp
 import pytest
 
-from tests.hubproc import HubProcess
+from tests.support.hubproc import HubProcess
 
 
 def key_headers(hub: HubProcess) -> dict[str, str]:
@@ -227,7 +227,7 @@ async def test_forged_and_expired_tokens_are_unauthenticated(hub: HubProcess) ->
 async def test_a_caller_that_hangs_up_cancels_its_call(hub: HubProcess) -> None:
     import asyncio
 
-    from tests.doorclients import Hub, metric
+    from tests.support.doorclients import Hub, metric
 
     doors = Hub(hub.endpoints, hub.state_dir)
     labels = {"action": "echo.stream", "code": "CANCELLED", "door": "http"}
