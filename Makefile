@@ -34,6 +34,7 @@ proto: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check daemon modules federation proto tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: system-packages $(STAMP)
 	$(MAKE) lint

@@ -37,7 +37,7 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from daemon.cli.clients.extra import H3ClientProtocol, h3_configuration  # noqa: E402
+from daemon.cli.clients.h3 import H3ClientProtocol, h3_configuration  # noqa: E402
 from proto import mcp_v2_pb2 as pb  # noqa: E402
 from tests.support.doorclients import mcp_message  # noqa: E402
 from tests.support.hubproc import HubProcess  # noqa: E402

@@ -11,8 +11,8 @@ import sys
 
 from daemon.cli import main as cli
 from daemon.core.envelope import Receipt
+from daemon.metering.ledger.events import UsageEvent
 from daemon.metering.ledger.process import LedgerProcess
-from daemon.metering.ledger.writer import UsageEvent
 
 
 async def append_nothing(self: LedgerProcess, event: UsageEvent, *, validated: bool = False) -> Receipt:

@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client import CollectorRegistry
 
-from daemon.metering.ledger.chain import FIELDS, INSERT, SCHEMA, apply_pragmas, verify
-from daemon.metering.ledger.writer import UsageEvent, UsageLedger
+from daemon.metering.ledger.chain import INSERT, SCHEMA, SELECT, apply_pragmas, verify
+from daemon.metering.ledger.events import UsageEvent
+from daemon.metering.ledger.writer import UsageLedger
 from daemon.runtime.config import LedgerConfig
 
 SECTION = "## Ledger group commit"
@@ -54,8 +55,7 @@ async def group_commit(path: Path, callers: int, per_caller: int) -> tuple[float
 
 
 def bare_executemany(source: Path, target: Path) -> float:
-    rows = sqlite3.connect(source).execute(
-        f"SELECT {', '.join(FIELDS)}, prev_hash, hash FROM events ORDER BY seq").fetchall()
+    rows = sqlite3.connect(source).execute(f"{SELECT} ORDER BY seq").fetchall()
     conn = sqlite3.connect(target, isolation_level=None)
     apply_pragmas(conn)
     conn.executescript(SCHEMA)

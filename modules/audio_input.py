@@ -24,6 +24,8 @@ MAX_CHANNELS = 8
 
 @dataclass(frozen=True, slots=True)
 class Audio:
+    """Decoded audio ready for the VAD: float32 mono at a native rate; ``source_rate`` as the caller sent it."""
+
     samples: np.ndarray  # float32 mono in [-1, 1] at ``rate``
     rate: int  # 8000 or 16000
     source_rate: int
@@ -31,10 +33,12 @@ class Audio:
 
     @property
     def seconds(self) -> float:
+        """Duration in seconds (resampling keeps it, to within a sample)."""
         return len(self.samples) / self.rate
 
 
 def decode_audio(payload: dict[str, Any], max_seconds: float, max_bytes: int) -> Audio:
+    """``payload["audio"]`` (WAV, or PCM16 with ``sample_rate``) as Audio; VALIDATION_ERROR names the pointer."""
     data = decode_base64(payload["audio"], "/audio", max_bytes)
     fmt = payload.get("format", "auto")
     is_wav = data[:4] == b"RIFF" and data[8:12] == b"WAVE"

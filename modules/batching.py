@@ -27,11 +27,14 @@ R = TypeVar("R")
 
 @dataclass(slots=True)
 class BatchStats:
+    """Counts of batches run, for a module's describe(); ``largest`` is the biggest batch seen."""
+
     batches: int = 0
     items: int = 0
     largest: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        """The counts plus ``mean_size`` (items per batch, 2 decimals; 0.0 before the first batch)."""
         mean = self.items / self.batches if self.batches else 0.0
         return {"batches": self.batches, "items": self.items, "largest": self.largest,
                 "mean_size": round(mean, 2)}
@@ -67,6 +70,7 @@ class DynamicBatcher(Generic[T, R]):
         await self.aclose()
 
     def start(self) -> None:
+        """Start the worker task on the running loop; a no-op when it already runs."""
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="dynamic-batcher")
 
@@ -87,6 +91,7 @@ class DynamicBatcher(Generic[T, R]):
                 future.set_exception(Unavailable("the module is stopping"))
 
     async def submit(self, item: T) -> R:
+        """``item``'s result from a coming batch, or the exception for it; UNAVAILABLE when not running or stopping."""
         if self._worker is None or self._worker.done():
             raise Unavailable("the batcher is not running")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()

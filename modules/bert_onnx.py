@@ -31,6 +31,8 @@ IR_VERSION = 8
 
 @dataclass(frozen=True, slots=True)
 class BertConfig:
+    """The few fields of a Hugging Face BERT config.json the graph needs."""
+
     hidden: int
     heads: int
     layers: int
@@ -38,6 +40,7 @@ class BertConfig:
 
     @classmethod
     def from_json(cls, path: Path) -> BertConfig:
+        """Read config.json; ValueError for a non-GELU or non-absolute-position model, KeyError for a missing size."""
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.get("hidden_act", "gelu") != "gelu" or raw.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"{path}: only absolute-position BERT with exact GELU is supported")
@@ -109,6 +112,7 @@ def _feed_forward(g: _Graph, x: str, prefix: str, cfg: BertConfig) -> str:
 
 
 def build_model(weights: dict[str, np.ndarray], cfg: BertConfig) -> onnx.ModelProto:
+    """The encoder, mean pooling and L2 norm as one unchecked ModelProto; a "bert." key prefix is accepted."""
     # some exports prefix every tensor with "bert."
     weights = {k.removeprefix("bert."): v for k, v in weights.items()}
     g = _Graph(weights)

@@ -33,16 +33,20 @@ DIMENSIONS = 384
 
 @dataclass(frozen=True, slots=True)
 class Embedding:
+    """One text's embedding; ``truncated`` when the text was cut to the 256-token window."""
+
     vector: np.ndarray  # float32 [DIMENSIONS], unit length
     tokens: int  # tokens the model saw, [CLS] and [SEP] included
     truncated: bool
 
 
 def model_dir() -> Path:
+    """The shipped model files' directory; ModelLoadError when their package is not installed."""
     return package_dir(PACKAGE) / "model"
 
 
 def models_present() -> bool:
+    """True when the weights package and its safetensors are installed (text.summarize checks first); never raises."""
     try:
         return (model_dir() / "model.safetensors").is_file()
     except ModelLoadError:
@@ -84,6 +88,7 @@ class Embedder:
     @classmethod
     def load(cls, cache_dir: Path, settings: OnnxSettings, logger: logging.Logger,
              max_batch_tokens: int = 4096) -> Embedder:
+        """Verify and load tokenizer and (converted) model, warmed up; blocking; ModelLoadError says what failed."""
         model = converted_model(cache_dir, logger)
         tokenizer_file = ModelFile(model_dir() / "tokenizer.json", TOKENIZER_SHA256)
         verify(tokenizer_file)
@@ -96,6 +101,7 @@ class Embedder:
         return cls(load(model, settings, logger, warm), tokenizer, max_batch_tokens)
 
     def close(self) -> None:
+        """Release this embedder's hold on the shared session; idempotent."""
         SESSIONS.release(self.session)
 
     def count_tokens(self, text: str) -> tuple[int, bool]:
@@ -104,6 +110,7 @@ class Embedder:
         return len(enc.ids), bool(enc.overflowing)
 
     def embed(self, texts: Sequence[str]) -> list[Embedding]:
+        """One Embedding per text, in order; runs are sorted by length and split to stay under max_batch_tokens."""
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = [len(e.ids) for e in encodings]
         vectors: list[np.ndarray | None] = [None] * len(texts)

@@ -16,19 +16,24 @@ FORMATS = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}
 
 @dataclass(frozen=True, slots=True)
 class Picture:
+    """A decoded image as a contiguous BGR uint8 array (what the OCR engine takes); ``format`` PNG or JPEG."""
+
     bgr: np.ndarray  # uint8 [height, width, 3]
     format: str
 
     @property
     def width(self) -> int:
+        """In pixels."""
         return int(self.bgr.shape[1])
 
     @property
     def height(self) -> int:
+        """In pixels."""
         return int(self.bgr.shape[0])
 
 
 def decode_image(value: str, pointer: str, max_bytes: int, max_pixels: int, max_side: int) -> Picture:
+    """Base64 PNG/JPEG to a Picture; size limits are checked on the header, before pixels are decoded."""
     data = decode_base64(value, pointer, max_bytes)
     if not any(data.startswith(magic) for magic in FORMATS.values()):
         raise invalid(pointer, "not a PNG or JPEG image", formats=sorted(FORMATS))

@@ -10,6 +10,7 @@ from daemon.core.errors import ValidationError
 
 
 def invalid(pointer: str, message: str, **details: Any) -> ValidationError:
+    """The VALIDATION_ERROR (returned, not raised) for the field at ``pointer``; ``details`` join the body."""
     return ValidationError(f"payload{pointer} is invalid: {message}", {"pointer": pointer, "reason": message,
                                                                        **details})
 

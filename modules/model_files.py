@@ -41,6 +41,7 @@ def package_dir(package: str) -> Path:
 
 
 def package_file(package: str, relative: str, sha256: str | None) -> ModelFile:
+    """``relative`` inside an installed package, to be checked against ``sha256``; not read here."""
     return ModelFile(package_dir(package) / relative, sha256)
 
 
@@ -72,6 +73,7 @@ _MEMO = _DigestMemo()
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of the file, read in 1 MiB chunks; ModelLoadError when it cannot be read."""
     h = hashlib.sha256()
     try:
         with path.open("rb") as f:

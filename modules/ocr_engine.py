@@ -91,6 +91,7 @@ class OcrEngine:
         self.warm_up()
 
     def warm_up(self) -> None:
+        """One run on a tiny synthetic page, so the first caller does not pay for graph initialisation."""
         # small and square: detection scales the short side up to 736 px, so a wide page costs seconds.
         # It warms detection (the heavy graph); the first recognition run is cheap on its own.
         page = np.full((48, 48, 3), 255, dtype=np.uint8)
@@ -98,6 +99,7 @@ class OcrEngine:
         self(page)
 
     def __call__(self, bgr: np.ndarray) -> list[tuple[list[list[float]], str, float]]:
+        """Every line found, unfiltered: (four box corners, text, score); calls are serialised by a lock."""
         with self._lock:
             found, _ = self._engine(bgr)
         lines: list[tuple[list[list[float]], str, float]] = []
@@ -107,9 +109,11 @@ class OcrEngine:
 
     @property
     def provider(self) -> str:
+        """The provider the first (detection) session really got; "none" once closed."""
         return self.sessions[0].provider if self.sessions else "none"
 
     def close(self) -> None:
+        """Release every session this engine holds; idempotent."""
         sessions, self.sessions = self.sessions, []
         for loaded in sessions:
             SESSIONS.release(loaded)

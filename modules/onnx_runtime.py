@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 
 def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity on Linux), at least 1."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -49,6 +50,7 @@ def gpu_present() -> bool:
 
 
 def default_providers() -> tuple[str, ...]:
+    """What ``auto`` means here: CUDA then CPU when a GPU is usable, else CPU alone."""
     return (CUDA, CPU) if gpu_present() else (CPU,)
 
 
@@ -80,6 +82,7 @@ class OnnxSettings:
 
     @classmethod
     def from_runtime(cls, runtime: ModuleRuntime, options: Mapping[str, Any]) -> OnnxSettings:
+        """The module's ``providers`` / ``threads`` options over the hub's; ModelLoadError for a bad value."""
         # an option left out (or None) falls back to what the hub lends every module
         requested = options.get("providers")
         if requested is None:
@@ -113,10 +116,12 @@ class OnnxSession:
         return str(self.session.get_providers()[0])
 
     def run(self, feeds: Feeds, outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        """One blocking inference; ``outputs`` None returns every output in graph order."""
         result: list[np.ndarray] = self.session.run(list(outputs) if outputs else None, dict(feeds))
         return result
 
     def describe(self) -> dict[str, Any]:
+        """The facts a module's describe() shows: provider really used, threads, model file and sha256."""
         return {
             "provider": self.provider,
             "providers": list(self.session.get_providers()),
@@ -156,6 +161,7 @@ class SessionCache:
         return OnnxSession(session, model, digest, settings, key)
 
     def release(self, loaded: OnnxSession) -> None:
+        """Drop one reference; the last one frees the session.  A second release of the same handle is a no-op."""
         with self._lock:
             entry = self._entries.get(loaded._key)
             if entry is None or loaded._released:  # a second release must not free a neighbour's
@@ -220,4 +226,5 @@ async def async_load(
 
 
 async def run_blocking(runtime: ModuleRuntime, fn: Callable[[], T]) -> T:
+    """``fn()`` in the hub's inference pool, awaited: the event loop stays free while it runs."""
     return await asyncio.get_running_loop().run_in_executor(runtime.executor, fn)

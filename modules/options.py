@@ -13,6 +13,8 @@ from modules.model_files import ModelFile
 
 @dataclass(frozen=True, slots=True)
 class Option:
+    """One known option: accepted types, default (None: the hub's value), inclusive numeric bounds."""
+
     types: tuple[type, ...]
     default: Any
     minimum: float | None = None

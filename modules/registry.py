@@ -11,7 +11,7 @@ ENTRY_POINT_GROUP = "democratic_ai.modules"
 
 
 class UnknownModule(LookupError):
-    pass
+    """No module of that name, or its entry point is not a Module subclass; the message lists what exists."""
 
 
 def available() -> dict[str, str]:
@@ -23,6 +23,7 @@ def available() -> dict[str, str]:
 
 
 def find(name: str) -> type[Module]:
+    """The Module class for ``name``: a built-in wins over an entry point of the same name; else UnknownModule."""
     if name in BUILTINS:
         return BUILTINS[name]
     for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):

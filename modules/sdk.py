@@ -161,6 +161,7 @@ class BoundCapability:
         self._output = SchemaValidator(spec.output_schema)
 
     def check_input(self, payload: Any) -> None:
+        """VALIDATION_ERROR naming the JSON pointer of the first bad field (the caller's fault)."""
         failure = self._input.first_error(payload)
         if failure is not None:
             pointer, reason = failure
@@ -170,6 +171,7 @@ class BoundCapability:
             )
 
     def check_output(self, result: Any) -> Any:
+        """``result`` unchanged when it fits the output schema; MODULE_ERROR (the module's fault) otherwise."""
         failure = self._output.first_error(result)
         if failure is not None:
             pointer, reason = failure
@@ -257,6 +259,7 @@ class Module:
         return {}
 
     def capabilities(self) -> list[BoundCapability]:
+        """Every ``@capability`` method of this class, bound to this instance, in attribute-name order."""
         bound = []
         for attr in dir(type(self)):
             fn = getattr(type(self), attr, None)

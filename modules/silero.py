@@ -18,14 +18,17 @@ MODEL_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3
 
 
 def shipped_model() -> ModelFile:
+    """The silero_vad package's ONNX file, pinned to MODEL_SHA256 (the package is located, never imported)."""
     return package_file("silero_vad", "data/silero_vad.onnx", MODEL_SHA256)
 
 
 def window_size(rate: int) -> int:
+    """Samples a window: 512 at 16 kHz, else 256 (8 kHz): 32 ms either way."""
     return 512 if rate == 16000 else 256
 
 
 def warm_up_feeds(rate: int = 16000) -> dict[str, np.ndarray]:
+    """Silent input (context + one window), zero state and the rate: feeds that run the graph once."""
     width = window_size(rate) + (64 if rate == 16000 else 32)
     return {"input": np.zeros((1, width), dtype=np.float32), "state": np.zeros((2, 1, 128), dtype=np.float32),
             "sr": np.array(rate, dtype=np.int64)}

@@ -15,17 +15,22 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Segment:
+    """One speech segment, padded, in seconds from the start of the clip."""
+
     start: float  # seconds
     end: float
     probability: float  # mean speech probability of its windows
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON form: times rounded to ms, probability to 4 decimals."""
         return {"start": round(self.start, 3), "end": round(self.end, 3),
                 "probability": round(self.probability, 4)}
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentParams:
+    """The segmenter's knobs (a caller may set each per call); the defaults are silero-vad's."""
+
     threshold: float = 0.5
     min_speech_ms: float = 250
     min_silence_ms: float = 100
@@ -33,6 +38,7 @@ class SegmentParams:
 
     @property
     def neg_threshold(self) -> float:
+        """Below this a window counts as silence: threshold - 0.15, never under 0.01."""
         return max(self.threshold - 0.15, 0.01)
 
 
@@ -51,6 +57,7 @@ class Segmenter:
         self._last_end = 0.0  # end (padded) of the last emitted segment
 
     def push(self, probs: Any) -> list[Segment]:
+        """The segments these window probabilities closed (possibly none); an open segment waits for more."""
         out: list[Segment] = []
         min_silence = self._p.min_silence_ms / 1000
         for prob in (float(p) for p in probs):
@@ -72,6 +79,7 @@ class Segmenter:
         return out
 
     def finish(self) -> list[Segment]:
+        """Close the segment still open at the end of the audio (kept if long enough); call once, last."""
         out: list[Segment] = []
         if self._start is not None:
             self._close(self._silence_from if self._silence_from is not None else self._index, out)

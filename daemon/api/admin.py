@@ -12,6 +12,7 @@ exist: the answer is NOT_FOUND, never PERMISSION_DENIED, so existence does not l
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,8 @@ from daemon.core.envelope import Principal
 from daemon.core.errors import HubError, NotFound, PermissionDenied, ValidationError
 from daemon.tenancy.authn import Authenticator
 from daemon.tenancy.rbac import ROLE_NAMES, allows, can_grant, is_cross_tenant
-from daemon.tenancy.records import AuditEvent, Tenant, generate_password
+from daemon.tenancy.records import AuditEvent, Tenant, check_email, check_password, check_role
+from daemon.tenancy.secrets import generate_password, hash_password
 from daemon.tenancy.store import TenancyStore
 
 Body = dict[str, Any] | None
@@ -53,6 +55,8 @@ class _Audit:
 
 
 class AdminApi:
+    """The admin operations of the module docstring: RBAC-checked, tenant-isolated, every call audited."""
+
     def __init__(
         self,
         store: TenancyStore,
@@ -78,10 +82,10 @@ class AdminApi:
         try:
             yield record
         except HubError as exc:
-            await self._store.async_audit(AuditEvent(action, record.actor, record.tenant_id, record.resource,
-                                                     ip, user_agent, False, f"{exc.code}: {exc.message}"))
+            await self._store.audit(AuditEvent(action, record.actor, record.tenant_id, record.resource,
+                                               ip, user_agent, False, f"{exc.code}: {exc.message}"))
             raise
-        await self._store.async_audit(
+        await self._store.audit(
             AuditEvent(action, record.actor, record.tenant_id, record.resource, ip, user_agent)
         )
 
@@ -92,27 +96,29 @@ class AdminApi:
         """The tenant a call acts on: the caller's own, or (super_admin only) the one named."""
         ref = _field(body, "tenant", str)
         if ref is None or ref in (principal.tenant_id, principal.tenant_name):
-            return await self._store.async_get_tenant(principal.tenant_id)
+            return await self._store.run(self._store.get_tenant, principal.tenant_id)
         if not is_cross_tenant(principal.permissions):
             raise NotFound(f"tenant {ref!r} not found", {"tenant": ref})
-        return await self._store.async_get_tenant(ref)
+        return await self._store.run(self._store.get_tenant, ref)
 
     # tenants
 
     async def list_tenants(
         self, principal: Principal, body: Body = None, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
+        """tenant:read: every tenant for super_admin, only the caller's own for anyone else."""
         async with self._audited(principal, "tenant.list", ip, user_agent):
             self._need(principal, "tenant:read")
             if is_cross_tenant(principal.permissions):
-                tenants = await self._store.async_list_tenants()
+                tenants = await self._store.run(self._store.list_tenants)
             else:
-                tenants = [await self._store.async_get_tenant(principal.tenant_id)]
+                tenants = [await self._store.run(self._store.get_tenant, principal.tenant_id)]
             return {"tenants": [tenant.to_dict() for tenant in tenants]}
 
     async def get_tenant(
         self, principal: Principal, body: Body = None, *, tenant_id: str, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
+        """tenant:read; another tenant is NOT_FOUND unless the caller is super_admin."""
         async with self._audited(principal, "tenant.read", ip, user_agent) as audit:
             audit.resource = f"tenant:{tenant_id}"
             self._need(principal, "tenant:read")
@@ -137,14 +143,15 @@ class AdminApi:
                 if self._plans and plan not in self._plans:
                     raise ValidationError(f"plan: {plan!r} is not one of {', '.join(self._plans)}",
                                           {"field": "plan"})
-                tenant = await self._store.async_set_tenant_plan(tenant.id, plan)
+                tenant = await self._store.run(self._store.set_tenant_plan, tenant.id, plan)
             if status is not None:
-                tenant = await self._store.async_set_tenant_status(tenant.id, status)
+                tenant = await self._store.run(self._store.set_tenant_status, tenant.id, status)
             return {"tenant": tenant.to_dict()}
 
     async def create_tenant(
         self, principal: Principal, body: Body, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
+        """tenant:create (super_admin); a credits_enabled tenant also gets a prepaid ledger account at balance 0."""
         async with self._audited(principal, "tenant.create", ip, user_agent) as audit:
             name = _field(body, "name", str, required=True)
             audit.resource = f"tenant:{name}"
@@ -152,7 +159,8 @@ class AdminApi:
             plan = _field(body, "plan", str, default="starter")
             if self._plans and plan not in self._plans:
                 raise ValidationError(f"plan: {plan!r} is not one of {', '.join(self._plans)}", {"field": "plan"})
-            tenant = await self._store.async_create_tenant(
+            tenant = await self._store.run(
+                self._store.create_tenant,
                 name,
                 plan,
                 timezone=_field(body, "timezone", str, default="UTC"),
@@ -168,13 +176,15 @@ class AdminApi:
     async def list_users(
         self, principal: Principal, body: Body = None, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
+        """user:read lists the tenant's users, user:read:self only the caller; neither is PERMISSION_DENIED."""
         async with self._audited(principal, "user.list", ip, user_agent) as audit:
             tenant = await self._tenant_of(principal, body)
             audit.tenant_id = tenant.id
             if allows(principal.permissions, "user:read"):
-                users = await self._store.async_list_users(tenant.id)
+                users = await self._store.run(self._store.list_users, tenant.id)
             elif allows(principal.permissions, "user:read:self"):
-                users = [u for u in await self._store.async_list_users(tenant.id) if u.id == principal.user_id]
+                everyone = await self._store.run(self._store.list_users, tenant.id)
+                users = [u for u in everyone if u.id == principal.user_id]
             else:
                 self._need(principal, "user:read")
                 users = []
@@ -183,6 +193,7 @@ class AdminApi:
     async def create_user(
         self, principal: Principal, body: Body, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
+        """user:create, with a role the caller may grant; without ``password`` one is generated and shown once."""
         async with self._audited(principal, "user.create", ip, user_agent) as audit:
             tenant = await self._tenant_of(principal, body)
             audit.tenant_id = tenant.id
@@ -194,7 +205,12 @@ class AdminApi:
             generated = password is None
             if password is None:
                 password = generate_password()
-            user = await self._store.async_create_user(tenant.id, email, role, password)
+            check_email(email)
+            check_role(role)
+            check_password(password)
+            # argon2id takes ~0.1 s: hash on a pool thread, not on the store's one writer
+            password_hash = await asyncio.to_thread(hash_password, password)
+            user = await self._store.run(self._store.create_user, tenant.id, email, role, password_hash)
             audit.resource = user.subject
             answer: dict[str, Any] = {"user": user.to_dict()}
             if generated:
@@ -204,13 +220,14 @@ class AdminApi:
     async def delete_user(
         self, principal: Principal, body: Body = None, *, user_id: str, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
+        """user:delete; an unknown user is NOT_FOUND before any permission check, so denial leaks nothing."""
         async with self._audited(principal, "user.delete", ip, user_agent) as audit:
             audit.resource = f"user:{user_id}"
             tenant = await self._tenant_of(principal, body)
             audit.tenant_id = tenant.id
-            await self._store.async_get_user(tenant.id, user_id)  # NotFound before PermissionDenied
+            await self._store.run(self._store.get_user, tenant.id, user_id)  # NotFound before PermissionDenied
             self._need(principal, "user:delete")
-            user = await self._store.async_delete_user_id(tenant.id, user_id)
+            user = await self._store.run(self._store.delete_user_id, tenant.id, user_id)
             return {"user": user.to_dict()}
 
     # API keys
@@ -218,10 +235,11 @@ class AdminApi:
     async def list_api_keys(
         self, principal: Principal, body: Body = None, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
+        """api_key:read lists the tenant's keys; api_key:read:own only the caller's own (created by it, or itself)."""
         async with self._audited(principal, "api_key.list", ip, user_agent) as audit:
             tenant = await self._tenant_of(principal, body)
             audit.tenant_id = tenant.id
-            keys = await self._store.async_list_api_keys(tenant.id)
+            keys = await self._store.run(self._store.list_api_keys, tenant.id)
             if not allows(principal.permissions, "api_key:read"):
                 self._need(principal, "api_key:read:own")
                 keys = [key for key in keys if self._owns(principal, key.created_by, key.id)]
@@ -230,6 +248,7 @@ class AdminApi:
     async def create_api_key(
         self, principal: Principal, body: Body, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
+        """A key owned by the caller, with a role it may grant and optional expiry; the raw key is shown once."""
         async with self._audited(principal, "api_key.create", ip, user_agent) as audit:
             tenant = await self._tenant_of(principal, body)
             audit.tenant_id = tenant.id
@@ -238,7 +257,8 @@ class AdminApi:
             role = _field(body, "role", str, default="user")
             self._check_grant(principal, role)
             expires_at = self._expiry(body)
-            key, raw = await self._store.async_create_api_key(
+            key, raw = await self._store.run(
+                self._store.create_api_key,
                 tenant.id,
                 role,
                 rate_limit=_field(body, "rate_limit", str),
@@ -259,7 +279,7 @@ class AdminApi:
                 scope: str | None = None
             else:
                 scope = (await self._tenant_of(principal, body)).id
-            key = await self._store.async_get_api_key(key_id, scope)  # NotFound across tenants
+            key = await self._store.run(self._store.get_api_key, key_id, scope)  # NotFound across tenants
             audit.resource, audit.tenant_id = key.subject, key.tenant_id
             if not self._owns(principal, key.created_by, key.id):
                 self._need(principal, "api_key:delete")
@@ -273,6 +293,7 @@ class AdminApi:
     async def token(
         self, principal: Principal | None, body: Body, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
+        """Log in with email, password and tenant: a token pair; UNAUTHENTICATED without saying which was wrong."""
         email = _field(body, "email", str, required=True)
         password = _field(body, "password", str, required=True)
         tenant = _field(body, "tenant", str, required=True)
@@ -282,6 +303,7 @@ class AdminApi:
     async def refresh(
         self, principal: Principal | None, body: Body, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
+        """A new token pair for ``refresh_token``, which is revoked on use: a second use is UNAUTHENTICATED."""
         refresh_token = _field(body, "refresh_token", str, required=True)
         return await self._auth.refresh(refresh_token, ip=ip, user_agent=user_agent)
 

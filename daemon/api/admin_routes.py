@@ -1,4 +1,4 @@
-"""Mount the tenancy administration (daemon/admin_api.py) on the HTTP API's routes."""
+"""Mount the tenancy administration (daemon/api/admin.py) on the HTTP API's routes."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ NO_CREDENTIALS = frozenset({"token", "refresh", "revoke"})
 
 
 def mount_admin(api: HttpApi, admin: AdminApi) -> None:
+    """Add every ``ROUTES`` path to ``api``; token routes authenticate only when credentials were sent."""
     for path, methods in ROUTES.items():
         api.add(path, **{verb: _handler(api, admin, name) for verb, name in methods.items()})
 

@@ -23,10 +23,10 @@ from daemon.core.envelope import (
     Principal,
     ProgressPart,
     new_trace_id,
+    trace_id_var,
 )
 from daemon.core.errors import HubError, InternalError, MethodNotAllowed, NotFound, RateLimited, ValidationError
 from daemon.core.pipeline import Pipeline
-from daemon.runtime.logs import trace_id_var
 from daemon.runtime.metrics import HubMetrics
 
 log = logging.getLogger("democratic_ai.http")
@@ -41,11 +41,15 @@ class ByteStream(Protocol):
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Stop producing and release what the stream holds; called once the door is done or the peer gone."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class ApiRequest:
+    """One HTTP request as either door decoded it; ``headers`` have lower-case names."""
+
     method: str
     path: str
     headers: Mapping[str, str]  # lower-case names
@@ -55,18 +59,22 @@ class ApiRequest:
     door: str = "http"
 
     def header(self, name: str, default: str = "") -> str:
+        """A header by its lower-case name; ``default`` when absent."""
         return self.headers.get(name, default)
 
     @property
     def credentials(self) -> Credentials:
+        """``X-API-Key`` and ``Authorization: Bearer``, unchecked."""
         return Credentials.from_headers(self.header("x-api-key"), self.header("authorization"))
 
     @property
     def trace_id(self) -> str:
+        """The caller's ``X-Trace-Id`` when printable and <= 64 chars, else a fresh one (new on every read)."""
         supplied = self.header("x-trace-id")
         return supplied if supplied and len(supplied) <= 64 and supplied.isprintable() else new_trace_id()
 
     def json(self) -> Any:
+        """The body parsed as JSON; None when empty; VALIDATION_ERROR (pointer "") when it is not JSON."""
         if not self.body:
             return None
         try:
@@ -77,6 +85,8 @@ class ApiRequest:
 
 @dataclass(slots=True)
 class ApiResponse:
+    """What a door writes back: ``body`` at once, or ``stream`` chunk by chunk when it is set."""
+
     status: int
     headers: dict[str, str]
     body: bytes = b""
@@ -84,14 +94,17 @@ class ApiResponse:
 
     @classmethod
     def json(cls, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> ApiResponse:
+        """``value`` encoded compactly with content-type application/json (``headers`` may override it)."""
         return cls(status, {"content-type": JSON, **(headers or {})}, encode(value))
 
 
 def encode(value: Any) -> bytes:
+    """Compact UTF-8 JSON (no spaces, non-ASCII kept), as every route answers."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def error_response(exc: HubError, trace_id: str) -> ApiResponse:
+    """The contract's error body at the class's HTTP status, with Retry-After/RateLimit-* or Allow when they apply."""
     headers = {"x-trace-id": trace_id}
     if isinstance(exc, RateLimited):
         headers["retry-after"] = str(max(1, int(exc.retry_after + 0.999)))
@@ -163,6 +176,7 @@ def parse_call(body: Any, door: str, trace_id: str, bytes_in: int) -> CallReques
 
 
 def part_line(part: ProgressPart | CallResult) -> bytes:
+    """One NDJSON line: a progress part, or the final result as ``{"type": "result", "is_complete": true, ...}``."""
     if isinstance(part, ProgressPart):
         return encode(part.to_dict()) + b"\n"
     return b'{"type":"result","is_complete":true,' + result_body(part)[1:] + b"\n"
@@ -197,16 +211,21 @@ class PartLines:
             return encode({"type": "error", **exc.to_body(self._trace_id)}) + b"\n"
 
     async def aclose(self) -> None:
+        """End the lines and close the pipeline's stream (which ends the call there if it is still running)."""
         self._done = True
         await self._parts.aclose()
 
 
 class AdminApi(Protocol):
-    """Tenancy administration (daemon/admin_api.py)."""
+    """Tenancy administration (daemon/api/admin.py)."""
 
 
 class UsageReports(Protocol):
-    async def usage_report(self, principal: Principal, period: str | None) -> dict[str, Any]: ...
+    """The billing side of /v1/usage (``metering/billing.py``)."""
+
+    async def usage_report(self, principal: Principal, period: str | None) -> dict[str, Any]:
+        """The caller's tenant's invoice for ``period`` (YYYY-MM or YYYY; None: this month) and its balance."""
+        ...
 
 
 Handler = Callable[[ApiRequest, re.Match[str]], Awaitable[ApiResponse]]
@@ -214,11 +233,15 @@ Handler = Callable[[ApiRequest, re.Match[str]], Awaitable[ApiResponse]]
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """A path pattern and its handlers by upper-case method."""
+
     pattern: re.Pattern[str]
     methods: dict[str, Handler]
 
 
 class HttpApi:
+    """The route table both HTTP doors serve; admin and MCP routes are mounted on it with ``add``."""
+
     def __init__(self, pipeline: Pipeline, metrics: HubMetrics, *, readiness: Callable[[], dict[str, Any]],
                  usage: UsageReports | None = None) -> None:
         self.pipeline = pipeline
@@ -244,6 +267,7 @@ class HttpApi:
             self._exact[path] = route
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
+        """Always a response: HubErrors become their contract body, any other exception a logged INTERNAL (500)."""
         trace_id = request.trace_id
         token = trace_id_var.set(trace_id)
         try:
@@ -280,6 +304,7 @@ class HttpApi:
 
     # -- routes ---------------------------------------------------------------------
     async def post_call(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        """/v1/call: the result as JSON, or NDJSON lines when ``Accept`` asks for application/x-ndjson."""
         trace_id = trace_id_var.get()
         call = parse_call(request.json(), request.door, trace_id, len(request.body))
         ua = request.header("user-agent")
@@ -300,13 +325,15 @@ class HttpApi:
         return ApiResponse(200, {"content-type": NDJSON, **headers}, stream=PartLines(first, parts, call.trace_id))
 
     async def get_capabilities(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        """/v1/capabilities (module:read): the served actions and the modules that failed to start."""
         principal = await self.pipeline.authenticate(request.credentials, ip=request.remote,
                                                      user_agent=request.header("user-agent"))
         capabilities = await self.pipeline.capabilities(principal)
         failed = [{"module": f.name, "error": f.error} for f in self.pipeline.host.failed.values()]
-        return ApiResponse.json({"capabilities": capabilities, "failed_modules": failed})
+        return ApiResponse.json({"capabilities": [c.to_dict() for c in capabilities], "failed_modules": failed})
 
     async def get_usage(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        """/v1/usage?period= (billing:read): the tenant's usage report; NOT_FOUND when billing is off."""
         principal = await self.pipeline.authenticate(request.credentials, ip=request.remote,
                                                      user_agent=request.header("user-agent"))
         self.pipeline.auth.authorize(principal, BILLING_READ)
@@ -315,13 +342,16 @@ class HttpApi:
         return ApiResponse.json(await self.usage.usage_report(principal, request.query.get("period")))
 
     async def get_health(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        """/health: liveness only, always 200 and needs no credentials."""
         return ApiResponse.json({"status": "ok"})
 
     async def get_ready(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        """/ready: the readiness report, 200 when ``ready`` else 503."""
         state = self.readiness()
         return ApiResponse.json(state, 200 if state.get("ready") else 503)
 
     async def get_metrics(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        """/metrics: Prometheus text; per-module in-flight and queue gauges are sampled at scrape time."""
         for module_id, (in_flight, queued) in self.pipeline.host.stats().items():
             self.metrics.in_flight.labels(module_id).set(in_flight)
             self.metrics.queue_depth.labels(module_id).set(queued)

@@ -1,4 +1,11 @@
-"""``democratic-ai call`` and ``capabilities``: a small client of a running hub."""
+"""``democratic-ai call`` and ``capabilities``: a small client of a running hub.
+
+The hub's addresses come from ``--url`` or the state dir's endpoints.json (which the hub
+writes with its real ports); the key from ``--key``, $DEMOCRATIC_AI_KEY or the bootstrap
+key file.  Answers are printed as the hub's JSON, an error body included: a call the hub
+refused exits 1 with that body on stdout.  The HTTP/3 and gRPC clients are imported only
+when ``--via`` asks for them.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +13,20 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 from typing import Any
 
 import aiohttp
 
+from daemon.cli.errors import CliError, CommandFailed
+from daemon.cli.output import print_json
+from daemon.cli.parsing import SubParsers, add_command
 from daemon.runtime.config import state_dir_of
 
 VIAS = ("http", "ws", "h3", "grpc")
 
 
-def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    call = sub.add_parser("call", parents=parents, help="call a capability and print its result")
-    call.add_argument("action")
-    call.add_argument("--payload", default="{}", help="JSON payload (default {})")
-    call.add_argument("--url", help="the hub's base URL (default: from the state dir, else http://127.0.0.1:8080)")
-    call.add_argument("--key", help="API key (default: $DEMOCRATIC_AI_KEY, else the bootstrap key file)")
-    call.add_argument("--via", choices=VIAS, default="http", help="which door to use")
-    call.add_argument("--stream", action="store_true", help="print progress parts as they come")
-    call.add_argument("--priority", type=int, default=5)
-    call.add_argument("--ttl", type=float)
-    call.add_argument("--target", default="")
-    call.set_defaults(func=cmd_call)
-    caps = sub.add_parser("capabilities", parents=parents, help="list the capabilities of a running hub")
-    caps.add_argument("--url")
-    caps.add_argument("--key")
-    caps.set_defaults(func=cmd_capabilities)
-
-
 def endpoints(args: argparse.Namespace) -> dict[str, Any]:
+    """The running hub's door URLs from the state dir; just the default HTTP one when the file is absent."""
     path = state_dir_of(args) / "endpoints.json"
     try:
         found: dict[str, Any] = json.loads(path.read_text())
@@ -44,6 +36,7 @@ def endpoints(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def api_key(args: argparse.Namespace) -> str:
+    """``--key``, else $DEMOCRATIC_AI_KEY, else the state dir's bootstrap admin key; "" when none."""
     if args.key:
         return str(args.key)
     if os.environ.get("DEMOCRATIC_AI_KEY"):
@@ -55,16 +48,12 @@ def api_key(args: argparse.Namespace) -> str:
         return ""
 
 
-def _print(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
-
-
 def cmd_call(args: argparse.Namespace) -> int:
+    """Call ``action`` through the door ``--via`` names; 0 when the hub answered with a result."""
     try:
         payload = json.loads(args.payload)
     except ValueError as exc:
-        print(f"democratic-ai: --payload is not valid JSON: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(f"--payload is not valid JSON: {exc}") from None
     body: dict[str, Any] = {"action": args.action, "payload": payload, "priority": args.priority}
     if args.ttl:
         body["ttl"] = args.ttl
@@ -72,12 +61,31 @@ def cmd_call(args: argparse.Namespace) -> int:
         body["target"] = args.target
     if args.via in ("http", "ws"):
         return asyncio.run(_call_http(args, body))
+    return _call_other(args, body)
+
+
+def _call_other(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    """``--via h3|grpc``: those doors' URLs are in endpoints.json only when the hub enabled them."""
+    via = args.via
+    url = args.url or endpoints(args).get("http3" if via == "h3" else "grpc")
+    if not url:
+        raise CommandFailed(f"the hub has no {via} door (is it enabled?)")
     try:
-        from daemon.cli.clients import extra as client_extra
+        if via == "h3":
+            from daemon.cli.clients.h3 import call_h3
+            from daemon.runtime.tls import default_paths
+
+            cafile = default_paths(state_dir_of(args))[0]
+            return asyncio.run(call_h3(url, body, api_key(args), cafile, args.stream))
+        if via == "grpc":
+            from daemon.cli.clients.grpc import call_grpc
+
+            return asyncio.run(call_grpc(url, body, api_key(args), args.stream))
     except ImportError:
-        print(f"democratic-ai: --via {args.via} is not available in this build", file=sys.stderr)
-        return 2
-    return int(client_extra.call(args, body, endpoints(args), api_key(args)))
+        raise CliError(f"--via {via} is not available in this build") from None
+    except (OSError, ConnectionError) as exc:
+        raise CommandFailed(f"cannot reach the hub at {url}: {exc}") from exc
+    raise CliError(f"--via {via} is not handled here")
 
 
 async def _call_http(args: argparse.Namespace, body: dict[str, Any]) -> int:
@@ -92,13 +100,12 @@ async def _call_http(args: argparse.Namespace, body: dict[str, Any]) -> int:
                 if args.stream and resp.status == 200:
                     async for line in resp.content:
                         if line.strip():
-                            _print(json.loads(line))
+                            print_json(json.loads(line))
                     return 0
-                _print(await resp.json(content_type=None))
+                print_json(await resp.json(content_type=None))
                 return 0 if resp.status == 200 else 1
     except aiohttp.ClientError as exc:
-        print(f"democratic-ai: cannot reach the hub at {base}: {exc}", file=sys.stderr)
-        return 1
+        raise CommandFailed(f"cannot reach the hub at {base}: {exc}") from exc
 
 
 async def _call_ws(session: aiohttp.ClientSession, base: str, body: dict[str, Any], stream: bool) -> int:
@@ -106,22 +113,41 @@ async def _call_ws(session: aiohttp.ClientSession, base: str, body: dict[str, An
         await ws.send_json({**body, "id": "1", "stream": stream})
         async for message in ws:
             frame = json.loads(message.data)
-            _print(frame)
+            print_json(frame)
             if frame.get("type") in ("result", "error"):
                 return 0 if frame["type"] == "result" else 1
     return 1
 
 
 def cmd_capabilities(args: argparse.Namespace) -> int:
+    """Print the running hub's capabilities (local and federated); 0 on a 200."""
+
     async def fetch() -> int:
         base = (args.url or endpoints(args)["http"]).rstrip("/")
         try:
             async with aiohttp.ClientSession(headers={"X-API-Key": api_key(args)}) as session:
                 async with session.get(f"{base}/v1/capabilities") as resp:
-                    _print(await resp.json(content_type=None))
+                    print_json(await resp.json(content_type=None))
                     return 0 if resp.status == 200 else 1
         except aiohttp.ClientError as exc:
-            print(f"democratic-ai: cannot reach the hub at {base}: {exc}", file=sys.stderr)
-            return 1
+            raise CommandFailed(f"cannot reach the hub at {base}: {exc}") from exc
 
     return asyncio.run(fetch())
+
+
+def register(subparsers: SubParsers, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``call`` and ``capabilities``."""
+    call = add_command(subparsers, "call", parents, "call a capability and print its result", cmd_call)
+    call.add_argument("action")
+    call.add_argument("--payload", default="{}", help="JSON payload (default {})")
+    call.add_argument("--url", help="the hub's base URL (default: from the state dir, else http://127.0.0.1:8080)")
+    call.add_argument("--key", help="API key (default: $DEMOCRATIC_AI_KEY, else the bootstrap key file)")
+    call.add_argument("--via", choices=VIAS, default="http", help="which door to use")
+    call.add_argument("--stream", action="store_true", help="print progress parts as they come")
+    call.add_argument("--priority", type=int, default=5)
+    call.add_argument("--ttl", type=float)
+    call.add_argument("--target", default="")
+    caps = add_command(subparsers, "capabilities", parents, "list the capabilities of a running hub",
+                       cmd_capabilities)
+    caps.add_argument("--url")
+    caps.add_argument("--key")

@@ -1,8 +1,9 @@
 """``democratic-ai``: the daemon and its administration, one command line.
 
-Admin commands work directly on the state dir (the daemon may be running: SQLite
-in WAL mode lets both at once); ``call`` and ``capabilities`` are clients of a
-running hub.
+Admin commands work directly on the state dir (the daemon may be running: SQLite in WAL
+mode lets both at once); ``call`` and ``capabilities`` are clients of a running hub.  Each
+command group adds itself in its own file; this one builds the parser, runs ``serve`` and
+``peers``, and is the console script's entry (``daemon.cli.main:main``).
 """
 
 from __future__ import annotations
@@ -16,38 +17,30 @@ from pathlib import Path
 from typing import Any
 
 from daemon import __version__
-from daemon.core.errors import ConfigError, HubError
+from daemon.cli import billing, call, keys, ledger, tenants, users
+from daemon.cli.errors import CommandFailed
+from daemon.cli.output import print_json
+from daemon.cli.parsing import add_command, state_dir_parent
+from daemon.core.errors import HubError
 from daemon.runtime.config import state_dir_of
 
 
-def _state_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--state-dir", default=None,
-                        help="the hub's state dir (default: ./var, or $STATE_DIRECTORY under systemd)")
-    return parent
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; every leaf takes ``--state-dir`` and stores ``func(args) -> exit code``."""
     parser = argparse.ArgumentParser(prog="democratic-ai", description="The democratic-ai edge AI hub.")
     parser.add_argument("--version", action="version", version=f"democratic-ai {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    parents = [_state_parent()]
+    parents = [state_dir_parent()]
 
-    serve = sub.add_parser("serve", parents=parents, help="run the daemon in the foreground")
+    serve = add_command(sub, "serve", parents, "run the daemon in the foreground", cmd_serve)
     serve.add_argument("--config", help="TOML config file (default: embedded defaults)")
-    serve.set_defaults(func=cmd_serve)
-
-    from daemon.cli import call as client
-
-    client.register(sub, parents)
-    from daemon.cli import billing as cli_billing
-    from daemon.cli import tenancy as cli_tenancy
-
-    cli_tenancy.register(sub, parents, export_extra=export_ledger)
-    cli_billing.register(sub, parents)
-
-    peers = sub.add_parser("peers", parents=parents, help="federated peers this hub knows")
-    peers.set_defaults(func=cmd_peers)
+    call.register(sub, parents)
+    tenants.register(sub, parents, export_extra=export_ledger)
+    users.register(sub, parents)
+    keys.register(sub, parents)
+    billing.register(sub, parents)
+    ledger.register(sub, parents)
+    add_command(sub, "peers", parents, "federated peers this hub knows", cmd_peers)
     return parser
 
 
@@ -60,15 +53,12 @@ def export_ledger(state_dir: Path, export: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the hub until SIGTERM or SIGINT; a bad config exits 2, a port or state dir it cannot use 1."""
     from daemon.runtime.config import HubConfig, StateConfig
     from daemon.runtime.hub import Hub
     from daemon.runtime.logs import setup_logging
 
-    try:
-        config = HubConfig.from_toml(args.config)
-    except ConfigError as exc:
-        print(f"democratic-ai: bad config: {exc}", file=sys.stderr)
-        return 2
+    config = HubConfig.from_toml(args.config)
     if args.state_dir:  # the command line wins over the file
         config = config.with_overrides(state=StateConfig(dir=args.state_dir))
     setup_logging(config.log.level, config.log.json)
@@ -82,21 +72,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(Hub(config, config_path=args.config).run())
     except (OSError, HubError) as exc:  # a taken port, an unusable state dir or ledger
-        print(f"democratic-ai: cannot start: {exc}", file=sys.stderr)
-        return 1
+        raise CommandFailed(f"cannot start: {exc}") from exc
     return 0
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
+    """The federated peers the running hub last wrote to the state dir (none when it wrote none)."""
     path = state_dir_of(args) / "peers.json"
-    peers = json.loads(path.read_text()) if path.exists() else []
-    print(json.dumps({"peers": peers}, indent=2))
+    print_json({"peers": json.loads(path.read_text()) if path.exists() else []})
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Parse ``argv`` (default: the process's), run the command, return its exit code (130 on Ctrl-C)."""
+    args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import random
 from dataclasses import dataclass, field
@@ -12,6 +13,9 @@ from typing import Any
 # inference and ledger threads then hold the loop up for a switch interval, per id.
 _VERSION_4 = (0x4000 << 64) | (0x8000 << 48)
 _VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+
+#: the trace id of the call being served in this task (a ContextVar: per task, not global state)
+trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 
 
 def new_uuid() -> str:
@@ -26,6 +30,8 @@ def new_trace_id() -> str:
 
 
 class MessageType(enum.Enum):
+    """The envelope ``type`` of proto/mcp_v2.proto; the value is the wire spelling."""
+
     REQUEST = "request"
     RESPONSE = "response"
     EVENT = "event"
@@ -50,6 +56,7 @@ class Credentials:
 
     @property
     def present(self) -> bool:
+        """True when the caller sent an API key or a bearer token (either may still be invalid)."""
         return bool(self.api_key or self.bearer)
 
 
@@ -116,6 +123,7 @@ class Envelope:
 
     @staticmethod
     def new_id() -> str:
+        """A fresh envelope id: a random version-4 UUID, no syscall on the loop thread."""
         return new_uuid()
 
 
@@ -127,6 +135,7 @@ class Receipt:
     hash: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``receipt`` object of a reply: ``{"seq", "hash"}``."""
         return {"seq": self.seq, "hash": self.hash}
 
 
@@ -146,6 +155,7 @@ class CallResult:
     headers: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The reply body: ids, module, result and receipt (``usage`` and ``headers`` stay out)."""
         return {
             "id": self.id,
             "correlation_id": self.correlation_id,
@@ -165,6 +175,7 @@ class ProgressPart:
     data: Any = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The stream part sent on the wire: ``type`` "progress", ``is_complete`` always False; ``data`` only if set."""
         part: dict[str, Any] = {
             "type": "progress",
             "id": self.id,
@@ -175,3 +186,44 @@ class ProgressPart:
         if self.data is not None:
             part["data"] = self.data
         return part
+
+
+@dataclass(frozen=True, slots=True)
+class ServingModule:
+    """One module that serves a capability, as /v1/capabilities shows it."""
+
+    id: str
+    kind: str  # "local" | "remote"
+    facts: dict[str, Any] = field(default_factory=dict)  # the module's describe(): provider, owner, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{"id", "kind", **facts}``."""
+        return {"id": self.id, "kind": self.kind, **self.facts}
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityEntry:
+    """One action this hub serves, with every module that serves it (federation adverts carry these).
+
+    ``origin`` is "local" when only in-process modules serve it, "remote" when an attached module does.
+    """
+
+    action: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    streaming: bool
+    modules: tuple[ServingModule, ...]
+    origin: str = "local"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of /v1/capabilities."""
+        return {
+            "action": self.action,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+            "streaming": self.streaming,
+            "modules": [m.to_dict() for m in self.modules],
+            "origin": self.origin,
+        }

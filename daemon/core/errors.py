@@ -36,30 +36,44 @@ class HubError(Exception):
 
 
 class ValidationError(HubError):
+    """A request that breaks the contract's schema or a record's rules; ``details`` names the field."""
+
     code, http_status, grpc_status = "VALIDATION_ERROR", 400, "INVALID_ARGUMENT"
 
 
 class Unauthenticated(HubError):
+    """No credential, or one that is unknown, expired or revoked."""
+
     code, http_status, grpc_status = "UNAUTHENTICATED", 401, "UNAUTHENTICATED"
 
 
 class PermissionDenied(HubError):
+    """A known caller whose role, scopes or tenant do not allow the operation."""
+
     code, http_status, grpc_status = "PERMISSION_DENIED", 403, "PERMISSION_DENIED"
 
 
 class CapabilityNotFound(HubError):
+    """No attached module offers the requested action (or the named module lacks it)."""
+
     code, http_status, grpc_status = "CAPABILITY_NOT_FOUND", 404, "NOT_FOUND"
 
 
 class ModuleNotFound(HubError):
+    """The envelope's ``target`` names a module that is not attached."""
+
     code, http_status, grpc_status = "MODULE_NOT_FOUND", 404, "NOT_FOUND"
 
 
 class NotFound(HubError):
+    """No such route, tenancy record (tenant, user, API key) or feature; another tenant's records answer this too."""
+
     code, http_status, grpc_status = "NOT_FOUND", 404, "NOT_FOUND"
 
 
 class MethodNotAllowed(HubError):
+    """A known path asked with an HTTP method it does not serve."""
+
     code, http_status, grpc_status = "METHOD_NOT_ALLOWED", 405, "UNIMPLEMENTED"
 
 
@@ -70,10 +84,14 @@ class Conflict(HubError):
 
 
 class PayloadTooLarge(HubError):
+    """A body or message over the door's size limit; ``details.limit`` gives the bytes."""
+
     code, http_status, grpc_status = "PAYLOAD_TOO_LARGE", 413, "RESOURCE_EXHAUSTED"
 
 
 class RateLimited(HubError):
+    """A rate bucket is empty; ``retry_after``: seconds until a token is free; ``headers``: to send back."""
+
     code, http_status, grpc_status = "RATE_LIMITED", 429, "RESOURCE_EXHAUSTED"
 
     def __init__(
@@ -89,18 +107,26 @@ class RateLimited(HubError):
 
 
 class CreditsExhausted(HubError):
+    """The tenant's prepaid credits are spent; a top-up is needed before the next billed call."""
+
     code, http_status, grpc_status = "CREDITS_EXHAUSTED", 402, "FAILED_PRECONDITION"
 
 
 class DeadlineExceeded(HubError):
+    """The call's deadline passed while queued or running."""
+
     code, http_status, grpc_status = "DEADLINE_EXCEEDED", 504, "DEADLINE_EXCEEDED"
 
 
 class ModuleError(HubError):
+    """A module failed, broke its own contract, or reported impossible usage; maps to HTTP 502."""
+
     code, http_status, grpc_status = "MODULE_ERROR", 502, "INTERNAL"
 
 
 class Unavailable(HubError):
+    """The hub or a dependency (ledger, batcher) cannot serve now; retrying later may succeed."""
+
     code, http_status, grpc_status = "UNAVAILABLE", 503, "UNAVAILABLE"
 
 

@@ -16,19 +16,20 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from daemon.core.envelope import (
     CallRequest,
     CallResult,
+    CapabilityEntry,
     Credentials,
     Envelope,
     MessageType,
     Principal,
     ProgressPart,
-    Receipt,
+    ServingModule,
     new_trace_id,
+    trace_id_var,
 )
 from daemon.core.errors import (
     CapabilityNotFound,
@@ -38,11 +39,18 @@ from daemon.core.errors import (
     Unavailable,
     ValidationError,
 )
-from daemon.hosting.module_host import ModuleHandle, ModuleHost
-from daemon.hosting.remote_module import ModuleGone
-from daemon.runtime.logs import trace_id_var
-from daemon.runtime.metrics import HubMetrics
-from modules.sdk import Call, Progress
+from daemon.core.ports import (
+    Admission,
+    Authenticator,
+    CallObserver,
+    Forwarder,
+    ModuleGone,
+    ModuleHandle,
+    ModuleSet,
+    NoPeers,
+    UsageGate,
+)
+from modules.sdk import Call, CapabilitySpec, Progress
 
 log = logging.getLogger("democratic_ai.pipeline")
 
@@ -50,60 +58,21 @@ CALL_PERMISSION = "module:use"
 READ_PERMISSION = "module:read"
 
 
-class Authenticator(Protocol):
-    async def authenticate(self, credentials: Credentials, *, ip: str = "", user_agent: str = "") -> Principal: ...
-
-    def authorize(self, principal: Principal, permission: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """What the usage gate decided before execution; handed back to it at record time."""
-
-    headers: dict[str, str] = field(default_factory=dict)
-    token: Any = None
-
-
-class UsageGate(Protocol):
-    async def admit(self, envelope: Envelope) -> Admission: ...
-
-    async def record(
-        self, envelope: Envelope, module: str, usage: dict[str, float], compute_ms: float, bytes_out: int,
-        admission: Admission,
-    ) -> Receipt: ...
-
-    def release(self, admission: Admission) -> None:
-        """The admitted call ended without a record (failed, cancelled): undo its reservation."""
-
-
-class Forwarder(Protocol):
-    """Where a call goes when no local module has its action (federation)."""
-
-    async def forward(self, envelope: Envelope) -> CallResult: ...
-
-
-class NoPeers:
-    """The federation hook until peers exist: nothing to forward to."""
-
-    async def forward(self, envelope: Envelope) -> CallResult:
-        raise CapabilityNotFound(
-            f"no module on this hub or its peers has the capability {envelope.action!r}",
-            {"action": envelope.action},
-        )
-
-
 def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON (no spaces, non-ASCII kept): the ``result_json`` doors splice into replies."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Pipeline:
+    """The doors' one entry point: ``call``, ``stream`` and ``capabilities``; ``drain`` ends it."""
+
     def __init__(
         self,
         *,
         authenticator: Authenticator,
         usage: UsageGate,
-        host: ModuleHost,
-        metrics: HubMetrics,
+        host: ModuleSet,
+        metrics: CallObserver,
         forwarder: Forwarder | None = None,
         node_id: str = "",
     ) -> None:
@@ -120,6 +89,7 @@ class Pipeline:
 
     # -- doors call these -------------------------------------------------------------
     async def authenticate(self, credentials: Credentials, *, ip: str = "", user_agent: str = "") -> Principal:
+        """The caller behind ``credentials`` (also for admin, MCP and attach routes); UNAUTHENTICATED if none."""
         return await self.auth.authenticate(credentials, ip=ip, user_agent=user_agent)
 
     async def call(self, request: CallRequest, credentials: Credentials, *, ip: str = "",
@@ -197,7 +167,7 @@ class Pipeline:
             raise ModuleGone(f"module {handle.module_id} went away during the call")
         return self.host.handle(retry)
 
-    async def callable_capabilities(self, principal: Principal) -> list[dict[str, Any]]:
+    async def callable_capabilities(self, principal: Principal) -> list[CapabilityEntry]:
         """The capabilities this caller may call (MCP's tools): none for a role without module:use."""
         try:
             self.auth.authorize(principal, CALL_PERMISSION)
@@ -205,17 +175,23 @@ class Pipeline:
             return []
         return await self.capabilities(principal)
 
-    async def capabilities(self, principal: Principal) -> list[dict[str, Any]]:
+    async def capabilities(self, principal: Principal) -> list[CapabilityEntry]:
         """What this hub serves (module:read): each action once, with the modules that serve it."""
         self.auth.authorize(principal, READ_PERMISSION)
-        by_action: dict[str, dict[str, Any]] = {}
+        specs: dict[str, CapabilitySpec] = {}
+        serving: dict[str, list[ServingModule]] = {}
         for handle in self.host.handles():
-            for action, info in handle.capabilities.items():
-                entry = by_action.setdefault(action, {**info.to_dict(), "modules": [], "origin": "local"})
-                entry["modules"].append({"id": handle.module_id, "kind": handle.kind, **handle.describe()})
-                if handle.kind == "remote":
-                    entry["origin"] = "remote"
-        return sorted(by_action.values(), key=lambda c: c["action"])
+            for action, spec in handle.capabilities.items():
+                specs.setdefault(action, spec)  # the first module's declaration describes the action
+                serving.setdefault(action, []).append(ServingModule(handle.module_id, handle.kind, handle.describe()))
+        return [
+            CapabilityEntry(
+                action=action, description=spec.description, input_schema=spec.input_schema,
+                output_schema=spec.output_schema, streaming=spec.streaming, modules=tuple(serving[action]),
+                origin="remote" if any(m.kind == "remote" for m in serving[action]) else "local",
+            )
+            for action, spec in sorted(specs.items())
+        ]
 
     # -- lifecycle ----------------------------------------------------------------------
     async def drain(self, grace: float) -> bool:
@@ -228,6 +204,7 @@ class Pipeline:
 
     @property
     def in_flight(self) -> int:
+        """Calls entered and not yet finished (unary or streaming); 0 is when ``drain`` returns True."""
         return self._in_flight
 
     def _enter(self) -> None:
@@ -339,8 +316,7 @@ class Pipeline:
 
         async def deliver(module_id: str) -> str | None:
             handle = self.host.handle(module_id)
-            call = Call(id=envelope.id, action=envelope.action, tenant_id=envelope.principal.tenant_id,
-                        trace_id=envelope.trace_id, headers=envelope.headers)
+            call = self._call_for(envelope)
             try:
                 async with self.host.scheduler(module_id).slot(envelope.priority, envelope.deadline):
                     await handle.invoke(envelope.action, envelope.payload, call)

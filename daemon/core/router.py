@@ -28,6 +28,8 @@ LoadFn = Callable[[str], int]  # module id -> calls in flight + queued
 
 
 class Router:
+    """Module membership and the routing decision; ``load`` is asked only when several modules have the action."""
+
     def __init__(self, load: LoadFn) -> None:
         self._load = load
         self._modules: dict[str, ModuleEntry] = {}
@@ -36,10 +38,12 @@ class Router:
 
     # -- membership ---------------------------------------------------------------
     def add(self, entry: ModuleEntry) -> None:
+        """Register (or replace, by id) a module and drop the candidate cache."""
         self._modules[entry.module_id] = entry
         self._candidates.clear()
 
     def remove(self, module_id: str) -> None:
+        """Forget a module; unknown ids are ignored.  Drops the candidate cache only when one was removed."""
         if self._modules.pop(module_id, None) is not None:
             self._candidates.clear()
 
@@ -47,9 +51,11 @@ class Router:
         return module_id in self._modules
 
     def modules(self) -> Iterable[ModuleEntry]:
+        """A live view of the registered modules, in the order they were added."""
         return self._modules.values()
 
     def has_action(self, action: str) -> bool:
+        """True when at least one registered module declares ``action`` (fills the cache)."""
         return bool(self._candidates_for(action))
 
     # -- decisions ------------------------------------------------------------------

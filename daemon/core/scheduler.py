@@ -19,6 +19,8 @@ from daemon.core.errors import DeadlineExceeded
 
 @dataclass(order=True, slots=True)
 class Ticket:
+    """A queued waiter; ``sort_key`` is (-priority, arrival) so the heap pops the highest priority, FIFO."""
+
     sort_key: tuple[int, int]
     waiter: asyncio.Future[None] = field(compare=False)
 
@@ -36,19 +38,23 @@ class SlotQueue:
 
     @property
     def queued(self) -> int:
+        """Waiters still waiting (those that gave up are not counted); O(n) in the queue."""
         return sum(1 for t in self._heap if not t.waiter.done())
 
     @property
     def load(self) -> int:
+        """Slots in use plus queued tickets: the router's measure for choosing the least loaded module."""
         return self.in_flight + len(self._heap)
 
     def try_acquire(self) -> bool:
+        """Take a slot at once if one is free and nobody is queued (no overtaking); False otherwise."""
         if self.in_flight < self.concurrency and not self._heap:
             self.in_flight += 1
             return True
         return False
 
     def enqueue(self, priority: int, waiter: asyncio.Future[None]) -> Ticket:
+        """Queue ``waiter``; ``release`` resolves it when it is granted the slot."""
         ticket = Ticket((-priority, next(self._seq)), waiter)
         heapq.heappush(self._heap, ticket)
         return ticket
@@ -63,6 +69,7 @@ class SlotQueue:
         self.in_flight -= 1
 
     def discard(self, ticket: Ticket) -> None:
+        """Drop a ticket whose waiter gave up; a no-op when it was already popped."""
         with contextlib.suppress(ValueError):
             self._heap.remove(ticket)
             heapq.heapify(self._heap)

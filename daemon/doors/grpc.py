@@ -22,13 +22,21 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from daemon.api.http_api import HttpApi
-from daemon.core.envelope import CallRequest, CallResult, Credentials, MessageType, ProgressPart, new_trace_id
+from daemon.core.envelope import (
+    CallRequest,
+    CallResult,
+    CapabilityEntry,
+    Credentials,
+    MessageType,
+    ProgressPart,
+    new_trace_id,
+)
 from daemon.core.errors import HubError, PayloadTooLarge, ValidationError
 from daemon.core.pipeline import Pipeline
+from daemon.doors._compat import AsyncHealthServicer
 from daemon.runtime.config import GrpcConfig, parse_listen
 from proto import mcp_v2_pb2 as pb
 
@@ -99,18 +107,21 @@ def decode_payload(message: pb.MCPMessage) -> Any:
 
 
 def to_value(result_json: bytes) -> struct_pb2.Value:
+    """The pipeline's already-encoded JSON result as a protobuf Value (parsed once, never re-encoded from Python)."""
     value = struct_pb2.Value()
     json_format.Parse(result_json, value)
     return value
 
 
 def call_response(result: CallResult) -> pb.CallResponse:
+    """A CallResult as the proto's CallResponse; ``receipt`` is left unset when the result has none."""
     receipt = pb.Receipt(seq=result.receipt.seq, hash=result.receipt.hash) if result.receipt else None
     return pb.CallResponse(id=result.id, correlation_id=result.correlation_id, module=result.module,
                            result=to_value(result.result_json), receipt=receipt)
 
 
 def progress_part(part: ProgressPart) -> pb.StreamPart:
+    """A progress part as a StreamPart with ``progress`` set; ``data`` only when the module sent some."""
     data = json_format.ParseDict(part.data, struct_pb2.Value()) if part.data is not None else None
     return pb.StreamPart(progress=pb.Progress(progress=part.progress, message=part.message, data=data))
 
@@ -182,6 +193,7 @@ class HubServicer:
 
     async def Call(self, message: pb.MCPMessage | _Undecodable,
                    context: grpc.aio.ServicerContext[Any, Any]) -> pb.CallResponse:
+        """The final CallResponse (a streaming capability is drained); a HubError aborts with its grpc_status."""
         caller = _Caller(context)
         try:
             request = self._request(message, context, caller)
@@ -193,6 +205,7 @@ class HubServicer:
 
     async def CallStream(self, message: pb.MCPMessage | _Undecodable,
                          context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.StreamPart]:
+        """StreamParts with ``progress``, then one with ``final``; a HubError, even mid-stream, aborts the RPC."""
         caller = _Caller(context)
         try:
             request = self._request(message, context, caller)
@@ -210,6 +223,7 @@ class HubServicer:
 
     async def ListCapabilities(self, message: pb.ListCapabilitiesRequest | _Undecodable,
                                context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListCapabilitiesResponse:
+        """Every action this hub serves (module:read); UNAUTHENTICATED / PERMISSION_DENIED abort the RPC."""
         caller = _Caller(context)
         try:
             if isinstance(message, _Undecodable):
@@ -222,6 +236,7 @@ class HubServicer:
         return pb.ListCapabilitiesResponse(capabilities=[_capability(c) for c in capabilities])
 
     def handler(self) -> grpc.GenericRpcHandler:
+        """The three methods under ``SERVICE``; undecodable requests reach them (answered INVALID_ARGUMENT)."""
         call = _lenient(pb.MCPMessage)
         serialize = pb.CallResponse.SerializeToString
         return grpc.method_handlers_generic_handler(SERVICE, {
@@ -235,7 +250,7 @@ class HubServicer:
         })
 
 
-def _capability(entry: dict[str, Any]) -> pb.CapabilityInfo:
+def _capability(entry: CapabilityEntry) -> pb.CapabilityInfo:
     def struct(schema: Any) -> struct_pb2.Struct:
         out = struct_pb2.Struct()
         if isinstance(schema, dict):
@@ -243,14 +258,13 @@ def _capability(entry: dict[str, Any]) -> pb.CapabilityInfo:
         return out
 
     return pb.CapabilityInfo(
-        action=entry["action"], description=entry.get("description", ""),
-        input_schema=struct(entry.get("input_schema")), output_schema=struct(entry.get("output_schema")),
-        streaming=bool(entry.get("streaming")), modules=[m["id"] for m in entry.get("modules", [])],
-        origin=str(entry.get("origin", "local")),
+        action=entry.action, description=entry.description,
+        input_schema=struct(entry.input_schema), output_schema=struct(entry.output_schema),
+        streaming=entry.streaming, modules=[m.id for m in entry.modules], origin=entry.origin,
     )
 
 
-class ReadinessHealth(HealthServicer):
+class ReadinessHealth(AsyncHealthServicer):
     """grpc.health.v1 whose status follows /ready ("" and the Hub service)."""
 
     def __init__(self, readiness: Callable[[], dict[str, Any]]) -> None:
@@ -258,6 +272,7 @@ class ReadinessHealth(HealthServicer):
         self._readiness = readiness
 
     async def refresh(self) -> None:
+        """Read readiness now and publish SERVING / NOT_SERVING for "" and the Hub service when it changed."""
         status = _SERVING if self._readiness().get("ready") else _NOT_SERVING
         for service in ("", SERVICE):
             if self._server_status.get(service) != status:
@@ -265,11 +280,14 @@ class ReadinessHealth(HealthServicer):
 
     async def Check(self, request: health_pb2.HealthCheckRequest,
                     context: grpc.aio.ServicerContext[Any, Any]) -> health_pb2.HealthCheckResponse:
+        """The standard Check, answered from readiness read fresh (Watch follows the 1 s refresh)."""
         await self.refresh()
         return await super().Check(request, context)  # type: ignore[no-any-return]
 
 
 class GrpcDoor:
+    """The grpc.aio server: the Hub service, health and reflection; ``port`` once started."""
+
     def __init__(self, config: GrpcConfig, api: HttpApi, *, max_body_bytes: int, grace_s: float = 10.0) -> None:
         self.config = config
         self.pipeline = api.pipeline
@@ -283,6 +301,7 @@ class GrpcDoor:
         self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Bind ``config.listen`` (insecure) and serve; OSError when the port cannot be taken."""
         host, port = parse_listen(self.config.listen)
         limit = self.max_body_bytes + 64 * 1024  # our own check answers PAYLOAD_TOO_LARGE with a body
         server = grpc.aio.server(options=[
@@ -326,6 +345,7 @@ class GrpcDoor:
             self._stopping = asyncio.get_running_loop().create_task(self._server.stop(self.grace_s))
 
     async def close(self) -> None:
+        """Stop the server now, cutting short any grace ``stop_accepting`` gave; safe to call twice."""
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -17,10 +17,11 @@ from aiohttp import WSMsgType, web
 
 from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi, error_response, parse_call
 from daemon.core.envelope import CallResult, Credentials, ProgressPart
-from daemon.core.errors import HubError, PayloadTooLarge, PermissionDenied, ValidationError
+from daemon.core.errors import HubError, PayloadTooLarge, ValidationError
 from daemon.core.pipeline import Pipeline
+from daemon.doors._compat import bound_sockets
 from daemon.hosting.module_host import ModuleHost
-from daemon.hosting.remote_module import RemoteModule, parse_registration
+from daemon.hosting.remote_module import RemoteModule
 from daemon.runtime.config import HttpConfig, parse_listen
 
 log = logging.getLogger("democratic_ai.http")
@@ -30,6 +31,8 @@ WS_PATHS = ("/v1/ws", "/v1/modules/attach")
 
 
 class HttpDoor:
+    """The aiohttp socket: plain routes to ``HttpApi``, two WebSocket routes handled here; ``port`` once started."""
+
     def __init__(self, config: HttpConfig, api: HttpApi, pipeline: Pipeline, host: ModuleHost, *,
                  alt_svc: str = "", remote_concurrency: int = 16) -> None:
         self.config = config
@@ -43,6 +46,7 @@ class HttpDoor:
         self.port = 0
 
     def build_app(self) -> web.Application:
+        """The aiohttp app: the two WebSocket routes, then every other path and method to ``handle``."""
         # aiohttp enforces the body limit itself (client_max_size) before we read it
         app = web.Application(client_max_size=self.config.max_body_bytes, handler_args={"max_field_size": 16384})
         app.router.add_get("/v1/ws", self.client_socket)
@@ -51,6 +55,7 @@ class HttpDoor:
         return app
 
     async def start(self) -> None:
+        """Bind ``config.listen`` and serve; ``port`` is then the bound port (useful when listen asked for 0)."""
         host, port = parse_listen(self.config.listen)
         # handler_cancellation: a caller that hangs up cancels its call in the pipeline (queued work
         # never runs, a model is not kept busy for nobody); aiohttp leaves it off by default
@@ -60,8 +65,7 @@ class HttpDoor:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        sockets = bound_sockets(site)
         self.port = sockets[0].getsockname()[1] if sockets else port
         log.info("http door listening", extra={"listen": f"{host}:{self.port}"})
 
@@ -72,6 +76,7 @@ class HttpDoor:
                 await site.stop()
 
     async def close(self) -> None:
+        """Close every open WebSocket with 1001 (going away), then stop the runner (1 s for open requests)."""
         for ws in list(self._sockets):
             await ws.close(code=1001, message=b"hub shutting down")
         if self._runner is not None:
@@ -80,6 +85,7 @@ class HttpDoor:
 
     # -- plain routes -----------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """One plain request through ``HttpApi``; an over-limit body is PAYLOAD_TOO_LARGE, a stream is chunked out."""
         try:
             body = await request.read() if request.can_read_body else b""
         except web.HTTPRequestEntityTooLarge:
@@ -174,6 +180,10 @@ class HttpDoor:
 
     # -- WebSocket for remote modules -------------------------------------------------------
     async def attach_socket(self, request: web.Request) -> web.StreamResponse:
+        """A remote module's socket: needs module:create; its first frame (10 s) registers it; served until it closes.
+
+        A taken module id is PERMISSION_DENIED; on close the module is detached and its calls end ModuleGone.
+        """
         ip = request.remote or ""
         ua = request.headers.get("User-Agent", "")
         credentials = Credentials.from_headers(request.headers.get("X-API-Key"), request.headers.get("Authorization"))
@@ -189,16 +199,12 @@ class HttpDoor:
         try:
             first = await ws.receive(timeout=10)
             frame = json.loads(first.data) if first.type is WSMsgType.TEXT else None
-            module_id, concurrency, capabilities = parse_registration(frame, self.remote_concurrency)
-            if module_id in self.host.router:
-                raise PermissionDenied(f"module id {module_id!r} is already attached", {"module_id": module_id})
 
             async def send(out: dict[str, Any]) -> None:
                 await ws.send_str(json.dumps(out, separators=(",", ":")))
 
-            module = RemoteModule(module_id, concurrency, capabilities, send, owner=principal.subject)
-            self.host.add(module)
-            await send({"type": "registered", "module_id": module_id})
+            module = self.host.attach(frame, send, owner=principal.subject, max_concurrency=self.remote_concurrency)
+            await send({"type": "registered", "module_id": module.module_id})
             async for message in ws:
                 if message.type is WSMsgType.TEXT:
                     with contextlib.suppress(ValueError):
@@ -212,9 +218,7 @@ class HttpDoor:
         finally:
             self._sockets.discard(ws)
             if module is not None:
-                # routes vanish first, then in-flight calls end (and may retry elsewhere)
-                self.host.remove(module.module_id)
-                module.disconnected()
+                self.host.detach(module)
             if not ws.closed:
                 await ws.close()
         return ws

@@ -34,6 +34,13 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 
 from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi, error_response
 from daemon.core.errors import PayloadTooLarge, ValidationError
+from daemon.doors._compat import (
+    cap_peer_request_streams,
+    quic_closing,
+    quic_server_configuration,
+    quic_server_knows,
+    quic_server_transport,
+)
 from daemon.runtime.config import Http3Config, parse_listen
 from daemon.runtime.tls import TlsPair, ensure_pair
 
@@ -57,28 +64,28 @@ class H3ServerProtocol(QuicConnectionProtocol):
         self._door = door
         self._http = H3Connection(self._quic)
         self._incoming: dict[int, _Incoming] = {}
-        self._calls: dict[int, asyncio.Task[None]] = {}
-        # aioquic has no configuration knob for it: the peer may open this many request streams at once
-        limit = self._quic._local_max_streams_bidi
-        limit.value = limit.sent = door.config.max_streams_per_connection
+        self.calls: dict[int, asyncio.Task[None]] = {}
+        cap_peer_request_streams(self._quic, door.config.max_streams_per_connection)
         self._remote = ""
 
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        """Remember the peer's IP from its first datagram (the ``remote`` of every request), then let aioquic parse."""
         if not self._remote:
             self._remote = str(addr[0])
         super().datagram_received(data, addr)
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        """Connection end cancels every call; a stream reset or STOP_SENDING cancels that stream's call."""
         if isinstance(event, ConnectionTerminated):
             self._door.connections.discard(self)
-            for task in self._calls.values():
+            for task in self.calls.values():
                 task.cancel()
             self._incoming.clear()
             return
         if isinstance(event, StreamReset | StopSendingReceived):
             # the client gave up on this request: its call ends in the pipeline too
             self._incoming.pop(event.stream_id, None)
-            call = self._calls.get(event.stream_id)
+            call = self.calls.get(event.stream_id)
             if call is not None:
                 call.cancel()
         # aioquic's H3 layer closes the connection itself on an HTTP/3 protocol error
@@ -87,7 +94,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
 
     def _h3_event(self, event: H3Event) -> None:
         if isinstance(event, HeadersReceived):
-            if event.stream_id in self._incoming or event.stream_id in self._calls:
+            if event.stream_id in self._incoming or event.stream_id in self.calls:
                 return  # trailers: not used by any route
             incoming = _Incoming(event.headers)
             self._incoming[event.stream_id] = incoming
@@ -113,8 +120,8 @@ class H3ServerProtocol(QuicConnectionProtocol):
 
     def _start_call(self, stream_id: int, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
-        self._calls[stream_id] = task
-        task.add_done_callback(lambda _: self._calls.pop(stream_id, None))
+        self.calls[stream_id] = task
+        task.add_done_callback(lambda _: self.calls.pop(stream_id, None))
 
     async def _serve(self, stream_id: int, incoming: _Incoming) -> None:
         pseudo: dict[bytes, bytes] = {}
@@ -147,7 +154,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
             self._http.send_headers(stream_id, head)
             self.transmit()
             async for chunk in response.stream:
-                if self._quic._close_event is not None:
+                if quic_closing(self._quic):
                     return
                 self._http.send_data(stream_id, chunk, end_stream=False)
                 self.transmit()
@@ -160,7 +167,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
                 await response.stream.aclose()
 
     def _send(self, stream_id: int, head: list[tuple[bytes, bytes]], body: bytes) -> None:
-        if self._quic._close_event is not None:
+        if quic_closing(self._quic):
             return
         self._http.send_headers(stream_id, head, end_stream=not body)
         if body:
@@ -191,21 +198,26 @@ class LimitedQuicServer(QuicServer):
         self._door = door
 
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        """At max_connections a new Initial is refused CONNECTION_REFUSED, garbage dropped; the rest go to aioquic."""
         if isinstance(data, bytes) and len(self._door.connections) >= self._door.config.max_connections:
             try:
-                header = pull_quic_header(Buffer(data=data), host_cid_length=self._configuration.connection_id_length)
+                configuration = quic_server_configuration(self)
+                header = pull_quic_header(Buffer(data=data), host_cid_length=configuration.connection_id_length)
             except ValueError:
                 return
-            if (header.destination_cid not in self._protocols and header.packet_type == QuicPacketType.INITIAL
-                    and header.version in self._configuration.supported_versions
+            if (not quic_server_knows(self, header.destination_cid) and header.packet_type == QuicPacketType.INITIAL
+                    and header.version in configuration.supported_versions
                     and len(data) >= SMALLEST_MAX_DATAGRAM_SIZE):
-                assert self._transport is not None and header.version is not None
-                self._transport.sendto(_refusal(header.version, header.destination_cid, header.source_cid), addr)
+                transport = quic_server_transport(self)
+                assert transport is not None and header.version is not None
+                transport.sendto(_refusal(header.version, header.destination_cid, header.source_cid), addr)
                 return
         super().datagram_received(data, addr)
 
 
 class Http3Door:
+    """The UDP endpoint and its connections; ``port`` once started, ``advertise(port)`` then feeds Alt-Svc."""
+
     def __init__(self, config: Http3Config, api: HttpApi, state_dir: Path, *, max_body_bytes: int,
                  advertise: Callable[[int], None] | None = None) -> None:
         self.config = config
@@ -224,6 +236,7 @@ class Http3Door:
         return protocol
 
     async def start(self) -> None:
+        """Load or make the TLS pair, bind ``config.listen`` over UDP, then advertise the bound port."""
         host, port = parse_listen(self.config.listen)
         self.tls = ensure_pair(self.state_dir, self.config.certificate, self.config.private_key, host=host)
         configuration = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, idle_timeout=60.0,
@@ -247,9 +260,10 @@ class Http3Door:
         self.config = replace(self.config, max_connections=0)
 
     async def close(self) -> None:
+        """Cancel and await every call, then close each connection and the socket; safe to call twice."""
         if self._server is None:
             return
-        tasks = [t for c in self.connections for t in c._calls.values()]
+        tasks = [t for c in self.connections for t in c.calls.values()]
         for task in tasks:
             task.cancel()
         if tasks:

@@ -14,35 +14,18 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from daemon.core.errors import CapabilityNotFound
+from daemon.core.errors import CapabilityNotFound, PermissionDenied
+from daemon.core.ports import FailedModule, ModuleHandle
 from daemon.core.router import ModuleEntry, Router
 from daemon.core.scheduler import ModuleScheduler
+from daemon.hosting.remote_module import RemoteModule, Send, parse_registration
 from daemon.runtime.config import ModulesConfig
 from modules import registry
 from modules.sdk import BoundCapability, Call, CapabilitySpec, Module, ModuleRuntime
 
 log = logging.getLogger("democratic_ai.modules")
-
-
-class ModuleHandle(Protocol):
-    """What the pipeline calls; local and remote modules both provide it."""
-
-    module_id: str
-    kind: str  # "local" | "remote"
-    concurrency: int
-
-    @property
-    def capabilities(self) -> dict[str, CapabilitySpec]: ...
-
-    def check_input(self, action: str, payload: Any) -> None: ...
-
-    async def invoke(self, action: str, payload: Any, call: Call) -> Any: ...
-
-    def stream(self, action: str, payload: Any, call: Call) -> AsyncIterator[Any]: ...
-
-    def describe(self) -> dict[str, Any]: ...
 
 
 class LocalModule:
@@ -59,6 +42,7 @@ class LocalModule:
 
     @property
     def capabilities(self) -> dict[str, CapabilitySpec]:
+        """Action -> spec, as the module's ``@capability`` methods declared them at construction."""
         return self._info
 
     def _get(self, action: str) -> BoundCapability:
@@ -68,23 +52,21 @@ class LocalModule:
             raise CapabilityNotFound(f"module {self.module_id} has no capability {action!r}") from None
 
     def check_input(self, action: str, payload: Any) -> None:
+        """VALIDATION_ERROR naming the JSON pointer of the first bad field; CAPABILITY_NOT_FOUND if no such action."""
         self._get(action).check_input(payload)
 
     # the pipeline has already run check_input
     async def invoke(self, action: str, payload: Any, call: Call) -> Any:
+        """The validated result (a stream is drained); a module exception becomes MODULE_ERROR."""
         return await self._get(action).invoke(payload, call, checked=True)
 
     def stream(self, action: str, payload: Any, call: Call) -> AsyncIterator[Any]:
+        """``Progress`` parts, then the validated result; a unary capability yields its result alone."""
         return self._get(action).stream(payload, call, checked=True)
 
     def describe(self) -> dict[str, Any]:
+        """The module's own extra facts for /v1/capabilities (e.g. its execution provider)."""
         return self.module.describe()
-
-
-@dataclass(frozen=True, slots=True)
-class FailedModule:
-    name: str
-    error: str
 
 
 @dataclass(slots=True)
@@ -115,12 +97,15 @@ class ModuleHost:
         return self._slots[module_id].scheduler.slots.load
 
     def handle(self, module_id: str) -> ModuleHandle:
+        """The attached module with this id; KeyError when none (callers route first)."""
         return self._slots[module_id].handle
 
     def scheduler(self, module_id: str) -> ModuleScheduler:
+        """The module's own slot queue (its concurrency limit); KeyError when it is not attached."""
         return self._slots[module_id].scheduler
 
     def handles(self) -> list[ModuleHandle]:
+        """A snapshot of every attached module, local and remote, in attach order."""
         return [s.handle for s in self._slots.values()]
 
     def stats(self) -> dict[str, tuple[int, int]]:
@@ -129,6 +114,7 @@ class ModuleHost:
 
     # -- membership -----------------------------------------------------------------
     def add(self, handle: ModuleHandle) -> None:
+        """Attach a module: its scheduler and router entry; ValueError when the id is taken."""
         if handle.module_id in self._slots:
             raise ValueError(f"module id {handle.module_id!r} is already in use")
         self._slots[handle.module_id] = _Slot(handle, ModuleScheduler(handle.concurrency))
@@ -137,11 +123,30 @@ class ModuleHost:
                                      "actions": sorted(handle.capabilities)})
 
     def remove(self, module_id: str) -> ModuleHandle | None:
+        """Detach a module (it is not stopped) and return it; None when it was not attached."""
         slot = self._slots.pop(module_id, None)
         self.router.remove(module_id)
         if slot is not None:
             log.info("module down", extra={"module_id": module_id})
         return slot.handle if slot else None
+
+    # -- remote modules ---------------------------------------------------------------
+    def attach(self, frame: Any, send: Send, *, owner: str, max_concurrency: int) -> RemoteModule:
+        """Route calls to a module in another process from its register frame.
+
+        VALIDATION_ERROR names a bad field of the frame; PERMISSION_DENIED when the id is taken.
+        """
+        module_id, concurrency, capabilities = parse_registration(frame, max_concurrency)
+        if module_id in self.router:
+            raise PermissionDenied(f"module id {module_id!r} is already attached", {"module_id": module_id})
+        module = RemoteModule(module_id, concurrency, capabilities, send, owner=owner)
+        self.add(module)
+        return module
+
+    def detach(self, module: RemoteModule) -> None:
+        """Its socket closed: its routes vanish first, then its in-flight calls end (and may retry elsewhere)."""
+        self.remove(module.module_id)
+        module.disconnected()
 
     # -- local modules ----------------------------------------------------------------
     def _runtime(self, name: str) -> ModuleRuntime:
@@ -155,6 +160,7 @@ class ModuleHost:
         )
 
     async def start_module(self, name: str) -> None:
+        """Find, instantiate and start ``name``, then attach it; a failure up to start goes to ``failed``, unraised."""
         try:
             module = registry.find(name)()
             await module.start(self._runtime(name))
@@ -168,11 +174,13 @@ class ModuleHost:
         self.add(LocalModule(module))
 
     async def start(self) -> None:
+        """Start every enabled module in config order, then set ``loaded``; broken modules are skipped."""
         for name in self.config.enabled:
             await self.start_module(name)
         self.loaded = True
 
     async def stop_module(self, name: str) -> None:
+        """Detach a module; a local one is also stopped, a remote one only detached."""
         handle = self.remove(name)
         if isinstance(handle, LocalModule):
             await handle.module.stop()
@@ -192,6 +200,7 @@ class ModuleHost:
                 del self.failed[name]
 
     async def stop(self) -> None:
+        """Stop the local modules and shut the inference pool without waiting, cancelling queued work."""
         for handle in self.handles():
             if isinstance(handle, LocalModule):
                 await self.stop_module(handle.module_id)

@@ -23,14 +23,11 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from daemon.core.errors import CapabilityNotFound, ModuleError, Unavailable, ValidationError, error_from_body
+from daemon.core.errors import CapabilityNotFound, ModuleError, ValidationError, error_from_body
+from daemon.core.ports import ModuleGone
 from modules.sdk import ANY_OBJECT, Call, CapabilitySpec, Progress, SchemaValidator
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class ModuleGone(Unavailable):
-    """The remote module disconnected before answering."""
 
 
 _DONE = object()
@@ -71,6 +68,8 @@ def parse_registration(frame: Any, max_concurrency: int) -> tuple[str, int, dict
 
 
 class RemoteModule:
+    """The ModuleHandle of one attached socket: calls go out as frames, answers come back through ``deliver``."""
+
     kind = "remote"
 
     def __init__(self, module_id: str, concurrency: int, capabilities: dict[str, CapabilitySpec],
@@ -87,12 +86,15 @@ class RemoteModule:
 
     @property
     def capabilities(self) -> dict[str, CapabilitySpec]:
+        """Action -> spec, as the register frame declared them."""
         return self._capabilities
 
     def describe(self) -> dict[str, Any]:
+        """``{"owner": ...}`` (who attached it) when known, else nothing."""
         return {"owner": self.owner} if self.owner else {}
 
     def check_input(self, action: str, payload: Any) -> None:
+        """VALIDATION_ERROR naming the JSON pointer against the registered schema; CAPABILITY_NOT_FOUND if none."""
         validator = self._inputs.get(action)
         if validator is None:
             raise CapabilityNotFound(f"module {self.module_id} has no capability {action!r}")
@@ -102,6 +104,7 @@ class RemoteModule:
             raise ValidationError(f"payload{pointer} is invalid: {reason}", {"pointer": pointer, "reason": reason})
 
     async def invoke(self, action: str, payload: Any, call: Call) -> Any:
+        """The module's checked result (progress is dropped); ModuleGone when the socket closes first."""
         result: Any = None
         async for part in self._exchange(action, payload, call, stream=False):
             if not isinstance(part, Progress):
@@ -109,6 +112,7 @@ class RemoteModule:
         return result
 
     def stream(self, action: str, payload: Any, call: Call) -> AsyncIterator[Any]:
+        """``Progress`` parts, then the checked result; a caller that stops early sends the module a cancel."""
         return self._exchange(action, payload, call, stream=True)
 
     async def _exchange(self, action: str, payload: Any, call: Call, *, stream: bool) -> AsyncIterator[Any]:
@@ -159,6 +163,7 @@ class RemoteModule:
             inbox.put_nowait(frame)
 
     def disconnected(self) -> None:
+        """The socket closed: every pending call and every later one ends with ModuleGone."""
         self._gone = True
         for inbox in self._pending.values():
             inbox.put_nowait(_DONE)

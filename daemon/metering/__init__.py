@@ -1,1 +1,10 @@
-"""TODO"""
+"""Metering: what a call may cost before it runs, and the durable record of what it cost.
+
+ratelimit.py — the four limiters (SlidingWindow, TokenBucket, LeakyBucket, FixedWindow),
+    sans-IO: every call takes ``now``.
+gate.py — UsageGate: admission (the key's and the plan's rate limits, prepaid credits
+    reserved) before a call; ``record`` writes its usage and debit to the ledger after it.
+billing.py — plans as data: Invoice/InvoiceLine from a period's UsageTotals, UsageReporter
+    (``GET /v1/usage``), ``export_usage`` for ``tenant export``.
+ledger/ — the append-only, hash-chained usage ledger (see ledger/__init__.py).
+"""

@@ -30,7 +30,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from daemon.core.envelope import Principal
 from daemon.core.errors import ValidationError
-from daemon.metering.ledger.writer import Ledger, UsageTotals, read_totals
+from daemon.metering.ledger.chain import SELECT, connect_ro
+from daemon.metering.ledger.rows import LedgerRow
+from daemon.metering.ledger.totals import UsageTotals, read_totals
+from daemon.metering.ledger.writer import LEDGER_FILE, Ledger
 from daemon.runtime.config import PlanConfig
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ _PERIOD = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
 
 @dataclass(frozen=True, slots=True)
 class Period:
+    """A billing period: a calendar month or year, as a half-open UTC interval."""
+
     label: str  # "2026-03" or "2026"
     cycle: str  # "monthly" | "yearly"
     start: datetime  # UTC, inclusive
@@ -66,14 +71,17 @@ def parse_period(text: str) -> Period:
 
 
 def current_period(now: float) -> str:
+    """The ``YYYY-MM`` month holding ``now`` (epoch seconds), in UTC."""
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
 
 
 def minor_unit(currency: str) -> Decimal:
+    """The currency's smallest amount: 1 for JPY, 0.01 for USD (ISO 4217; 2 places unless listed)."""
     return Decimal(1).scaleb(-MINOR_UNITS.get(currency.upper(), 2))
 
 
 def money(amount: Decimal, currency: str) -> Decimal:
+    """``amount`` rounded half-up to the currency's minor unit."""
     return amount.quantize(minor_unit(currency), rounding=ROUND_HALF_UP)
 
 
@@ -96,6 +104,8 @@ def metric_quantities(totals: UsageTotals) -> dict[str, Decimal]:
 
 @dataclass(frozen=True, slots=True)
 class InvoiceLine:
+    """One priced line; ``amount`` is already rounded to the currency, ``metric`` None for the base fee."""
+
     description: str
     metric: str | None
     quantity: Decimal
@@ -103,12 +113,15 @@ class InvoiceLine:
     amount: Decimal
 
     def to_dict(self) -> dict[str, Any]:
+        """Decimals as plain strings (never an exponent), for JSON."""
         return {"description": self.description, "metric": self.metric, "quantity": _text(self.quantity),
                 "unit_price": _text(self.unit_price), "amount": _text(self.amount)}
 
 
 @dataclass(frozen=True, slots=True)
 class Invoice:
+    """A tenant's invoice for a period: lines, their rounded subtotal, and the ledger span it came from."""
+
     tenant_id: str
     tenant_name: str
     plan: str
@@ -123,6 +136,7 @@ class Invoice:
     last_seq: int | None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON invoice: UTC bounds and the same bounds in the tenant's timezone."""
         zone = _zone(self.timezone)
         return {
             "tenant": self.tenant_name or self.tenant_id,
@@ -233,6 +247,7 @@ class UsageReporter:
         self._wall = wall_clock
 
     async def usage_report(self, principal: Principal, period: str | None = None) -> dict[str, Any]:
+        """The caller's usage and estimated invoice for ``period`` (default: this month, UTC)."""
         plan_name = principal.plan if principal.plan in self._plans else self._default
         tz = self._timezone_of(principal.tenant_id) if self._timezone_of else "UTC"
         inv = await invoice(self._ledger, principal.tenant_id, plan_name, self._plans[plan_name],
@@ -246,18 +261,21 @@ def export_usage(state_dir: Path, export: dict[str, Any], plans: Mapping[str, Pl
 
     Read-only on the ledger file, so it works while the daemon runs.
     """
-    from daemon.metering.ledger.chain import FIELDS, connect_ro
-
     tenant = export["tenant"]
-    path = state_dir / "ledger.db"
+    path = state_dir / LEDGER_FILE
     if not path.exists():
         return {"usage_events": [], "invoices": []}
     with contextlib.closing(connect_ro(path)) as conn:
-        rows = conn.execute(f"SELECT {', '.join(FIELDS)}, hash FROM events WHERE tenant_id = ? ORDER BY seq",
-                            (tenant["id"],)).fetchall()
-    events = [dict(zip((*FIELDS, "hash"), row, strict=True)) for row in rows]
-    months = sorted({datetime.fromtimestamp(e["ts_us"] / 1e6, UTC).strftime("%Y-%m") for e in events})
+        rows = [LedgerRow._make(row) for row in
+                conn.execute(f"{SELECT} WHERE tenant_id = ? ORDER BY seq", (tenant["id"],))]
+    months = sorted({datetime.fromtimestamp(row.ts_us / 1e6, UTC).strftime("%Y-%m") for row in rows})
     plan_name = tenant.get("plan") if tenant.get("plan") in plans else default_plan
     invoices = [invoice_from_file(path, tenant["id"], plan_name, plans[plan_name], month,
                                   tenant.get("timezone") or "UTC", tenant["name"]).to_dict() for month in months]
-    return {"usage_events": events, "invoices": invoices}
+    return {"usage_events": [_exported(row) for row in rows], "invoices": invoices}
+
+
+def _exported(row: LedgerRow) -> dict[str, Any]:
+    event = row.to_dict()
+    del event["prev_hash"]  # an export shows the hashed fields and the hash, not the link
+    return event

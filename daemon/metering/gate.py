@@ -47,8 +47,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from daemon.core.envelope import Envelope, Principal, Receipt
 from daemon.core.errors import ConfigError, CreditsExhausted, ModuleError, RateLimited, ValidationError
-from daemon.core.pipeline import Admission
-from daemon.metering.ledger.writer import Ledger, UsageEvent
+from daemon.core.ports import Admission
+from daemon.metering.ledger.events import UsageEvent
+from daemon.metering.ledger.writer import Ledger
 from daemon.metering.ratelimit import Decision, FixedWindow, LeakyBucket, Limiter, SlidingWindow, TokenBucket
 from daemon.runtime.config import PlanConfig, parse_rate
 

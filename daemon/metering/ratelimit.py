@@ -45,11 +45,17 @@ class Limiter(Protocol):
     limit: float
     window_s: float
 
-    def peek(self, now: float, cost: float = 1.0) -> Decision: ...
+    def peek(self, now: float, cost: float = 1.0) -> Decision:
+        """Would ``cost`` pass at ``now``?  Consumes nothing."""
+        ...
 
-    def hit(self, now: float, cost: float = 1.0) -> Decision: ...
+    def hit(self, now: float, cost: float = 1.0) -> Decision:
+        """``peek``, and consume ``cost`` only when it is allowed."""
+        ...
 
-    def charge(self, now: float, cost: float) -> None: ...
+    def charge(self, now: float, cost: float) -> None:
+        """Consume ``cost`` whatever is left (a cost known after the call); may go into debt."""
+        ...
 
 
 class _Clocked:
@@ -105,6 +111,7 @@ class SlidingWindow(_Clocked):
         return self._prev * overlap + self._curr
 
     def peek(self, now: float, cost: float = 1.0) -> Decision:
+        """Would ``cost`` more events fit in the window ending at ``now``?  Consumes nothing."""
         now = self._roll(now)
         used = self._used(now)
         allowed = used + cost <= self.limit
@@ -126,12 +133,14 @@ class SlidingWindow(_Clocked):
         return Decision(allowed, remaining, self.limit, self.window_s - into, retry)
 
     def hit(self, now: float, cost: float = 1.0) -> Decision:
+        """Count ``cost`` events in the current window when they fit."""
         decision = self.peek(now, cost)
         if decision.allowed:
             self._curr += cost
         return decision
 
     def charge(self, now: float, cost: float) -> None:
+        """Count ``cost`` events in the current window even past the limit."""
         self._roll(now)
         self._curr += cost
 
@@ -162,6 +171,7 @@ class TokenBucket(_Clocked):
         self._at = now
 
     def peek(self, now: float, cost: float = 1.0) -> Decision:
+        """Are ``cost`` tokens in the bucket at ``now`` (cost 0: is it out of debt)?  Takes none."""
         self._refill(now)
         # cost 0 asks "is the bucket out of debt?"
         allowed = self._tokens >= cost
@@ -172,12 +182,14 @@ class TokenBucket(_Clocked):
         return Decision(allowed, max(0.0, left), self.limit, reset, retry)
 
     def hit(self, now: float, cost: float = 1.0) -> Decision:
+        """Take ``cost`` tokens when the bucket holds them."""
         decision = self.peek(now, cost)
         if decision.allowed:
             self._tokens -= cost
         return decision
 
     def charge(self, now: float, cost: float) -> None:
+        """Take ``cost`` tokens even into debt: the bucket must refill past 0 before the next call."""
         self._refill(now)
         self._tokens -= cost
 
@@ -206,6 +218,7 @@ class LeakyBucket(_Clocked):
         self._at = now
 
     def peek(self, now: float, cost: float = 1.0) -> Decision:
+        """Would pouring ``cost`` overflow the bucket at ``now``?  Pours nothing."""
         self._drain(now)
         # a single request bigger than the bucket passes when the bucket is empty, or it never could
         allowed = self._level + cost <= self.limit or self._level == 0.0
@@ -214,12 +227,14 @@ class LeakyBucket(_Clocked):
         return Decision(allowed, max(0.0, self.limit - level), self.limit, level / self.leak, retry)
 
     def hit(self, now: float, cost: float = 1.0) -> Decision:
+        """Pour ``cost`` in when it does not overflow."""
         decision = self.peek(now, cost)
         if decision.allowed:
             self._level += cost
         return decision
 
     def charge(self, now: float, cost: float) -> None:
+        """Pour ``cost`` in even past capacity: later calls wait until it drains."""
         self._drain(now)
         self._level += cost
 
@@ -244,6 +259,7 @@ class FixedWindow(_Clocked):
         return now
 
     def peek(self, now: float, cost: float = 1.0) -> Decision:
+        """Would ``cost`` fit in the aligned window holding ``now``?  Counts nothing."""
         now = self._roll(now)
         allowed = self._count + cost <= self.limit
         left = self.limit - self._count - (cost if allowed else 0.0)
@@ -251,11 +267,13 @@ class FixedWindow(_Clocked):
         return Decision(allowed, max(0.0, left), self.limit, reset, 0.0 if allowed else reset)
 
     def hit(self, now: float, cost: float = 1.0) -> Decision:
+        """Count ``cost`` in the current window when it fits."""
         decision = self.peek(now, cost)
         if decision.allowed:
             self._count += cost
         return decision
 
     def charge(self, now: float, cost: float) -> None:
+        """Count ``cost`` in the current window even past the limit."""
         self._roll(now)
         self._count += cost

@@ -28,6 +28,8 @@ LEDGER_FILE = "ledger.db"
 
 @dataclass(frozen=True, slots=True)
 class Parts:
+    """The stateful parts ``open_parts`` opened; ``bootstrap_key`` is set only on the very first start."""
+
     store: TenancyStore
     authenticator: Authenticator
     ledger: LedgerProcess
@@ -37,22 +39,24 @@ class Parts:
     bootstrap_key: str | None
 
     def mount_admin(self, api: HttpApi) -> None:
+        """Add the /v1/tenants, /v1/users, /v1/api-keys and /v1/auth/* routes to ``api``."""
         mount_admin(api, self.admin)
 
 
 async def open_parts(config: HubConfig, state_dir: Path, metrics: HubMetrics,
                      stack: contextlib.AsyncExitStack) -> Parts:
+    """Open tenancy, authenticator and ledger onto ``stack`` (closed in reverse); build gate, reports, admin on them."""
     store = await stack.enter_async_context(TenancyStore(state_dir))
-    bootstrap_key = await store.async_ensure_bootstrap()
+    bootstrap_key = await store.run(store.ensure_bootstrap)
     authenticator = await stack.enter_async_context(Authenticator(store, config.auth, state_dir))
     # the writer runs in its own process: sharing the loop's GIL cost every batch milliseconds
     ledger = await stack.enter_async_context(LedgerProcess(state_dir / LEDGER_FILE, config.ledger))
     metrics.extra.append(ledger.metrics_text)
-    tenants = {t.id: t for t in await store.async_list_tenants()}
+    tenants = {t.id: t for t in await store.run(store.list_tenants)}
 
     async def audit_refusal(principal: Principal, reason: str) -> None:
-        await store.async_audit(AuditEvent(action="call.refused", actor=principal.subject,
-                                           tenant_id=principal.tenant_id, success=False, error=reason))
+        await store.audit(AuditEvent(action="call.refused", actor=principal.subject,
+                                     tenant_id=principal.tenant_id, success=False, error=reason))
 
     def timezone_of(tenant_id: str) -> str:
         tenant = tenants.get(tenant_id)

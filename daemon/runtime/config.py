@@ -52,12 +52,16 @@ def state_dir_of(args: Any) -> Path:
 
 @dataclass(frozen=True)
 class StateConfig:
+    """``[state]``; unset ``dir`` means $STATE_DIRECTORY under systemd, else ./var."""
+
     #: where SQLite files, the JWT secret, the TLS cert and the bootstrap key live
     dir: str = "./var"
 
 
 @dataclass(frozen=True)
 class HttpConfig:
+    """``[http]``: the HTTP/1.1 + WebSocket door; its ``max_body_bytes`` also bounds HTTP/3 and gRPC."""
+
     listen: str = "127.0.0.1:8080"
     #: request bodies over this are PAYLOAD_TOO_LARGE
     max_body_bytes: int = 8 * 1024 * 1024
@@ -67,6 +71,8 @@ class HttpConfig:
 
 @dataclass(frozen=True)
 class Http3Config:
+    """``[http3]``: the QUIC door and its per-client limits."""
+
     enabled: bool = True
     listen: str = "127.0.0.1:8443"
     #: PEM files; empty: a self-signed pair is made in the state dir
@@ -78,23 +84,31 @@ class Http3Config:
 
 @dataclass(frozen=True)
 class GrpcConfig:
+    """``[grpc]``: the gRPC door (plaintext HTTP/2)."""
+
     enabled: bool = True
     listen: str = "127.0.0.1:50051"
 
 
 @dataclass(frozen=True)
 class P2pConfig:
+    """``[p2p]``: accepted and type-checked, but nothing in the hub reads it yet (reserved for federation)."""
+
     enabled: bool = False
     listen: str = "/ip4/127.0.0.1/tcp/4701"
 
 
 @dataclass(frozen=True)
 class MdnsConfig:
+    """``[mdns]``: accepted and type-checked, but nothing in the hub reads it yet (reserved for federation)."""
+
     enabled: bool = True
 
 
 @dataclass(frozen=True)
 class ModulesConfig:
+    """``[modules]``: which modules start, their options and threads; the part SIGHUP reloads."""
+
     enabled: list[str] = field(default_factory=lambda: ["echo", "text.summarize"])
     #: per-module options, ``[modules.options."audio.vad"] threshold = 0.5``
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -108,12 +122,16 @@ class ModulesConfig:
 
 @dataclass(frozen=True)
 class AuthConfig:
+    """``[auth]``: JWT lifetimes in seconds (access 15 min, refresh 30 days by default)."""
+
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
 class LedgerConfig:
+    """``[ledger]``: the usage ledger writer's group commit."""
+
     #: group commit: a batch is written when it has this many events ...
     batch_max: int = 512
     #: ... or when its first event has waited this long
@@ -122,6 +140,8 @@ class LedgerConfig:
 
 @dataclass(frozen=True)
 class PlanConfig:
+    """``[plans.<name>]``: prices as decimal strings in ``currency``, included units, overage and rate limits."""
+
     currency: str = "JPY"
     base_monthly: str = "4900"
     base_yearly: str = "49000"
@@ -136,6 +156,7 @@ class PlanConfig:
     call_price: str = "0.05"
 
     def validate(self, name: str) -> None:
+        """ConfigError naming ``plans.<name>.<key>`` for a negative or non-decimal price or a bad rate."""
         for key in ("base_monthly", "base_yearly", "call_price", *(f"overage.{m}" for m in self.overage)):
             raw = getattr(self, key) if "." not in key else self.overage[key.split(".", 1)[1]]
             try:
@@ -152,6 +173,8 @@ class PlanConfig:
 
 @dataclass(frozen=True)
 class LogConfig:
+    """``[log]``: level DEBUG, INFO, WARNING or ERROR, and the line format."""
+
     level: str = "INFO"
     #: one JSON object per line (journald friendly); false for plain text
     json: bool = True
@@ -159,12 +182,16 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class ShutdownConfig:
+    """``[shutdown]``: the drain after SIGTERM."""
+
     #: seconds in-flight calls get to finish after SIGTERM
     grace_s: float = 10.0
 
 
 @dataclass(frozen=True)
 class HubConfig:
+    """The whole configuration file, one field per TOML table; every key has a default."""
+
     state: StateConfig = field(default_factory=StateConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     http3: Http3Config = field(default_factory=Http3Config)
@@ -180,6 +207,7 @@ class HubConfig:
 
     @property
     def state_dir(self) -> Path:
+        """``state.dir`` as a Path (relative paths are to the working directory)."""
         return Path(self.state.dir)
 
     @classmethod
@@ -197,6 +225,7 @@ class HubConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HubConfig:
+        """Build and ``check`` a config from parsed TOML; ConfigError names the first unknown or bad key."""
         config = _build(cls, data, "")
         if "dir" not in data.get("state", {}):
             config = dataclasses.replace(config, state=StateConfig(dir=default_state_dir()))
@@ -204,6 +233,7 @@ class HubConfig:
         return config
 
     def check(self) -> None:
+        """Cross-field checks the types cannot express (listen addresses, limits, level, plans); ConfigError."""
         for key, listen in (("http.listen", self.http.listen), ("http3.listen", self.http3.listen),
                             ("grpc.listen", self.grpc.listen)):
             try:
@@ -222,6 +252,7 @@ class HubConfig:
             plan.validate(name)
 
     def with_overrides(self, **sections: Any) -> HubConfig:
+        """A copy with whole sections replaced (the CLI's --state-dir); not re-checked."""
         return dataclasses.replace(self, **sections)
 
 

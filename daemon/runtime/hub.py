@@ -43,24 +43,34 @@ class Door(Protocol):
 
     port: int
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Bind and serve; ``port`` is then the bound one (config may ask for 0)."""
+        ...
 
-    async def stop_accepting(self) -> None: ...
+    async def stop_accepting(self) -> None:
+        """Take no new connections or calls; those already open keep being served until ``close``."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """End what is still open and release the socket; the hub calls it in reverse start order."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
+    """Where each door really listens, as URLs; None for a door that is off."""
+
     http: str
     http3: str | None
     grpc: str | None
 
     def to_dict(self) -> dict[str, Any]:
+        """The endpoints.json body the CLI and tests read, with this process's pid."""
         return {"http": self.http, "http3": self.http3, "grpc": self.grpc, "pid": os.getpid()}
 
 
 def prepare_state_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it owner-only (0700) where the filesystem allows; returns it."""
     path.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         path.chmod(0o700)
@@ -68,6 +78,8 @@ def prepare_state_dir(path: Path) -> Path:
 
 
 class Hub:
+    """One hub process: ``run`` starts it in order, serves until SIGTERM/SIGINT, then stops it in reverse."""
+
     def __init__(self, config: HubConfig, *, config_path: str | None = None) -> None:
         self.config = config
         self.config_path = config_path
@@ -84,6 +96,7 @@ class Hub:
         self.grpc_door: Door | None = None
 
     def readiness(self) -> dict[str, Any]:
+        """The /ready report: ready once open, every enabled module tried and the ledger healthy."""
         host = self.host
         ledger_ok = self.ledger_healthy()
         return {
@@ -95,6 +108,7 @@ class Hub:
         }
 
     async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT (SIGHUP reloads modules), drain and stop; returns once stopped."""
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.shutdown.set), (signal.SIGINT, self.shutdown.set),
                              (signal.SIGHUP, self._request_reload)):

@@ -12,6 +12,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class HubMetrics:
+    """The hub's counters and gauges on a private registry; the pipeline's CallObserver, rendered at /metrics."""
+
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -48,4 +50,5 @@ class HubMetrics:
         children[1].observe(seconds)
 
     def render(self) -> bytes:
+        """The Prometheus text of the registry, then each ``extra`` source's samples."""
         return generate_latest(self.registry) + b"".join(source() for source in self.extra)

@@ -29,6 +29,8 @@ VALIDITY_DAYS = 3650
 
 @dataclass(frozen=True, slots=True)
 class TlsPair:
+    """PEM file paths for the HTTP/3 door; ``self_signed`` when the hub made them itself."""
+
     certificate: Path
     private_key: Path
     self_signed: bool
@@ -55,6 +57,7 @@ def ensure_pair(state_dir: Path, certificate: str = "", private_key: str = "", *
 
 
 def make_self_signed(cert_path: Path, key_path: Path, *, host: str = "") -> None:
+    """A P-256 pair valid 10 years for localhost, 127.0.0.1, ::1 and ``host``; the key is written (0600) first."""
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]

@@ -1,5 +1,9 @@
 """Who is calling: API keys and JWTs to a ``Principal``, RBAC checks, login and refresh.
 
+This file orchestrates: the credential cache, the database lookups (through the store's
+writer thread) and the audit log.  Signing and verifying a JWT is tokens.py (no I/O);
+hashing and making secrets is secrets.py.
+
 The hot path is one sha256 of the presented credential and one dict lookup: a credential
 verified once is cached (keyed by its sha256) with its Principal until the earlier of its
 own expiry and ``cache_max_age_s``.  Only a miss touches SQLite, through the store's writer
@@ -22,52 +26,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import jwt
-
 from daemon.core.envelope import Credentials, Principal
 from daemon.core.errors import PermissionDenied, Unauthenticated
 from daemon.runtime.config import AuthConfig
-from daemon.runtime.files import atomic_write
-from daemon.tenancy.rbac import ROLE_NAMES, allows, permissions_for
-from daemon.tenancy.records import (
-    ApiKey,
-    AuditEvent,
-    Tenant,
-    from_iso,
+from daemon.tenancy import tokens
+from daemon.tenancy.rbac import allows, permissions_for
+from daemon.tenancy.records import ApiKey, AuditEvent, Tenant, from_iso
+from daemon.tenancy.secrets import (
+    KEY_PREFIX,
+    generate_password,
     hash_password,
     key_hash,
+    load_jwt_secret,
     verify_password,
 )
-from daemon.tenancy.store import KEY_PREFIX, TenancyStore
+from daemon.tenancy.store import TenancyStore
+from daemon.tenancy.tokens import TokenRejected
 
 log = logging.getLogger(__name__)
 
-JWT_SECRET_FILE = "jwt.secret"
-ALGORITHM = "HS256"
-_REQUIRED_CLAIMS = ["exp", "iat", "jti", "sub"]
 _PURGE_EVERY_S = 3600.0
-
-
-def load_jwt_secret(state_dir: str | Path) -> bytes:
-    """The HS256 secret in ``<state_dir>/jwt.secret`` (0600), made at first start."""
-    path = Path(state_dir) / JWT_SECRET_FILE
-    try:
-        secret = bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-        secret = secrets.token_bytes(32)
-        atomic_write(path, (secret.hex() + "\n").encode(), private=True)
-    if len(secret) < 32:
-        raise ValueError(f"{path}: the JWT secret must be at least 32 bytes")
-    return secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +95,13 @@ class Authenticator:
     # lifecycle
 
     async def start(self) -> None:
-        self._seen_version = (await self._store.async_data_version(), self._store.generation)
+        """Note where the database stands and start the recheck task (idempotent)."""
+        self._seen_version = (await self._store.run(self._store.data_version), self._store.generation)
         if self._task is None:
             self._task = asyncio.create_task(self._recheck_forever(), name="auth-recheck")
 
     async def aclose(self) -> None:
+        """Stop the recheck task and write the last batch of key uses."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -152,8 +138,8 @@ class Authenticator:
         now = self._clock()
         if now - self._last_purge >= _PURGE_EVERY_S:
             self._last_purge = now
-            await self._store.async_purge_revoked_tokens()
-        version = (await self._store.async_data_version(), self._store.generation)
+            await self._store.run(self._store.purge_revoked_tokens)
+        version = (await self._store.run(self._store.data_version), self._store.generation)
         if version == self._seen_version:
             return False
         self._seen_version = version
@@ -162,7 +148,7 @@ class Authenticator:
 
     async def _flush_used_keys(self) -> None:
         used, self._used_keys = self._used_keys, set()
-        await self._store.async_touch_keys(used, self._clock())
+        await self._store.run(self._store.touch_keys, used, self._clock())
 
     def _drop_all(self) -> None:
         self._epoch += 1
@@ -198,7 +184,7 @@ class Authenticator:
         if not visible or len(raw) > 256:  # not one of ours: no database read for garbage
             await self._fail("auth.api_key", "invalid API key", actor, ip=ip, user_agent=user_agent)
         epoch = self._epoch
-        grant = await self._store.async_lookup_key(digest)
+        grant = await self._store.run(self._store.lookup_key, digest)
         if grant is None:
             await self._fail("auth.api_key", "invalid API key", actor, ip=ip, user_agent=user_agent)
         key, tenant = grant.key, grant.tenant
@@ -243,7 +229,7 @@ class Authenticator:
         """Check a verified token's user, tenant and revocation in the database."""
         jti, user_id, tenant_id = str(claims["jti"]), str(claims["sub"]), str(claims.get("tenant_id", ""))
         actor = f"user:{user_id}"
-        grant = await self._store.async_user_grant(tenant_id, user_id, jti)
+        grant = await self._store.run(self._store.user_grant, tenant_id, user_id, jti)
         if check_revoked and grant.token_revoked:
             await self._fail("auth.jwt", "token revoked", actor, tenant_id, ip=ip, user_agent=user_agent)
         if grant.user is None or grant.tenant is None or grant.user.status != "active":
@@ -275,7 +261,7 @@ class Authenticator:
         if tenant.active:
             return
         message = f"tenant {tenant.name!r} is suspended"
-        await self._store.async_audit(
+        await self._store.audit(
             AuditEvent("auth", actor, tenant.id, f"tenant:{tenant.id}", ip, user_agent, False, message)
         )
         raise PermissionDenied(message, {"tenant": tenant.name})
@@ -291,42 +277,20 @@ class Authenticator:
         user_agent: str = "",
     ) -> NoReturn:
         """Audit an authentication failure (queued, the caller does not wait for the disk) and raise."""
-        await self._store.async_audit(AuditEvent(action, actor, tenant_id, "", ip, user_agent, False, message))
+        await self._store.audit(AuditEvent(action, actor, tenant_id, "", ip, user_agent, False, message))
         raise Unauthenticated(message)
 
     async def _decode(self, token: str, typ: str, *, ip: str = "", user_agent: str = "") -> dict[str, Any]:
-        """Verify signature, algorithm, claims, expiry and type; never trusts the header's alg."""
+        """The verified claims (see tokens.verify); a rejection is audited and raised."""
         action = "auth.jwt" if typ == "access" else "auth.refresh"
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[ALGORITHM],
-                # expiry is checked below against our clock; require the claims we rely on
-                options={"require": _REQUIRED_CLAIMS, "verify_exp": False, "verify_iat": False},
-            )
-        except jwt.InvalidAlgorithmError:
-            await self._fail(action, "token algorithm not accepted", ip=ip, user_agent=user_agent)
-        except jwt.InvalidSignatureError:
-            await self._fail(action, "token signature is invalid", ip=ip, user_agent=user_agent)
-        except jwt.MissingRequiredClaimError as exc:
-            await self._fail(action, f"token lacks the {exc.claim!r} claim", ip=ip, user_agent=user_agent)
-        except jwt.PyJWTError:
-            await self._fail(action, "malformed token", ip=ip, user_agent=user_agent)
-        actor = f"user:{claims.get('sub', '')}"
-        tenant_id = str(claims.get("tenant_id") or "") or None
-        try:
-            expired = float(claims["exp"]) <= self._clock()
-        except (TypeError, ValueError):
-            expired = True
-        if expired:
-            await self._fail(action, "token expired", actor, tenant_id, ip=ip, user_agent=user_agent)
-        if claims.get("typ") != typ:
-            await self._fail(action, f"a {claims.get('typ')!r} token cannot be used here; {typ} needed",
-                             actor, tenant_id, ip=ip, user_agent=user_agent)
-        if claims.get("role") not in ROLE_NAMES or not tenant_id:
-            await self._fail(action, "token lacks tenant or role", actor, tenant_id, ip=ip, user_agent=user_agent)
-        return claims
+            return tokens.verify(token, self._secret, typ, now=self._clock())
+        except TokenRejected as exc:
+            actor, tenant_id = "anonymous", None
+            if exc.claims is not None:
+                actor = f"user:{exc.claims.get('sub', '')}"
+                tenant_id = str(exc.claims.get("tenant_id") or "") or None
+            await self._fail(action, exc.reason, actor, tenant_id, ip=ip, user_agent=user_agent)
 
     # authorization
 
@@ -341,15 +305,10 @@ class Authenticator:
     # people: login, refresh, revoke
 
     def _issue(self, user_id: str, tenant_id: str, role: str) -> dict[str, Any]:
-        now = int(self._clock())
-        pair: dict[str, Any] = {}
-        for typ, ttl in (("access", self._config.access_token_ttl_s), ("refresh", self._config.refresh_token_ttl_s)):
-            claims = {"sub": user_id, "tenant_id": tenant_id, "role": role, "typ": typ,
-                      "iat": now, "exp": now + ttl, "jti": uuid.uuid4().hex}
-            pair[f"{typ}_token"] = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
-        pair["token_type"] = "Bearer"
-        pair["expires_in"] = self._config.access_token_ttl_s
-        return pair
+        return tokens.issue_pair(
+            self._secret, user_id, tenant_id, role, now=self._clock(),
+            access_ttl_s=self._config.access_token_ttl_s, refresh_ttl_s=self._config.refresh_token_ttl_s,
+        )
 
     async def login(
         self, email: str, password: str, tenant_name: str, *, ip: str = "", user_agent: str = ""
@@ -357,9 +316,9 @@ class Authenticator:
         """``{access_token, refresh_token, token_type, expires_in}`` for a right password."""
         if not all(isinstance(v, str) and v for v in (email, password, tenant_name)):
             await self._fail("auth.login", "email, password and tenant are required", ip=ip, user_agent=user_agent)
-        record = await self._store.async_find_login(tenant_name, email)
+        record = await self._store.run(self._store.find_login, tenant_name, email)
         if self._dummy_hash is None:
-            self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_urlsafe(16))
+            self._dummy_hash = await asyncio.to_thread(hash_password, generate_password())
         # verify even for an unknown user, so timing does not tell which e-mails exist
         stored = record.password_hash if record is not None else self._dummy_hash
         ok = await asyncio.to_thread(verify_password, stored, password)
@@ -369,7 +328,7 @@ class Authenticator:
             await self._fail("auth.login", "bad email, password or tenant", actor, tenant_id,
                              ip=ip, user_agent=user_agent)
         await self._check_tenant(record.tenant, record.user.subject, ip, user_agent)
-        await self._store.async_audit(
+        await self._store.audit(
             AuditEvent("auth.login", record.user.subject, record.tenant.id, record.user.subject, ip, user_agent)
         )
         return self._issue(record.user.id, record.tenant.id, record.user.role)
@@ -381,12 +340,12 @@ class Authenticator:
         claims = await self._decode(refresh_token, "refresh", ip=ip, user_agent=user_agent)
         actor = f"user:{claims['sub']}"
         # revoke first, atomically: of two racing refreshes with the same token only one wins
-        if not await self._store.async_revoke_token(str(claims["jti"]), float(claims["exp"])):
+        if not await self._store.run(self._store.revoke_token, str(claims["jti"]), float(claims["exp"])):
             await self._fail("auth.refresh", "refresh token already used or revoked", actor,
                              str(claims["tenant_id"]), ip=ip, user_agent=user_agent)
         # the jti is now revoked by us: check only that the user and tenant are still good
         principal, _ = await self._user_principal(claims, ip, user_agent, check_revoked=False)
-        await self._store.async_audit(
+        await self._store.audit(
             AuditEvent("auth.refresh", actor, principal.tenant_id, actor, ip, user_agent)
         )
         assert principal.user_id is not None
@@ -396,12 +355,9 @@ class Authenticator:
         """Revoke a JWT (given whole, signature checked) or a bare jti; returns the jti."""
         if token_or_jti.count(".") == 2:
             try:
-                claims = jwt.decode(token_or_jti, self._secret, algorithms=[ALGORITHM],
-                                    options={"require": ["jti", "exp"], "verify_exp": False,
-                                             "verify_iat": False})
-            except jwt.PyJWTError:
-                raise Unauthenticated("token to revoke is not valid") from None
-            jti, expires = str(claims["jti"]), float(claims["exp"])
+                jti, expires = tokens.revocation_target(token_or_jti, self._secret)
+            except TokenRejected as exc:
+                raise Unauthenticated(exc.reason) from None
         else:
             # a bare jti: we do not know its expiry, so keep it for the longest a token lives
             jti = token_or_jti
@@ -410,13 +366,13 @@ class Authenticator:
         for digest, entry in list(self._tokens.items()):
             if entry.jti == jti:
                 del self._tokens[digest]
-        await self._store.async_revoke_token(jti, expires)
+        await self._store.run(self._store.revoke_token, jti, expires)
         return jti
 
     async def revoke_key(self, ref: str, tenant_id: str | None = None) -> ApiKey:
         """Revoke an API key (id or prefix) and drop it from the cache at once."""
         self._epoch += 1
-        key = await self._store.async_revoke_api_key(ref, tenant_id)
+        key = await self._store.run(self._store.revoke_api_key, ref, tenant_id)
         self._epoch += 1
         for digest, entry in list(self._keys.items()):
             if entry.principal.key_id == key.id:

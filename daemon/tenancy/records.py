@@ -1,19 +1,17 @@
-"""Tenancy's values and records: ids, times, password and key hashing, input checks, and
-the frozen records the store hands out.  No database here (daemon/tenancy.py is the store)."""
+"""Tenancy's vocabulary: the frozen records the store hands out, times as text, and the
+checks on what callers give (names, e-mails, roles, rates, passwords).
+
+No database (store.py) and no secrets (secrets.py) here.  Every check raises
+ValidationError naming the field, so a door can answer INVALID_ARGUMENT as it is.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-
-import nacl.exceptions
-import nacl.pwhash.argon2id as argon2id
 
 from daemon.core.errors import ValidationError
 from daemon.runtime.config import parse_rate
@@ -23,39 +21,21 @@ _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # fixed width UTC, so text order is time order in SQL
 
-# -- values ---------------------------------------------------------------------------------
+# -- times and checks -----------------------------------------------------------------------
 
 
 def iso(ts: float) -> str:
+    """``ts`` (epoch seconds) as fixed-width UTC text, whole seconds: how the store keeps times."""
     return datetime.fromtimestamp(ts, UTC).strftime(_TIME_FORMAT)
 
 
 def from_iso(text: str) -> float:
+    """Epoch seconds of a time written by ``iso``."""
     return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
 
 
-def key_hash(key: str) -> str:
-    """The stored form of an API key, and the authenticator's cache key."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def hash_password(password: str) -> str:
-    """argon2id, libsodium's interactive limits (~0.1 s, 64 MiB): run it off the loop."""
-    return argon2id.str(password.encode()).decode()
-
-
-def verify_password(stored: str, password: str) -> bool:
-    try:
-        return bool(argon2id.verify(stored.encode(), password.encode()))
-    except nacl.exceptions.CryptoError:
-        return False
-
-
-def generate_password() -> str:
-    return secrets.token_urlsafe(15)
-
-
 def check_role(role: str) -> str:
+    """``role`` when it is one of rbac's roles."""
     if role not in ROLE_NAMES:
         raise ValidationError(
             f"role: {role!r} is not one of {', '.join(ROLE_NAMES)}", {"field": "role"}
@@ -64,6 +44,7 @@ def check_role(role: str) -> str:
 
 
 def check_rate(rate: str | None) -> str | None:
+    """A rate limit such as ``"100/minute"``, stripped; None means no limit of its own."""
     if rate is None:
         return None
     try:
@@ -74,6 +55,7 @@ def check_rate(rate: str | None) -> str | None:
 
 
 def check_tenant_name(name: str) -> str:
+    """``name`` when it is a tenant name: 1-64 letters, digits, '_', '.', '-', not starting with a sign."""
     if not isinstance(name, str) or not _TENANT_NAME.match(name):
         raise ValidationError(
             f"name: {name!r} is not a tenant name (letters, digits, '_', '.', '-'; up to 64)",
@@ -83,12 +65,14 @@ def check_tenant_name(name: str) -> str:
 
 
 def check_email(email: str) -> str:
+    """The address stripped and lower-cased, as the store keys users by it."""
     if not isinstance(email, str) or not _EMAIL.match(email.strip()):
         raise ValidationError(f"email: {email!r} is not an e-mail address", {"field": "email"})
     return email.strip().lower()
 
 
 def check_password(password: str) -> str:
+    """``password`` when it has at least 8 characters."""
     if not isinstance(password, str) or len(password) < 8:
         raise ValidationError("password: must be at least 8 characters", {"field": "password"})
     return password
@@ -99,6 +83,8 @@ def check_password(password: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
+    """A customer: its users and keys, its plan (prices and limits) and whether it may call."""
+
     id: str
     name: str
     plan: str
@@ -109,9 +95,11 @@ class Tenant:
 
     @property
     def active(self) -> bool:
+        """False while suspended: its credentials then get PERMISSION_DENIED."""
         return self.status == "active"
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form the admin API answers with."""
         return asdict(self)
 
 
@@ -128,9 +116,11 @@ class User:
 
     @property
     def subject(self) -> str:
+        """``user:<id>``: who this person is in the audit log, billing and ``created_by``."""
         return f"user:{self.id}"
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form the admin API answers with."""
         return asdict(self)
 
 
@@ -152,9 +142,11 @@ class ApiKey:
 
     @property
     def subject(self) -> str:
+        """``key:<prefix>``: who this key is in the audit log, billing and ``created_by``."""
         return f"key:{self.prefix}"
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form the admin API answers with (``scopes`` a list)."""
         data = asdict(self)
         data["scopes"] = list(self.scopes)
         return data
@@ -179,6 +171,8 @@ class UserGrant:
 
 @dataclass(frozen=True, slots=True)
 class LoginRecord:
+    """What a login checks: the user, its tenant and the argon2id hash to verify against."""
+
     tenant: Tenant
     user: User
     password_hash: str
@@ -197,42 +191,3 @@ class AuditEvent:
     success: bool = True
     error: str = ""
     at: str = field(default_factory=lambda: iso(time.time()))
-
-
-def tenant_from_row(row: dict[str, Any]) -> Tenant:
-    return Tenant(
-        id=row["id"],
-        name=row["name"],
-        plan=row["plan"],
-        status=row["status"],
-        timezone=row["timezone"],
-        credits_enabled=bool(row["credits_enabled"]),
-        created_at=row["created_at"],
-    )
-
-
-def user_from_row(row: dict[str, Any]) -> User:
-    return User(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        email=row["email"],
-        role=row["role"],
-        status=row["status"],
-        created_at=row["created_at"],
-    )
-
-
-def key_from_row(row: dict[str, Any]) -> ApiKey:
-    return ApiKey(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        prefix=row["prefix"],
-        role=row["role"],
-        scopes=tuple(json.loads(row["scopes"] or "[]")),
-        rate_limit=row["rate_limit"],
-        expires_at=row["expires_at"],
-        revoked_at=row["revoked_at"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        last_used_at=row["last_used_at"],
-    )

@@ -10,11 +10,14 @@ from modules.sdk import Call, Module, Progress, capability
 
 
 class EchoModule(Module):
+    """No model, no state: the cheapest module, for conformance tests and pipeline benchmarks."""
+
     name = "echo"
     concurrency = 64
 
     @capability("echo", description="Returns its payload unchanged.")
     async def echo(self, payload: dict[str, Any], call: Call) -> dict[str, Any]:
+        """The payload itself, unchanged and unvalidated beyond being an object."""
         return payload
 
     @capability(
@@ -29,6 +32,7 @@ class EchoModule(Module):
         description="Streams `steps` progress parts (each after `delay_ms`), then returns its payload.",
     )
     async def echo_stream(self, payload: dict[str, Any], call: Call) -> AsyncIterator[Any]:
+        """``steps`` (default 3) parts at progress k/(steps+1), then the payload as the result."""
         steps = int(payload.get("steps", 3))
         delay = float(payload.get("delay_ms", 0)) / 1000
         for step in range(1, steps + 1):

@@ -79,6 +79,8 @@ def texts_of(payload: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 class EmbedModule(Module):
+    """``text.embed``: callers' texts go through one DynamicBatcher into shared model runs."""
+
     name = "text.embed"
     concurrency = 64  # calls mostly wait for their batch; the batcher bounds the real work
 
@@ -89,6 +91,7 @@ class EmbedModule(Module):
         self._options: dict[str, Any] = {}
 
     async def start(self, runtime: ModuleRuntime) -> None:
+        """Load (converting and caching on first use) the model off the loop, then start the batcher."""
         await super().start(runtime)
         self._options = read_options(self.name, runtime.options, OPTIONS)
         settings = OnnxSettings.from_runtime(runtime, self._options)
@@ -100,6 +103,7 @@ class EmbedModule(Module):
         self._batcher.start()
 
     async def stop(self) -> None:
+        """Stop the batcher (queued callers get UNAVAILABLE), then close the ONNX session."""
         batcher, self._batcher = self._batcher, None
         if batcher is not None:
             await batcher.aclose()
@@ -108,6 +112,7 @@ class EmbedModule(Module):
             embedder.close()
 
     def describe(self) -> dict[str, Any]:
+        """Provider, dimensions, token window and batching stats; {} before start."""
         if self._embedder is None or self._batcher is None:
             return {}
         return {**self._embedder.session.describe(), "dimensions": DIMENSIONS, "max_tokens": MAX_TOKENS,
@@ -129,6 +134,7 @@ class EmbedModule(Module):
     @capability("text.embed", input_schema=INPUT_SCHEMA, output_schema=OUTPUT_SCHEMA,
                 description="Sentence embeddings (all-MiniLM-L6-v2, 384-d, L2-normalized) of text or texts.")
     async def embed(self, payload: dict[str, Any], call: Call) -> dict[str, Any]:
+        """One vector a text, in order; the caller's own VALIDATION_ERROR wins over other failures.  Bills tokens."""
         batcher = self._batcher
         if batcher is None:
             raise ModelLoadError("text.embed is not started")

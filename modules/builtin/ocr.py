@@ -53,6 +53,8 @@ OUTPUT_SCHEMA: dict[str, Any] = {
 
 
 class OcrModule(Module):
+    """``image.ocr``: PP-OCR detection + recognition, one call at a time (the engine is not reentrant)."""
+
     name = "image.ocr"
     # rapidocr serializes its calls (per-call state on its components); more would only queue threads
     concurrency = 1
@@ -63,17 +65,20 @@ class OcrModule(Module):
         self._options: dict[str, Any] = {}
 
     async def start(self, runtime: ModuleRuntime) -> None:
+        """Read the options and load the OCR engine's ONNX sessions off the loop; ModelLoadError on failure."""
         await super().start(runtime)
         self._options = read_options(self.name, runtime.options, OPTIONS)
         settings = OnnxSettings.from_runtime(runtime, self._options)
         self._engine = await run_blocking(runtime, lambda: OcrEngine(settings, runtime.logger))
 
     async def stop(self) -> None:
+        """Release the engine's sessions, if it was loaded."""
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.close()
 
     def describe(self) -> dict[str, Any]:
+        """Provider, threads, each model file's sha256 and the image limits; {} before start."""
         if self._engine is None:
             return {}
         first = self._engine.sessions[0].describe()
@@ -84,6 +89,7 @@ class OcrModule(Module):
     @capability("image.ocr", input_schema=INPUT_SCHEMA, output_schema=OUTPUT_SCHEMA,
                 description="Text lines with confidence and box in a PNG or JPEG image.")
     def ocr(self, payload: dict[str, Any], call: Call) -> dict[str, Any]:
+        """Lines at or above min_confidence (default 0.5), blank ones dropped; bills images=1 and pixels."""
         if self._engine is None:
             raise ModelLoadError("image.ocr is not started")
         picture = decode_image(payload["image"], "/image", self._options["max_bytes"],

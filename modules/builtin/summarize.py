@@ -59,10 +59,12 @@ OUTPUT_SCHEMA = {
 
 
 def split_sentences(text: str) -> list[str]:
+    """Split after . ! ? (and their CJK forms) followed by space, and at blank lines; empty pieces dropped."""
     return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s and s.strip()]
 
 
 def content_words(sentence: str) -> list[str]:
+    """Lower-cased letter-only words of two or more letters, English stopwords left out (repeats kept)."""
     return [w for w in (m.lower() for m in _WORD.findall(sentence)) if w not in _STOPWORDS and len(w) > 1]
 
 
@@ -108,6 +110,7 @@ def select(sentences: list[str], scores: list[float], max_length: int, max_sente
 
 def summarize(text: str, max_length: int, max_sentences: int, scores: list[float] | None = None,
               method: str = "frequency") -> dict[str, Any]:
+    """The capability's result; ``scores`` None ranks by frequency.  An over-long pick is cut at a word boundary."""
     sentences = split_sentences(text)
     if scores is None:
         scores = frequency_scores(sentences)
@@ -132,6 +135,8 @@ RANKERS = ("auto", "centrality", "frequency")
 
 
 class SummarizeModule(Module):
+    """``text.summarize``: centrality ranking when the embedder loaded, word frequency otherwise."""
+
     name = "text.summarize"
     concurrency = 4
 
@@ -141,6 +146,7 @@ class SummarizeModule(Module):
         self._options: dict[str, Any] = dict(OPTIONS_DEFAULTS)
 
     async def start(self, runtime: ModuleRuntime) -> None:
+        """Load the embedder unless ranker is "frequency"; under "auto" a missing model only logs a warning."""
         await super().start(runtime)
         self._options = read_options(self.name, runtime.options, OPTIONS)
         ranker = self._options["ranker"]
@@ -161,11 +167,13 @@ class SummarizeModule(Module):
             runtime.logger.warning("text.summarize ranks by word frequency: %s", exc)
 
     async def stop(self) -> None:
+        """Release the shared embedding session, if one was loaded."""
         embedder, self._embedder = self._embedder, None
         if embedder is not None:
             embedder.close()
 
     def describe(self) -> dict[str, Any]:
+        """The ranker in use and, for centrality, the ONNX session's facts."""
         if self._embedder is None:
             return {"ranker": "frequency"}
         return {"ranker": "centrality", **self._embedder.session.describe()}
@@ -177,6 +185,7 @@ class SummarizeModule(Module):
         description="Extractive summary: the most central sentences, in order, within max_length characters.",
     )
     def summarize(self, payload: dict[str, Any], call: Call) -> dict[str, Any]:
+        """Runs in the pool; max_length defaults to a third of the text (at least 80 characters)."""
         text = payload["text"]
         max_length = int(payload.get("max_length", max(80, len(text) // 3)))
         max_sentences = int(payload.get("max_sentences", 1000))

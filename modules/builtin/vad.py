@@ -63,6 +63,7 @@ OUTPUT_SCHEMA: dict[str, Any] = {
 
 
 def segment_params(payload: dict[str, Any]) -> SegmentParams:
+    """The caller's threshold / min_speech_ms / min_silence_ms / speech_pad_ms over the silero-vad defaults."""
     defaults = SegmentParams()
     return SegmentParams(
         threshold=float(payload.get("threshold", defaults.threshold)),
@@ -73,6 +74,7 @@ def segment_params(payload: dict[str, Any]) -> SegmentParams:
 
 
 def result(audio: Audio, segments: list[Segment]) -> dict[str, Any]:
+    """The capability's result: segments, duration and speech_seconds rounded to ms, both sample rates."""
     return {
         "segments": [s.as_dict() for s in segments],
         "duration": round(audio.seconds, 3),
@@ -83,6 +85,8 @@ def result(audio: Audio, segments: list[Segment]) -> dict[str, Any]:
 
 
 class VadModule(Module):
+    """``audio.vad`` and its streaming twin over one Silero session (shared with other modules loading it)."""
+
     name = "audio.vad"
     concurrency = 4
 
@@ -92,6 +96,7 @@ class VadModule(Module):
         self._options: dict[str, Any] = {}
 
     async def start(self, runtime: ModuleRuntime) -> None:
+        """Load (verified, warmed up) the shipped model or the ``model`` option's file; ModelLoadError on failure."""
         await super().start(runtime)
         self._options = read_options(self.name, runtime.options, OPTIONS)
         settings = OnnxSettings.from_runtime(runtime, self._options)
@@ -99,11 +104,13 @@ class VadModule(Module):
         self._session = await async_load(runtime, model, settings, warm_up_feeds())
 
     async def stop(self) -> None:
+        """Release this module's hold on the shared session."""
         session, self._session = self._session, None
         if session is not None:
             SESSIONS.release(session)
 
     def describe(self) -> dict[str, Any]:
+        """The session's facts, the sample rates the model runs at and max_seconds; {} before start."""
         if self._session is None:
             return {}
         return {**self._session.describe(), "sample_rates": [8000, 16000],
@@ -120,6 +127,7 @@ class VadModule(Module):
     @capability("audio.vad", input_schema=INPUT_SCHEMA, output_schema=OUTPUT_SCHEMA,
                 description="Speech segments (start/end seconds, probability) in a WAV or PCM16 clip.")
     def vad(self, payload: dict[str, Any], call: Call) -> dict[str, Any]:
+        """Runs in the pool over the whole clip; bills audio_seconds."""
         audio = self._decode(payload)
         stream = self._stream(audio)
         segmenter = Segmenter(segment_params(payload), audio.rate, stream.window, audio.seconds)
@@ -131,6 +139,7 @@ class VadModule(Module):
     @capability("audio.vad.stream", input_schema=INPUT_SCHEMA, output_schema=OUTPUT_SCHEMA,
                 description="audio.vad that yields each speech segment as soon as it is found.")
     async def vad_stream(self, payload: dict[str, Any], call: Call) -> AsyncIterator[Any]:
+        """About 1 s of audio per pool job; each segment a Progress part, then the whole result; bills audio_seconds."""
         runtime = self.runtime
         if runtime is None:
             raise ModelLoadError("audio.vad is not started")

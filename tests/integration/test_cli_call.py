@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.support.hubproc import ROOT, HubProcess
+from tests.support.cli import run_cli
+from tests.support.hubproc import HubProcess
 
 
 def run_call(hub: HubProcess, *args: str) -> tuple[int, list[dict]]:
-    done = subprocess.run([sys.executable, "-m", "daemon.cli", "call", *args, "--state-dir", str(hub.state_dir)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = run_cli(hub.state_dir, "call", *args)
     decoder, text, values = json.JSONDecoder(), done.stdout.strip(), []
     while text:
         value, end = decoder.raw_decode(text)

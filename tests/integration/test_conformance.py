@@ -9,19 +9,17 @@ own real client.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
+from tests.support.cli import cli_ok, run_cli
 from tests.support.doorclients import DOORS, Hub, Outcome, call, mcp_message, metric
-from tests.support.hubproc import ROOT, HubProcess
+from tests.support.hubproc import HubProcess
 
 MAX_BODY = 65536
 TEXT = (
@@ -49,12 +47,6 @@ rate_limits = {{ api_calls = "100000/min" }}
 """
 
 
-def cli(state_dir: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "daemon.cli", *args, "--state-dir", str(state_dir)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
-    return done.stdout
-
-
 @dataclass
 class Keys:
     admin: str
@@ -79,17 +71,16 @@ def hub(hubproc: HubProcess) -> Hub:
 @pytest.fixture(scope="module")
 def keys(hubproc: HubProcess) -> Keys:
     """The bootstrap admin key, and a key that worked once and was then revoked."""
-    try:
-        created = cli(hubproc.state_dir, "key", "create", "--tenant", "default")
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.xfail(f"`democratic-ai key create` is not available yet: {exc}")
-    raw = created.strip().splitlines()[-1].strip()
+    created = run_cli(hubproc.state_dir, "key", "create", "--tenant", "default")
+    if created.returncode != 0:
+        pytest.xfail(f"`democratic-ai key create` is not available yet: {created.stderr.strip()}")
+    raw = created.stdout.strip().splitlines()[-1].strip()
     request = urllib.request.Request(f"{hubproc.url}/v1/call", data=b'{"action":"echo","payload":{}}',
                                      headers={"X-API-Key": raw, "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as resp:
         assert resp.status == 200, "the new key works before it is revoked"
     prefix = "_".join(raw.split("_")[:2])
-    cli(hubproc.state_dir, "key", "revoke", prefix)
+    cli_ok(hubproc.state_dir, "key", "revoke", prefix)
     return Keys(admin=hubproc.admin_key, revoked=raw)
 
 

@@ -11,13 +11,12 @@ import asyncio
 import contextlib
 import random
 import sqlite3
-import subprocess
-import sys
 import uuid
 
 import aiohttp
 
-from tests.support.hubproc import ROOT, HubProcess, write_config
+from tests.support.cli import cli_ok, run_cli
+from tests.support.hubproc import HubProcess, write_config
 
 KILLS = 4
 CLIENTS = 12
@@ -48,10 +47,7 @@ async def load(url: str, key: str, acked: dict[str, dict], refused: set[str], st
 
 async def test_acknowledged_calls_survive_kill_9_exactly_once(tmp_path) -> None:
     hub = HubProcess(tmp_path, write_config(tmp_path / "hub.toml")).start()
-    limited = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "key", "create", "--tenant", "default", "--rate", "3/min",
-         "--state-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.strip().splitlines()[0]
+    limited = cli_ok(tmp_path, "key", "create", "--tenant", "default", "--rate", "3/min").splitlines()[0]
     acked: dict[str, dict] = {}
     refused: set[str] = set()
     rng = random.Random(20261123)
@@ -79,6 +75,5 @@ async def test_acknowledged_calls_survive_kill_9_exactly_once(tmp_path) -> None:
     for trace_id, receipt in acked.items():
         assert by_trace.get(trace_id) == [(receipt["seq"], receipt["hash"])], f"acked call {trace_id} not billed once"
     assert not refused & by_trace.keys(), "a refused call was billed"
-    verify = subprocess.run([sys.executable, "-m", "daemon.cli", "ledger", "verify", "--state-dir", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True)
+    verify = run_cli(tmp_path, "ledger", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aioquic.asyncio.client import connect
 
-from daemon.cli.clients.extra import H3ClientProtocol, h3_configuration
+from daemon.cli.clients.h3 import H3ClientProtocol, h3_configuration
 from daemon.runtime.tls import default_paths
 from tests.support.doorclients import Hub, h3_client
 from tests.support.hubproc import HubProcess, write_config

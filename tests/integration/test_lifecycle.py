@@ -9,6 +9,7 @@ import stat
 
 import aiohttp
 
+from tests.support.cli import run_cli
 from tests.support.hubproc import HubProcess, write_config
 
 
@@ -88,14 +89,8 @@ async def test_a_module_that_fails_to_start_is_reported_and_the_rest_are_served(
 
 
 def test_a_bad_config_stops_the_start_naming_the_key(tmp_path) -> None:
-    import subprocess
-    import sys
-
-    from tests.support.hubproc import ROOT
-
     (tmp_path / "hub.toml").write_text('[http]\nlisten = "nowhere"\n')
-    result = subprocess.run([sys.executable, "-m", "daemon.cli", "serve", "--config", str(tmp_path / "hub.toml"),
-                             "--state-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    result = run_cli(tmp_path, "serve", "--config", str(tmp_path / "hub.toml"), timeout=30)
     assert result.returncode == 2
     assert "http.listen" in result.stderr
 
@@ -111,10 +106,6 @@ def test_endpoints_file_names_the_real_ports(tmp_path) -> None:
 
 def test_a_port_already_taken_stops_the_start_with_a_clear_message(tmp_path) -> None:
     import socket
-    import subprocess
-    import sys
-
-    from tests.support.hubproc import ROOT
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -124,9 +115,7 @@ def test_a_port_already_taken_stops_the_start_with_a_clear_message(tmp_path) -> 
             config = write_config(tmp_path / f"{section}.toml")
             config.write_text(config.read_text().replace(f'[{section}]\nlisten = "127.0.0.1:0"',
                                                          f'[{section}]\nlisten = "127.0.0.1:{port}"'))
-            result = subprocess.run([sys.executable, "-m", "daemon.cli", "serve", "--config", str(config),
-                                     "--state-dir", str(tmp_path / section)],
-                                    cwd=ROOT, capture_output=True, text=True, timeout=60)
+            result = run_cli(tmp_path / section, "serve", "--config", str(config))
             assert result.returncode == 1, result.stderr[-2000:]
             assert "cannot start" in result.stderr and str(port) in result.stderr
             assert "Traceback" not in result.stderr
@@ -182,14 +171,7 @@ async def test_if_the_ledger_writer_dies_calls_are_unavailable_and_not_ready(tmp
 
 
 def test_an_unusable_ledger_stops_the_start_with_a_clear_message(tmp_path) -> None:
-    import subprocess
-    import sys
-
-    from tests.support.hubproc import ROOT
-
     (tmp_path / "ledger.db").mkdir()  # a directory where the ledger file should be
-    result = subprocess.run([sys.executable, "-m", "daemon.cli", "serve", "--config",
-                             str(write_config(tmp_path / "hub.toml")), "--state-dir", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = run_cli(tmp_path, "serve", "--config", str(write_config(tmp_path / "hub.toml")))
     assert result.returncode == 1
     assert "cannot open the usage ledger" in result.stderr and "Traceback" not in result.stderr

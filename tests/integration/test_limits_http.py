@@ -5,19 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import subprocess
-import sys
 
 import aiohttp
 
-from tests.support.hubproc import ROOT, HubProcess
-
-
-def cli(hub: HubProcess, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "daemon.cli", *args, "--state-dir", str(hub.state_dir)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+from tests.support.cli import cli_ok
+from tests.support.hubproc import HubProcess
 
 
 async def echo(hub: HubProcess, key: str, trace_id: str = "") -> tuple[int, dict, aiohttp.typedefs.LooseHeaders]:
@@ -36,7 +28,7 @@ def billed(hub: HubProcess, trace_id: str) -> int:
 
 
 async def test_a_key_over_its_own_rate_is_told_when_to_retry(hub: HubProcess) -> None:
-    key = cli(hub, "key", "create", "--tenant", "default", "--rate", "2/min").splitlines()[0]
+    key = cli_ok(hub.state_dir, "key", "create", "--tenant", "default", "--rate", "2/min").splitlines()[0]
     for _ in range(2):
         status, _, headers = await echo(hub, key)
         assert status == 200
@@ -51,10 +43,11 @@ async def test_a_key_over_its_own_rate_is_told_when_to_retry(hub: HubProcess) ->
 
 
 async def test_a_prepaid_tenant_is_stopped_at_zero_credits(hub: HubProcess) -> None:
-    cli(hub, "tenant", "create", "prepaid-co")
-    key = cli(hub, "key", "create", "--tenant", "prepaid-co", "--role", "user").splitlines()[0]
-    admin = cli(hub, "key", "create", "--tenant", "prepaid-co", "--role", "tenant_admin").splitlines()[0]
-    cli(hub, "credits", "top-up", "--tenant", "prepaid-co", "0.10")  # two calls at the starter's 0.05
+    cli_ok(hub.state_dir, "tenant", "create", "prepaid-co")
+    key = cli_ok(hub.state_dir, "key", "create", "--tenant", "prepaid-co", "--role", "user").splitlines()[0]
+    admin = cli_ok(hub.state_dir, "key", "create", "--tenant", "prepaid-co", "--role",
+                   "tenant_admin").splitlines()[0]
+    cli_ok(hub.state_dir, "credits", "top-up", "--tenant", "prepaid-co", "0.10")  # two calls at the starter's 0.05
     # the running hub picks a CLI top-up up when idle (about a second); the tenant's admin sees when
     async with aiohttp.ClientSession(headers={"X-API-Key": admin}) as session:
         for _ in range(100):
@@ -68,7 +61,7 @@ async def test_a_prepaid_tenant_is_stopped_at_zero_credits(hub: HubProcess) -> N
     refused = [body for status, body, _ in answers if status == 402]
     assert all(body["error"]["code"] == "CREDITS_EXHAUSTED" for body in refused)
     assert sum(billed(hub, f"prepaid-{i}") for i in range(5)) == 2
-    assert "balance" in cli(hub, "credits", "balance", "--tenant", "prepaid-co")
+    assert "balance" in cli_ok(hub.state_dir, "credits", "balance", "--tenant", "prepaid-co")
 
 
 async def test_a_tenant_created_prepaid_over_http_starts_at_zero_credits(hub: HubProcess) -> None:
@@ -76,10 +69,10 @@ async def test_a_tenant_created_prepaid_over_http_starts_at_zero_credits(hub: Hu
         tenant = {"name": "prepaid-http", "credits_enabled": True}
         async with session.post(f"{hub.url}/v1/tenants", json=tenant) as resp:
             assert resp.status == 201, await resp.text()
-    key = cli(hub, "key", "create", "--tenant", "prepaid-http", "--role", "user").splitlines()[0]
+    key = cli_ok(hub.state_dir, "key", "create", "--tenant", "prepaid-http", "--role", "user").splitlines()[0]
     status, body, _ = await echo(hub, key)
     assert status == 402 and body["error"]["code"] == "CREDITS_EXHAUSTED"
-    cli(hub, "credits", "top-up", "--tenant", "prepaid-http", "1")
+    cli_ok(hub.state_dir, "credits", "top-up", "--tenant", "prepaid-http", "1")
     for _ in range(40):  # the running hub notices the CLI's top-up within half a second
         status, body, _ = await echo(hub, key)
         if status == 200:

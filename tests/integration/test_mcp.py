@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import aiohttp
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from tests.support.cli import run_cli
 from tests.support.doorclients import HttpLog, Hub, find_error, mcp_client
-from tests.support.hubproc import ROOT, HubProcess
+from tests.support.hubproc import HubProcess
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
@@ -111,9 +109,7 @@ async def test_the_1x_streamablehttp_client_if_the_sdk_still_has_it(doors: Hub, 
 
 
 async def test_a_role_that_may_not_call_sees_no_tools(doors: Hub, hub: HubProcess) -> None:
-    done = subprocess.run([sys.executable, "-m", "daemon.cli", "key", "create", "--tenant", "default", "--role",
-                           "viewer", "--state-dir", str(hub.state_dir)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    done = run_cli(hub.state_dir, "key", "create", "--tenant", "default", "--role", "viewer")
     if done.returncode != 0:
         pytest.xfail(f"`key create --role viewer` is not available: {done.stderr.strip()}")
     viewer = done.stdout.strip().splitlines()[-1]

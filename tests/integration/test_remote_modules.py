@@ -9,6 +9,7 @@ import sys
 import aiohttp
 import pytest
 
+from tests.support.cli import cli_ok
 from tests.support.hubproc import ROOT, HubProcess
 
 
@@ -98,10 +99,7 @@ async def test_a_call_dropped_by_a_dying_module_goes_to_another_with_the_action(
 
 
 async def test_an_attach_without_the_module_create_permission_is_refused(hub: HubProcess) -> None:
-    created = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "key", "create", "--tenant", "default", "--role", "user",
-         "--state-dir", str(hub.state_dir)], cwd=ROOT, capture_output=True, text=True, check=True)
-    user_key = created.stdout.strip().splitlines()[0]
+    user_key = cli_ok(hub.state_dir, "key", "create", "--tenant", "default", "--role", "user").splitlines()[0]
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             async with session.ws_connect(f"{hub.url}/v1/modules/attach", headers={"X-API-Key": user_key}):

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import aiohttp
 import pytest
 
-from tests.support.hubproc import ROOT, HubProcess
-
-
-def cli(hub: HubProcess, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *args, "--state-dir", str(hub.state_dir)],
-                          cwd=ROOT, capture_output=True, text=True, input=stdin, timeout=60)
+from tests.support.cli import run_cli
+from tests.support.hubproc import HubProcess
 
 
 async def request(hub: HubProcess, method: str, path: str, *, key: str | None = None, token: str | None = None,
@@ -34,9 +28,9 @@ def two_tenants(hub: HubProcess) -> dict[str, str]:
     """Tenants acme and globex, each with a tenant_admin key and a user key."""
     keys = {}
     for tenant in ("acme", "globex"):
-        assert cli(hub, "tenant", "create", tenant).returncode == 0
+        assert run_cli(hub.state_dir, "tenant", "create", tenant).returncode == 0
         for role in ("tenant_admin", "user"):
-            created = cli(hub, "key", "create", "--tenant", tenant, "--role", role)
+            created = run_cli(hub.state_dir, "key", "create", "--tenant", tenant, "--role", role)
             assert created.returncode == 0, created.stderr
             keys[f"{tenant}:{role}"] = created.stdout.strip().splitlines()[0]
     return keys
@@ -71,8 +65,8 @@ async def test_a_user_key_cannot_administer(hub: HubProcess, two_tenants: dict[s
 
 
 async def test_a_person_logs_in_calls_refreshes_and_revokes(hub: HubProcess, two_tenants: dict[str, str]) -> None:
-    created = cli(hub, "user", "create", "--tenant", "acme", "ann@acme.example", "--role", "user",
-                  "--password-stdin", stdin="correct horse battery staple\n")
+    created = run_cli(hub.state_dir, "user", "create", "--tenant", "acme", "ann@acme.example", "--role", "user",
+                      "--password-stdin", stdin="correct horse battery staple\n")
     assert created.returncode == 0, created.stderr
     status, tokens = await request(hub, "POST", "/v1/auth/token", json_body={
         "email": "ann@acme.example", "password": "correct horse battery staple", "tenant": "acme"})
@@ -97,11 +91,11 @@ async def test_a_person_logs_in_calls_refreshes_and_revokes(hub: HubProcess, two
 
 async def test_a_key_revoked_from_the_cli_stops_working_in_the_running_hub(hub: HubProcess,
                                                                           two_tenants: dict[str, str]) -> None:
-    created = cli(hub, "key", "create", "--tenant", "globex", "--role", "user")
+    created = run_cli(hub.state_dir, "key", "create", "--tenant", "globex", "--role", "user")
     key = created.stdout.strip().splitlines()[0]
     status, _ = await request(hub, "POST", "/v1/call", key=key, json_body={"action": "echo", "payload": {}})
     assert status == 200  # now cached in the hub
-    assert cli(hub, "key", "revoke", key[:12]).returncode == 0
+    assert run_cli(hub.state_dir, "key", "revoke", key[:12]).returncode == 0
     for _ in range(60):
         status, body = await request(hub, "POST", "/v1/call", key=key, json_body={"action": "echo", "payload": {}})
         if status == 401:

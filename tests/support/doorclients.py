@@ -1,7 +1,7 @@
 """One call through each door with its own real client, reduced to what the conformance table compares.
 
 The clients are not ours: aiohttp (HTTP/1.1 and WebSocket), aioquic's HTTP/3 stack (the
-connection and H3 layer from aioquic; ``daemon.cli.clients.extra.H3ClientProtocol`` only maps
+connection and H3 layer from aioquic; ``daemon.cli.clients.h3.H3ClientProtocol`` only maps
 its events to futures), grpcio with the generated stubs, and the official MCP SDK
 (``mcp.Client`` over streamable HTTP, either probing ``server/discover`` or forced to the
 ``initialize`` handshake).
@@ -27,7 +27,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from daemon.cli.clients.extra import H3ClientProtocol, grpc_error_body, h3_configuration, iter_chunks
+from daemon.cli.clients.grpc import grpc_error_body
+from daemon.cli.clients.h3 import H3ClientProtocol, h3_configuration, iter_chunks
 from daemon.runtime.tls import default_paths
 from proto import mcp_v2_pb2 as pb
 from proto import mcp_v2_pb2_grpc as pb_grpc

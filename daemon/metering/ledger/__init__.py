@@ -1,1 +1,10 @@
-"""TODO"""
+"""The usage ledger: one SQLite file, append-only, hash-chained, durable before a receipt.
+
+rows.py — LedgerRow (one ``events`` row, by column name) and LedgerHead (the ``head`` row).
+events.py — UsageEvent, what a caller states, and its validation against the MAX_* caps.
+chain.py — the schema, ``entry_hash``, ``chain_rows`` (events -> linked rows, sans-IO) and
+    ``verify``, the end-to-end check of a file.
+totals.py — UsageTotals/``read_totals`` and ``read_balance``: read-only queries any process may run.
+writer.py — UsageLedger, the group-commit writer thread, and Ledger, the protocol the gate needs.
+process.py — LedgerProcess: the same writer in a child process, spoken to over msgpack frames.
+"""

@@ -1,8 +1,9 @@
 """The usage ledger's on-disk form: schema, the hash chain, and the end-to-end verifier.
 
-Kept apart from the writer (daemon/ledger.py) so ``democratic-ai ledger
-verify`` and tests read the same definition of an entry's hash the writer
-wrote, without starting a writer thread.
+Kept apart from the writer (writer.py) so ``democratic-ai ledger verify`` and
+tests read the same definition of an entry's hash the writer wrote, without
+starting a writer thread.  ``chain_rows`` is the writer's policy with no I/O:
+events in, rows out, the wall clock passed in as ``now_us``.
 
 Entry ``n`` stores ``prev_hash`` (entry ``n-1``'s hash, or 64 zeros for the
 first) and ``hash = sha256(prev_hash + canonical JSON of its fields)``, so a
@@ -16,18 +17,19 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from daemon.metering.ledger.events import UsageEvent
+from daemon.metering.ledger.rows import COLUMNS, HASHED_COUNT, LedgerHead, LedgerRow
+
 GENESIS = "0" * 64
 
-#: the hashed fields of an entry, in the order they are hashed (and stored)
-FIELDS = (
-    "seq", "event_id", "kind", "tenant_id", "subject", "plan", "action", "module",
-    "api_calls", "compute_ms", "bytes_in", "bytes_out", "units", "credits", "ts_us", "trace_id",
-)
+#: the hashed fields of an entry, in the order they are hashed (and stored): every column but the hashes
+FIELDS = COLUMNS[:HASHED_COUNT]
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -64,7 +66,9 @@ INSERT OR IGNORE INTO head VALUES (1, 0, '{GENESIS}', 0);
 CREATE TABLE IF NOT EXISTS credit_balances (tenant_id TEXT PRIMARY KEY, balance TEXT NOT NULL) STRICT;
 """
 
-INSERT = f"INSERT INTO events ({', '.join(FIELDS)}, prev_hash, hash) VALUES ({', '.join('?' * (len(FIELDS) + 2))})"
+INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+#: every column, in ``LedgerRow`` order; append a WHERE / ORDER BY
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"
 
 
 def entry_hash(prev_hash: str, values: tuple[Any, ...]) -> str:
@@ -73,10 +77,32 @@ def entry_hash(prev_hash: str, values: tuple[Any, ...]) -> str:
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
-def canonical_units(units: dict[str, float]) -> str:
+def canonical_units(units: Mapping[str, float]) -> str:
+    """Units as stored and hashed: compact JSON with sorted keys, so equal units hash equal."""
     if not units:
         return "{}"  # the common case, on the writer's hot path
-    return json.dumps(units, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps(dict(units), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def chain_rows(events: Iterable[UsageEvent], head: LedgerHead, now_us: int) -> list[LedgerRow]:
+    """The entries that follow ``head`` for these events, in order, each linked to the one before.
+
+    ``now_us`` (wall clock, microseconds) stamps an event without its own ``ts``; a stamp
+    earlier than the entry before is raised to it, so a wall clock that jumps back cannot
+    reorder the ledger.
+    """
+    rows: list[LedgerRow] = []
+    seq, prev, last_ts = head
+    for ev in events:
+        seq += 1
+        last_ts = max(last_ts, round(ev.ts * 1_000_000) if ev.ts else now_us)
+        values = (seq, ev.event_id, ev.kind, ev.tenant_id, ev.subject, ev.plan, ev.action, ev.module,
+                  int(ev.api_calls), float(ev.compute_ms), int(ev.bytes_in), int(ev.bytes_out),
+                  canonical_units(ev.units), str(ev.credits) if ev.credits else "0", last_ts, ev.trace_id)
+        digest = entry_hash(prev, values)
+        rows.append(LedgerRow._make((*values, prev, digest)))
+        prev = digest
+    return rows
 
 
 def apply_pragmas(conn: sqlite3.Connection) -> None:
@@ -93,14 +119,22 @@ def connect_ro(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def read_head(conn: sqlite3.Connection) -> LedgerHead:
+    """The ``head`` row: the last entry committed, by whichever process wrote it."""
+    return LedgerHead._make(conn.execute("SELECT seq, hash, ts_us FROM head").fetchone())
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
+    """What ``verify`` found: ok, or the first entry that does not hold and why."""
+
     ok: bool
     count: int  # entries that verified before the first problem (all of them when ok)
     first_bad_seq: int | None
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``democratic-ai ledger verify --json`` and the admin API."""
         return {"ok": self.ok, "count": self.count, "first_bad_seq": self.first_bad_seq,
                 "reason": self.reason}
 
@@ -120,24 +154,22 @@ def verify(path: str | Path) -> VerifyResult:
     try:
         prev, last_ts = GENESIS, 0
         balances: dict[str, Decimal] = {}
-        rows = conn.execute(f"SELECT {', '.join(FIELDS)}, prev_hash, hash FROM events ORDER BY seq")
-        for row in rows:
-            values, prev_hash, digest = tuple(row[: len(FIELDS)]), row[-2], row[-1]
-            seq = values[0]
+        for row in map(LedgerRow._make, conn.execute(f"{SELECT} ORDER BY seq")):
+            seq = row.seq
             if not isinstance(seq, int) or seq < expected:
                 return VerifyResult(False, count, expected, f"entry {expected} is unreadable (torn or corrupt)")
             if seq != expected:
                 return VerifyResult(False, count, expected, f"entry {expected} is missing (next is {seq})")
-            if prev_hash != prev:
+            if row.prev_hash != prev:
                 return VerifyResult(False, count, seq, f"entry {seq} does not link to entry {seq - 1}")
-            if entry_hash(prev_hash, values) != digest:
+            if entry_hash(row.prev_hash, row.hashed) != row.hash:
                 return VerifyResult(False, count, seq, f"entry {seq} was altered: its hash does not match")
-            if values[14] < last_ts:
+            if row.ts_us < last_ts:
                 return VerifyResult(False, count, seq, f"entry {seq} goes back in time")
-            if values[13] != "0":
-                balances[values[3]] = balances.get(values[3], Decimal(0)) + Decimal(values[13])
-            prev, last_ts, count, expected = digest, values[14], count + 1, expected + 1
-        head_seq, head_hash = conn.execute("SELECT seq, hash FROM head").fetchone()
+            if row.credits != "0":
+                balances[row.tenant_id] = balances.get(row.tenant_id, Decimal(0)) + Decimal(row.credits)
+            prev, last_ts, count, expected = row.hash, row.ts_us, count + 1, expected + 1
+        head_seq, head_hash, _ = read_head(conn)
         if head_seq != count or head_hash != prev:
             return VerifyResult(False, count, count + 1,
                                 f"the ledger ends at entry {count} but its head records entry {head_seq}: "

@@ -28,6 +28,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
@@ -39,8 +40,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from daemon.core.envelope import Receipt
 from daemon.core.errors import ERRORS_BY_CODE, HubError, Unavailable, ValidationError
-from daemon.metering.ledger.chain import connect_ro
-from daemon.metering.ledger.writer import UsageEvent, UsageLedger, UsageTotals, read_totals
+from daemon.metering.ledger.events import UsageEvent
+from daemon.metering.ledger.totals import UsageTotals, read_balance, read_totals
+from daemon.metering.ledger.writer import UsageLedger
 from daemon.runtime.config import LedgerConfig
 
 log = logging.getLogger("democratic_ai.ledger")
@@ -67,11 +69,16 @@ def _unpack_event(frame: list[Any]) -> tuple[int, UsageEvent]:
 
 
 class LedgerProcess:
-    """The hub's side: the same calls as ``UsageLedger`` that the hub makes, over a pipe."""
+    """The hub's side: the same calls as ``UsageLedger`` that the hub makes, over a pipe.
 
-    def __init__(self, path: str | Path, config: LedgerConfig | None = None) -> None:
+    ``clock`` (wall clock seconds) stamps the events this side makes itself (``open_account``).
+    """
+
+    def __init__(self, path: str | Path, config: LedgerConfig | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self.config = config or LedgerConfig()
+        self._clock = clock
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[Receipt]] = {}
@@ -120,10 +127,12 @@ class LedgerProcess:
 
     @property
     def healthy(self) -> bool:
+        """The child is running and has not reported a failure: calls can be billed."""
         return self._process is not None and self._failure is None
 
     # -- what the hub calls ----------------------------------------------------------------------
     async def append(self, event: UsageEvent, *, validated: bool = False) -> Receipt:
+        """Send one event to the child; returns its receipt once the child's batch committed."""
         if not validated:
             event.validate()
         process = self._process
@@ -138,19 +147,23 @@ class LedgerProcess:
         return await future
 
     async def open_account(self, tenant_id: str, actor: str) -> Receipt:
+        """Make a tenant prepaid with a balance of 0: its calls are refused until a top-up."""
         return await self.append(UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.open",
-                                            kind="account", api_calls=0, ts=time.time()))
+                                            kind="account", api_calls=0, ts=self._clock()))
 
     def balance(self, tenant_id: str) -> Decimal | None:
+        """The balance the child last reported, or None when the tenant is not prepaid."""
         return self._balances.get(tenant_id)
 
     async def refresh_balance(self, tenant_id: str) -> Decimal | None:
+        """Re-read one balance from the file (a CLI top-up may not have been reported yet)."""
         value = await asyncio.to_thread(read_balance, self.path, tenant_id)
         if value is not None:
             self._balances[tenant_id] = value
         return value
 
     async def totals(self, tenant_id: str, start: datetime, end: datetime) -> UsageTotals:
+        """Sums of the tenant's usage in [start, end), read from the file in a worker thread."""
         return await asyncio.to_thread(read_totals, self.path, tenant_id, start, end)
 
     def metrics_text(self) -> bytes:
@@ -197,16 +210,6 @@ class LedgerProcess:
             else:
                 _, _, code, message = frame
                 future.set_exception(ERRORS_BY_CODE.get(code, Unavailable)(message))
-
-
-def read_balance(path: Path, tenant_id: str) -> Decimal | None:
-    """One tenant's balance straight from the file (another process may have topped it up)."""
-    conn = connect_ro(path)
-    try:
-        row = conn.execute("SELECT balance FROM credit_balances WHERE tenant_id = ?", (tenant_id,)).fetchone()
-    finally:
-        conn.close()
-    return Decimal(row[0]) if row else None
 
 
 # -- the child ---------------------------------------------------------------------------------------
@@ -278,6 +281,7 @@ async def _relay(ledger: UsageLedger, registry: CollectorRegistry, stdin: asynci
 
 
 def main() -> None:
+    """The child's entry point: ``python -m daemon.metering.ledger.process PATH CONFIG_JSON``."""
     # the hub's terminal or systemd signal the whole group: we end when the hub closes our stdin
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import queue
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future as ThreadFuture
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -42,153 +40,24 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from daemon.core.envelope import Receipt, new_uuid
+from daemon.core.envelope import Receipt
 from daemon.core.errors import HubError, Unavailable, ValidationError
-from daemon.metering.ledger.chain import (
-    INSERT,
-    SCHEMA,
-    VerifyResult,
-    apply_pragmas,
-    canonical_units,
-    connect_ro,
-    entry_hash,
-    verify,
-)
+from daemon.metering.ledger.chain import INSERT, SCHEMA, VerifyResult, apply_pragmas, chain_rows, read_head, verify
+from daemon.metering.ledger.events import UsageEvent
+from daemon.metering.ledger.rows import LedgerHead
+from daemon.metering.ledger.totals import UsageTotals, read_balance, read_totals
 from daemon.runtime.config import LedgerConfig
 
-__all__ = ["LEDGER_FILE", "UsageEvent", "UsageLedger", "UsageTotals", "VerifyResult", "read_totals", "verify"]
+__all__ = ["LEDGER_FILE", "Ledger", "UsageLedger"]
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.db"
 
-# bounds on one event: beyond these a module is misreporting, not working hard
-MAX_CALLS = 1_000_000
-MAX_COMPUTE_MS = 7 * 24 * 3600 * 1000.0
-MAX_BYTES = 1 << 40
-MAX_UNIT = 1e12
-MAX_UNITS = 32
-MAX_TOP_UP = Decimal(10) ** 12
 #: group commit: a gap in arrivals this long ends a batch early (batch_delay_ms still caps it)
 LINGER_S = 0.0005
 #: how often an idle writer looks for entries another process committed
 IDLE_CHECK_S = 0.5
-_UNIT_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
-
-
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
-    """One billable fact, as the caller states it; seq, hash and final ts come from the writer."""
-
-    tenant_id: str
-    subject: str  # opaque: "user:<id>", "key:<prefix>", "admin:<who>"
-    action: str
-    module: str = ""
-    plan: str = ""
-    kind: str = "usage"  # "usage" | "top_up" | "account" (opens a prepaid balance at 0)
-    api_calls: int = 1
-    compute_ms: float = 0.0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    units: Mapping[str, float] = field(default_factory=dict)  # model units: audio_s, images ...
-    credits: Decimal = Decimal(0)  # delta on the tenant's balance
-    ts: float = 0.0  # wall clock seconds; 0: when written
-    trace_id: str = ""
-    event_id: str = field(default_factory=new_uuid)
-
-    def validate(self) -> None:
-        """Refuse what cannot be a true measurement, before it gets near the ledger."""
-        for name, text in (("tenant_id", self.tenant_id), ("subject", self.subject), ("action", self.action)):
-            if not text or len(text) > 256:
-                raise ValidationError(f"usage event: {name} must be 1..256 characters")
-        if "@" in self.subject:
-            # the ledger outlives people: only opaque ids, so deleting a user leaves anonymous billing
-            raise ValidationError("usage event: subject must be an opaque id, not an email")
-        if self.kind not in ("usage", "top_up", "account"):
-            raise ValidationError(f"usage event: unknown kind {self.kind!r}")
-        _bounded("api_calls", self.api_calls, MAX_CALLS, integer=True)
-        _bounded("bytes_in", self.bytes_in, MAX_BYTES, integer=True)
-        check_measurements(self.compute_ms, self.bytes_out, self.units)
-        if not isinstance(self.credits, Decimal) or not self.credits.is_finite():
-            raise ValidationError("usage event: credits must be a finite Decimal")
-        if self.kind == "usage" and self.credits > 0:
-            raise ValidationError("usage event: a call can only debit credits")
-        if self.kind == "account" and self.credits != 0:
-            raise ValidationError("account event: carries no credits")
-        if self.kind == "top_up" and not 0 < self.credits <= MAX_TOP_UP:
-            raise ValidationError(f"top-up: amount must be > 0 and <= {MAX_TOP_UP}")
-        if not math.isfinite(self.ts) or self.ts < 0:
-            raise ValidationError("usage event: bad timestamp")
-
-
-def check_measurements(compute_ms: float, bytes_out: int, units: Mapping[str, float]) -> None:
-    """What a module (or its run) measured: finite, non-negative, below absurd caps."""
-    _bounded("compute_ms", compute_ms, MAX_COMPUTE_MS)
-    _bounded("bytes_out", bytes_out, MAX_BYTES, integer=True)
-    if len(units) > MAX_UNITS:
-        raise ValidationError(f"usage event: more than {MAX_UNITS} model units")
-    for unit, value in units.items():
-        if not isinstance(unit, str) or not _UNIT_NAME.match(unit):
-            raise ValidationError(f"usage event: unit name {unit!r} is not like 'audio_s'")
-        _bounded(f"units.{unit}", value, MAX_UNIT)
-
-
-def _bounded(name: str, value: object, cap: float, integer: bool = False) -> None:
-    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok_type:
-        raise ValidationError(f"usage event: {name} must be a {'whole ' if integer else ''}number")
-    number = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(number) or number < 0 or number > cap:
-        raise ValidationError(f"usage event: {name}={value!r} is outside 0..{cap:g}")
-
-
-@dataclass(frozen=True, slots=True)
-class UsageTotals:
-    """Sums of a tenant's usage events in [start, end)."""
-
-    tenant_id: str
-    events: int
-    api_calls: int
-    compute_ms: float
-    bytes_in: int
-    bytes_out: int
-    units: dict[str, float]
-    credits_debited: Decimal
-    credits_topped_up: Decimal
-    first_seq: int | None
-    last_seq: int | None
-
-
-def _us(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("period boundaries must be timezone-aware")
-    return round(moment.timestamp() * 1_000_000)
-
-
-def read_totals(path: str | Path, tenant_id: str, start: datetime, end: datetime) -> UsageTotals:
-    """Sum a tenant's usage in [start, end) straight from the file (sync: CLI, or a worker thread)."""
-    args = (tenant_id, _us(start), _us(end))
-    where = "tenant_id = ? AND ts_us >= ? AND ts_us < ?"
-    conn = connect_ro(path)
-    try:
-        n, calls, cms, b_in, b_out, first, last = conn.execute(
-            "SELECT count(*), total(api_calls), total(compute_ms), total(bytes_in), total(bytes_out),"
-            f" min(seq), max(seq) FROM events WHERE {where} AND kind = 'usage'", args).fetchone()
-        units = dict(conn.execute(
-            "SELECT j.key, total(j.value) FROM events, json_each(events.units) AS j"
-            f" WHERE {where} AND kind = 'usage' GROUP BY j.key ORDER BY j.key", args).fetchall())
-        debited, topped = Decimal(0), Decimal(0)
-        for (text,) in conn.execute(f"SELECT credits FROM events WHERE {where} AND credits != '0'", args):
-            amount = Decimal(text)
-            if amount < 0:
-                debited -= amount
-            else:
-                topped += amount
-    finally:
-        conn.close()
-    return UsageTotals(tenant_id, n, int(calls), cms, int(b_in), int(b_out), units, debited, topped,
-                       first, last)
-
 
 _STOP = object()
 
@@ -197,13 +66,21 @@ class Ledger(Protocol):
     """What the usage gate and the reports need of a ledger: ``UsageLedger`` in this process,
     or ``daemon.metering.ledger.process.LedgerProcess`` in a child process (the hub's choice)."""
 
-    async def append(self, event: UsageEvent, *, validated: bool = False) -> Receipt: ...
+    async def append(self, event: UsageEvent, *, validated: bool = False) -> Receipt:
+        """Durably append the event; the receipt comes only after its commit."""
+        ...
 
-    def balance(self, tenant_id: str) -> Decimal | None: ...
+    def balance(self, tenant_id: str) -> Decimal | None:
+        """The tenant's known credit balance without I/O; None: not prepaid."""
+        ...
 
-    async def refresh_balance(self, tenant_id: str) -> Decimal | None: ...
+    async def refresh_balance(self, tenant_id: str) -> Decimal | None:
+        """Re-read the balance from the file (another process may have changed it)."""
+        ...
 
-    async def totals(self, tenant_id: str, start: datetime, end: datetime) -> UsageTotals: ...
+    async def totals(self, tenant_id: str, start: datetime, end: datetime) -> UsageTotals:
+        """Sums of the tenant's usage events in [start, end)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -214,7 +91,11 @@ class _Pending:
 
 
 class UsageLedger:
-    """``async with UsageLedger(path, config.ledger, registry) as ledger: await ledger.append(ev)``."""
+    """``async with UsageLedger(path, config.ledger, registry) as ledger: await ledger.append(ev)``.
+
+    ``clock`` is the wall clock (seconds since the epoch) that stamps events without their own
+    ``ts`` and top-ups; tests pass a fake one.  It is read on the writer thread too.
+    """
 
     def __init__(
         self,
@@ -223,18 +104,19 @@ class UsageLedger:
         registry: CollectorRegistry | None = None,
         *,
         max_page_count: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
         self.config = config or LedgerConfig()
+        self._clock = clock
         #: cap on the file in pages (tests simulate a full disk with it); None: no cap
         self.max_page_count = max_page_count
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready: ThreadFuture[None] = ThreadFuture()
         self._conn: sqlite3.Connection | None = None  # the writer thread's, and only its
-        self._seq = 0
-        self._hash = ""
-        self._last_ts_us = 0
+        #: the last entry this process knows of; replaced whole, so the loop never sees half of it
+        self._head = LedgerHead(0, "", 0)
         # read from the loop (admit), replaced/updated by the writer: plain dict ops are atomic
         self._balances: dict[str, Decimal] = {}
         registry = registry if registry is not None else CollectorRegistry()
@@ -304,12 +186,12 @@ class UsageLedger:
         if value.is_finite() and value.as_tuple().exponent < -6:  # type: ignore[operator]
             raise ValidationError("top-up: at most 6 decimal places")
         return await self.append(UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.top_up",
-                                            kind="top_up", api_calls=0, credits=value, ts=time.time()))
+                                            kind="top_up", api_calls=0, credits=value, ts=self._clock()))
 
     async def open_account(self, tenant_id: str, actor: str) -> Receipt:
         """Make a tenant prepaid with a balance of 0: its calls are refused until a top-up."""
         return await self.append(UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.open",
-                                            kind="account", api_calls=0, ts=time.time()))
+                                            kind="account", api_calls=0, ts=self._clock()))
 
     def balance(self, tenant_id: str) -> Decimal | None:
         """The tenant's credit balance, or None when it is not prepaid (postpaid: invoiced)."""
@@ -321,16 +203,7 @@ class UsageLedger:
 
     async def refresh_balance(self, tenant_id: str) -> Decimal | None:
         """Re-read one balance from disk (another process may have topped it up)."""
-        def read() -> Decimal | None:
-            conn = connect_ro(self.path)
-            try:
-                row = conn.execute("SELECT balance FROM credit_balances WHERE tenant_id = ?",
-                                   (tenant_id,)).fetchone()
-            finally:
-                conn.close()
-            return Decimal(row[0]) if row else None
-
-        value = await asyncio.to_thread(read)
+        value = await asyncio.to_thread(read_balance, self.path, tenant_id)
         if value is not None:
             self._balances[tenant_id] = value
         return value
@@ -338,12 +211,15 @@ class UsageLedger:
     @property
     def head(self) -> Receipt:
         """The last committed entry this process knows of."""
-        return Receipt(self._seq, self._hash)
+        head = self._head
+        return Receipt(head.seq, head.hash)
 
     async def totals(self, tenant_id: str, start: datetime, end: datetime) -> UsageTotals:
+        """Sums of the tenant's usage in [start, end), read in a worker thread."""
         return await asyncio.to_thread(read_totals, self.path, tenant_id, start, end)
 
     async def verify(self) -> VerifyResult:
+        """Walk the whole chain (``chain.verify``) in a worker thread."""
         return await asyncio.to_thread(verify, self.path)
 
     # -- the writer thread -----------------------------------------------------------------
@@ -403,10 +279,10 @@ class UsageLedger:
         """
         assert self._conn is not None
         try:
-            seq, digest, last_ts = self._conn.execute("SELECT seq, hash, ts_us FROM head").fetchone()
-            if seq != self._seq:
+            head = read_head(self._conn)
+            if head.seq != self._head.seq:
                 self._balances = self._load_balances(self._conn)
-                self._seq, self._hash, self._last_ts_us = seq, digest, last_ts
+                self._head = head
         except sqlite3.Error as exc:
             log.warning("ledger idle check failed: %s", exc)
 
@@ -416,7 +292,7 @@ class UsageLedger:
         if self.max_page_count is not None:
             conn.execute(f"PRAGMA max_page_count={int(self.max_page_count)}")
         conn.executescript(SCHEMA)
-        self._seq, self._hash, self._last_ts_us = conn.execute("SELECT seq, hash, ts_us FROM head").fetchone()
+        self._head = read_head(conn)
         self._balances = self._load_balances(conn)
         self._conn = conn
 
@@ -431,10 +307,11 @@ class UsageLedger:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                seq, prev, last_ts = conn.execute("SELECT seq, hash, ts_us FROM head").fetchone()
+                head = read_head(conn)
                 # another process wrote since our last batch: its top-ups count too
-                balances = self._load_balances(conn) if seq != self._seq else None
-                rows, receipts, deltas, plans = self._chain(batch, seq, prev, last_ts)
+                balances = self._load_balances(conn) if head.seq != self._head.seq else None
+                rows = chain_rows((p.event for p in batch), head, round(self._clock() * 1_000_000))
+                deltas, plans = self._tally(batch)
                 conn.executemany(INSERT, rows)
                 current = balances if balances is not None else self._balances
                 updated = {t: current.get(t, Decimal(0)) + d for t, d in deltas.items()}
@@ -442,8 +319,8 @@ class UsageLedger:
                     conn.executemany(
                         "INSERT INTO credit_balances VALUES (?, ?) ON CONFLICT(tenant_id) DO UPDATE SET"
                         " balance = excluded.balance", [(t, str(b)) for t, b in updated.items()])
-                last = rows[-1]
-                conn.execute("UPDATE head SET seq = ?, hash = ?, ts_us = ?", (last[0], last[-1], last[14]))
+                last = LedgerHead(rows[-1].seq, rows[-1].hash, rows[-1].ts_us)
+                conn.execute("UPDATE head SET seq = ?, hash = ?, ts_us = ?", last)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -471,34 +348,20 @@ class UsageLedger:
         if balances is not None:
             self._balances = balances
         self._balances.update(updated)
-        self._seq, self._hash, self._last_ts_us = last[0], last[-1], last[14]
-        self._settle(batch, receipts)
+        self._head = last
+        self._settle(batch, [Receipt(row.seq, row.hash) for row in rows])
 
-    def _chain(
-        self, batch: list[_Pending], seq: int, prev: str, last_ts: int
-    ) -> tuple[list[tuple[Any, ...]], list[Receipt], dict[str, Decimal], dict[str, int]]:
-        rows: list[tuple[Any, ...]] = []
-        receipts: list[Receipt] = []
+    @staticmethod
+    def _tally(batch: list[_Pending]) -> tuple[dict[str, Decimal], dict[str, int]]:
+        """A batch's credit delta per tenant (an account event opens one at 0) and events per plan."""
         deltas: dict[str, Decimal] = {}
         plans: dict[str, int] = {}
-        now_us = round(time.time() * 1_000_000)
         for pending in batch:
             ev = pending.event
-            seq += 1
-            # a wall clock that jumps back must not reorder the ledger: clamp to the last entry
-            last_ts = max(last_ts, round(ev.ts * 1_000_000) if ev.ts else now_us)
-            values = (seq, ev.event_id, ev.kind, ev.tenant_id, ev.subject, ev.plan, ev.action, ev.module,
-                      int(ev.api_calls), float(ev.compute_ms), int(ev.bytes_in), int(ev.bytes_out),
-                      canonical_units(dict(ev.units)), str(ev.credits) if ev.credits else "0", last_ts,
-                      ev.trace_id)
-            digest = entry_hash(prev, values)
-            rows.append((*values, prev, digest))
-            receipts.append(Receipt(seq, digest))
-            prev = digest
             if ev.credits or ev.kind == "account":
                 deltas[ev.tenant_id] = deltas.get(ev.tenant_id, Decimal(0)) + ev.credits
             plans[ev.plan] = plans.get(ev.plan, 0) + 1
-        return rows, receipts, deltas, plans
+        return deltas, plans
 
     @staticmethod
     def _settle(batch: list[_Pending], results: Sequence[Receipt | HubError]) -> None:

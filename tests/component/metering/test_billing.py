@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sqlite3
@@ -12,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import billing as cli_billing
+from daemon.cli.main import main as cli_main
 from daemon.core.envelope import Principal
 from daemon.core.errors import ValidationError
 from daemon.metering.billing import UsageReporter, invoice, money, parse_period
-from daemon.metering.ledger.writer import UsageEvent, UsageLedger
+from daemon.metering.ledger.events import UsageEvent
+from daemon.metering.ledger.writer import UsageLedger
 from daemon.runtime.config import PlanConfig
 
 
@@ -126,12 +126,8 @@ def make_state(tmp_path: Path) -> Path:
 
 
 def cli(*argv: str) -> int:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--state-dir")
-    parser = argparse.ArgumentParser()
-    cli_billing.register(parser.add_subparsers(dest="command", required=True), [parent])
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    """``democratic-ai ARGV`` in this process (the CLI runs its own event loop, as from a shell)."""
+    return cli_main(argv)
 
 
 def test_cli_invoice_verify_and_top_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from daemon.core.errors import Unavailable, ValidationError
-from daemon.metering.ledger.writer import UsageEvent, UsageLedger, verify
+from daemon.metering.ledger.chain import verify
+from daemon.metering.ledger.events import UsageEvent
+from daemon.metering.ledger.writer import UsageLedger
 from daemon.runtime.config import LedgerConfig
 
 
@@ -160,6 +162,22 @@ async def test_clock_going_backwards_keeps_ledger_monotonic(tmp_path: Path) -> N
             await ledger.append(ev(ts=ts))
     stamps = [r[0] for r in sqlite3.connect(path).execute("SELECT ts_us FROM events ORDER BY seq")]
     assert stamps == [1_800_000_000_000_000, 1_800_000_000_000_000, 1_800_000_001_000_000]
+    assert verify(path).ok
+
+
+async def test_the_writer_stamps_with_its_injected_clock(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    now = [1_700_000_000.5]
+    async with UsageLedger(path, clock=lambda: now[0]) as ledger:
+        await ledger.append(ev())  # no ts of its own: stamped by the writer's clock
+        await ledger.top_up("t1", "5", "admin:ops")
+        now[0] = 1_600_000_000.0  # the wall clock jumps back a few years
+        await ledger.open_account("t2", "admin:ops")
+        await ledger.append(ev())
+        now[0] = 1_700_000_002.25
+        await ledger.append(ev())
+    rows = sqlite3.connect(path).execute("SELECT ts_us FROM events ORDER BY seq").fetchall()
+    assert [r for (r,) in rows] == [1_700_000_000_500_000] * 4 + [1_700_000_002_250_000]
     assert verify(path).ok
 
 

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 from daemon.core.envelope import Envelope, MessageType, Principal
 from daemon.core.errors import CreditsExhausted, ModuleError, RateLimited, Unavailable
 from daemon.metering.gate import UsageGate
-from daemon.metering.ledger.writer import UsageLedger, verify
+from daemon.metering.ledger.chain import verify
+from daemon.metering.ledger.writer import UsageLedger
 from daemon.runtime.config import PlanConfig
 
 

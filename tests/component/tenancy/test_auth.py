@@ -52,8 +52,8 @@ class Site:
         return await self.auth.authenticate(Credentials(bearer=token))
 
     async def failures(self) -> list[dict[str, Any]]:
-        await self.store.async_flush_audit()
-        return [row for row in await self.store.async_audit_rows() if not row["success"]]
+        await self.store.flush_audit()
+        return [row for row in await self.store.run(self.store.audit_rows) if not row["success"]]
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     # the recheck runs only when a test calls it, so nothing depends on timing
     auth = Authenticator(store, AuthConfig(), tmp_path, clock=clock, recheck_interval_s=3600)
     await auth.start()
-    root_key = await store.async_ensure_bootstrap()
+    root_key = await store.run(store.ensure_bootstrap)
     assert root_key is not None
     root = await auth.authenticate(Credentials(api_key=root_key))
     yield Site(tmp_path, store, auth, AdminApi(store, auth, clock=clock), clock, root)
@@ -91,8 +91,8 @@ async def test_first_start_makes_the_default_tenant_and_an_admin_key_once(site: 
     assert site.root.tenant_name == "default" and site.root.role == "super_admin"
     assert site.root.plan == "starter"
     assert key_file.read_text().strip().startswith(site.root.subject.removeprefix("key:"))
-    assert await site.store.async_ensure_bootstrap() is None  # a restart prints nothing new
-    assert [t.name for t in await site.store.async_list_tenants()] == ["default"]
+    assert await site.store.run(site.store.ensure_bootstrap) is None  # a restart prints nothing new
+    assert [t.name for t in await site.store.run(site.store.list_tenants)] == ["default"]
 
 
 # API keys
@@ -159,7 +159,7 @@ async def test_a_suspended_tenant_is_denied(site: Site) -> None:
     await site.admin.create_tenant(site.root, {"name": "acme"})
     raw = await new_key(site, "acme")
     await site.key(raw)
-    await site.store.async_set_tenant_status("acme", "suspended")
+    await site.store.run(site.store.set_tenant_status, "acme", "suspended")
     assert await site.auth.recheck()
     with pytest.raises(PermissionDenied, match="suspended"):
         await site.key(raw)
@@ -276,7 +276,7 @@ async def test_a_deleted_person_can_no_longer_log_in_or_use_tokens(site: Site, a
     with pytest.raises(Unauthenticated):
         await site.admin.token(None, {"email": "alice@example.com", "password": "correct horse",
                                       "tenant": "default"})
-    export = await site.store.async_export_tenant("default")
+    export = await site.store.run(site.store.export_tenant, "default")
     assert [u["email"] for u in export["users"] if u["id"] == principal.user_id] == [None]
     assert "hash" not in json.dumps(export)
 

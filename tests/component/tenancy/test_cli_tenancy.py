@@ -6,19 +6,21 @@ import argparse
 import asyncio
 import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon.cli.tenancy import build_parser, main, register, state_dir_parent
+from daemon.cli.main import build_parser, main
+from daemon.cli.parsing import state_dir_parent
+from daemon.cli.tenants import register
 from daemon.core.envelope import Credentials
 from daemon.core.errors import Unauthenticated
 from daemon.runtime.config import AuthConfig
 from daemon.tenancy.authn import Authenticator
 from daemon.tenancy.store import TenancyStore
+from tests.support.cli import cli_argv, run_cli
 
 
 class Shell:
@@ -69,7 +71,7 @@ def test_an_operator_creates_and_lists_tenants(sh: Shell) -> None:
 def test_bad_input_exits_2_with_one_clear_line(sh: Shell, argv: tuple[str, ...], message: str) -> None:
     assert sh("tenant", "create", "acme") == 0
     assert sh(*argv) == 2
-    assert sh.err.startswith("error: ") and message in sh.err
+    assert sh.err.startswith("democratic-ai: ") and message in sh.err
     assert len(sh.err.strip().splitlines()) == 1 and "Traceback" not in sh.err
 
 
@@ -141,26 +143,22 @@ def test_every_leaf_takes_the_state_dir_from_the_environment(
 
 
 def test_bad_input_from_a_real_process_has_no_traceback(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "daemon.cli.tenancy", "key", "create", "--tenant", "nowhere",
-         "--state-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    run = run_cli(tmp_path, "key", "create", "--tenant", "nowhere")
     assert run.returncode == 2
-    assert run.stderr == "error: tenant 'nowhere' not found\n"
+    assert run.stderr == "democratic-ai: tenant 'nowhere' not found\n"
 
 
 async def test_a_running_daemon_refuses_a_key_the_cli_revoked(tmp_path: Path) -> None:
     async with TenancyStore(tmp_path) as store:
         async with Authenticator(store, AuthConfig(), tmp_path, recheck_interval_s=3600) as auth:
-            await store.async_ensure_bootstrap()
-            tenant = await store.async_get_tenant("default")
-            _, raw = await store.async_create_api_key(tenant.id, "user")
+            await store.run(store.ensure_bootstrap)
+            tenant = await store.run(store.get_tenant, "default")
+            _, raw = await store.run(store.create_api_key, tenant.id, "user")
             assert (await auth.authenticate(Credentials(api_key=raw))).tenant_name == "default"
             # the operator's shell is another process with its own connection
             shell = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "daemon.cli.tenancy", "key", "revoke", raw[:12],
-                "--state-dir", str(tmp_path), stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                *cli_argv(tmp_path, "key", "revoke", raw[:12]),
+                stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             )
             _, err = await asyncio.wait_for(shell.communicate(), 60)
             assert shell.returncode == 0, err

@@ -1,0 +1,95 @@
+"""A usage event as a caller states it, and the checks that keep impossible ones out of the ledger.
+
+The bounds are sanity caps, not quotas: beyond them a module is misreporting, not working hard.
+Validation runs on the caller's side (the usage gate, before the ledger queue), so a bad event
+is refused with the caller's error and never costs the writer a transaction.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from daemon.core.envelope import new_uuid
+from daemon.core.errors import ValidationError
+
+__all__ = ["MAX_BYTES", "MAX_CALLS", "MAX_COMPUTE_MS", "MAX_TOP_UP", "MAX_UNIT", "MAX_UNITS", "UsageEvent",
+           "check_measurements"]
+
+# bounds on one event: beyond these a module is misreporting, not working hard
+MAX_CALLS = 1_000_000
+MAX_COMPUTE_MS = 7 * 24 * 3600 * 1000.0
+MAX_BYTES = 1 << 40
+MAX_UNIT = 1e12
+MAX_UNITS = 32
+MAX_TOP_UP = Decimal(10) ** 12
+_UNIT_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One billable fact, as the caller states it; seq, hash and final ts come from the writer."""
+
+    tenant_id: str
+    subject: str  # opaque: "user:<id>", "key:<prefix>", "admin:<who>"
+    action: str
+    module: str = ""
+    plan: str = ""
+    kind: str = "usage"  # "usage" | "top_up" | "account" (opens a prepaid balance at 0)
+    api_calls: int = 1
+    compute_ms: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    units: Mapping[str, float] = field(default_factory=dict)  # model units: audio_s, images ...
+    credits: Decimal = Decimal(0)  # delta on the tenant's balance
+    ts: float = 0.0  # wall clock seconds; 0: when written
+    trace_id: str = ""
+    event_id: str = field(default_factory=new_uuid)
+
+    def validate(self) -> None:
+        """Refuse what cannot be a true measurement, before it gets near the ledger."""
+        for name, text in (("tenant_id", self.tenant_id), ("subject", self.subject), ("action", self.action)):
+            if not text or len(text) > 256:
+                raise ValidationError(f"usage event: {name} must be 1..256 characters")
+        if "@" in self.subject:
+            # the ledger outlives people: only opaque ids, so deleting a user leaves anonymous billing
+            raise ValidationError("usage event: subject must be an opaque id, not an email")
+        if self.kind not in ("usage", "top_up", "account"):
+            raise ValidationError(f"usage event: unknown kind {self.kind!r}")
+        _bounded("api_calls", self.api_calls, MAX_CALLS, integer=True)
+        _bounded("bytes_in", self.bytes_in, MAX_BYTES, integer=True)
+        check_measurements(self.compute_ms, self.bytes_out, self.units)
+        if not isinstance(self.credits, Decimal) or not self.credits.is_finite():
+            raise ValidationError("usage event: credits must be a finite Decimal")
+        if self.kind == "usage" and self.credits > 0:
+            raise ValidationError("usage event: a call can only debit credits")
+        if self.kind == "account" and self.credits != 0:
+            raise ValidationError("account event: carries no credits")
+        if self.kind == "top_up" and not 0 < self.credits <= MAX_TOP_UP:
+            raise ValidationError(f"top-up: amount must be > 0 and <= {MAX_TOP_UP}")
+        if not math.isfinite(self.ts) or self.ts < 0:
+            raise ValidationError("usage event: bad timestamp")
+
+
+def check_measurements(compute_ms: float, bytes_out: int, units: Mapping[str, float]) -> None:
+    """What a module (or its run) measured: finite, non-negative, below absurd caps."""
+    _bounded("compute_ms", compute_ms, MAX_COMPUTE_MS)
+    _bounded("bytes_out", bytes_out, MAX_BYTES, integer=True)
+    if len(units) > MAX_UNITS:
+        raise ValidationError(f"usage event: more than {MAX_UNITS} model units")
+    for unit, value in units.items():
+        if not isinstance(unit, str) or not _UNIT_NAME.match(unit):
+            raise ValidationError(f"usage event: unit name {unit!r} is not like 'audio_s'")
+        _bounded(f"units.{unit}", value, MAX_UNIT)
+
+
+def _bounded(name: str, value: object, cap: float, integer: bool = False) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type:
+        raise ValidationError(f"usage event: {name} must be a {'whole ' if integer else ''}number")
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number) or number < 0 or number > cap:
+        raise ValidationError(f"usage event: {name}={value!r} is outside 0..{cap:g}")

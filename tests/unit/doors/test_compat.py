@@ -1,0 +1,63 @@
+"""The pinned libraries still have what daemon/doors/_compat.py reaches into.
+
+Each test builds the real library object and checks the private attribute through the
+compat function: an upgrade that moves one fails here, not in a running door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+from aiohttp import web
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from daemon.doors import _compat
+
+
+async def test_an_aiohttp_site_shows_the_port_it_bound() -> None:
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        sockets = _compat.bound_sockets(site)
+        assert sockets and sockets[0].getsockname()[1] > 0
+    finally:
+        await runner.cleanup()
+
+
+def test_a_quic_connection_takes_a_cap_on_the_peers_request_streams() -> None:
+    quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    _compat.cap_peer_request_streams(quic, 7)
+    assert quic._local_max_streams_bidi.value == 7
+    assert quic._local_max_streams_bidi.sent == 7
+
+
+def test_a_quic_connection_says_when_it_is_closing() -> None:
+    quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    assert _compat.quic_closing(quic) is False
+    quic.close()
+    assert _compat.quic_closing(quic) is True
+
+
+async def test_a_quic_server_shows_its_configuration_connections_and_transport() -> None:
+    configuration = QuicConfiguration(is_client=False)
+    server = QuicServer(configuration=configuration)
+    assert _compat.quic_server_configuration(server) is configuration
+    assert _compat.quic_server_knows(server, b"\x01" * 8) is False
+    assert _compat.quic_server_transport(server) is None
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: server, local_addr=("127.0.0.1", 0))
+    try:
+        assert _compat.quic_server_transport(server) is transport
+    finally:
+        server.close()
+
+
+def test_grpc_health_still_ships_an_asyncio_servicer() -> None:
+    servicer = _compat.AsyncHealthServicer()
+    assert inspect.iscoroutinefunction(servicer.Check)
+    assert inspect.iscoroutinefunction(servicer.set)
