@@ -254,7 +254,8 @@ def grpc_client(url: str, key: str) -> Callable[[], contextlib.AbstractAsyncCont
 
 
 async def measure(hub: dict[str, Any], bare: dict[str, Any], key: str, cafile: Path, seconds: float,
-                  concurrency: int) -> list[tuple[str, dict[str, float], dict[str, float]]]:
+                  concurrency: int, rounds: int) -> list[tuple[str, list[dict[str, float]], list[dict[str, float]]]]:
+    """Per door, ``rounds`` interleaved pairs (hub, then bare, then hub ...), so drift hits both alike."""
     rows = []
     doors: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
         ("HTTP/1.1 (aiohttp)", lambda ep: http_client(ep["http"], key)),
@@ -264,32 +265,46 @@ async def measure(hub: dict[str, Any], bare: dict[str, Any], key: str, cafile: P
         ("gRPC unary (grpc.aio)", lambda ep: grpc_client(ep["grpc"], key)),
     ]
     for name, client in doors:
-        through_hub = await run_load(client(hub), seconds, concurrency)
-        through_bare = await run_load(client(bare), seconds, concurrency)
-        print(f"{name:40s} hub {through_hub['rps']:8.0f}/s p50 {through_hub['p50']:6.1f} ms p99 "
-              f"{through_hub['p99']:6.1f} ms | bare {through_bare['rps']:8.0f}/s  ratio "
-              f"{through_hub['rps'] / through_bare['rps']:.2f}", flush=True)
-        rows.append((name, through_hub, through_bare))
+        hub_runs, bare_runs = [], []
+        for round_no in range(1, rounds + 1):
+            hub_runs.append(await run_load(client(hub), seconds, concurrency))
+            bare_runs.append(await run_load(client(bare), seconds, concurrency))
+            print(f"{name:40s} round {round_no}: hub {hub_runs[-1]['rps']:8.0f}/s p99 {hub_runs[-1]['p99']:6.1f} ms"
+                  f" | bare {bare_runs[-1]['rps']:8.0f}/s  ratio {hub_runs[-1]['rps'] / bare_runs[-1]['rps']:.2f}",
+                  flush=True)
+        rows.append((name, hub_runs, bare_runs))
     return rows
 
 
-def section(rows: list[tuple[str, dict[str, float], dict[str, float]]], seconds: float, concurrency: int) -> str:
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def section(rows: list[tuple[str, list[dict[str, float]], list[dict[str, float]]]], seconds: float,
+            concurrency: int) -> str:
+    """The "## Doors" section of docs/benchmarks.md: medians of the interleaved rounds, with the ratios' spread."""
     loop = "uvloop" if _has_uvloop() else "asyncio"
+    rounds = len(rows[0][1]) if rows else 0
     lines = [
         "## Doors", "",
-        f"`bench/doors.py`: an `echo` call at {concurrency} concurrent clients for {seconds:g} s per door, "
+        f"`bench/doors.py`: an `echo` call at {concurrency} concurrent clients for {seconds:g} s per door and "
+        f"round, {rounds} interleaved rounds (hub, bare, hub, bare, ...), medians, "
         "through the real hub (a `democratic-ai serve` subprocess: API-key auth, rate limit, scheduler, "
         "usage ledger with its durable receipt) and, in the same run with the same client, through a bare "
         "server of the same stack in its own process (a bare aiohttp handler / WebSocket, a bare aioquic "
         "HTTP/3 responder, a bare grpc.aio servicer) that only echoes. The load client shares the "
         f"machine's cores with the server. CPython {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"loop (hub and bare): {loop}, measured {time.strftime('%Y-%m-%d')}.", "",
-        "| door | hub req/s | p50 ms | p99 ms | bare req/s | bare p50 ms | bare p99 ms | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| door | hub req/s | p50 ms | p99 ms | bare req/s | bare p50 ms | bare p99 ms | ratio (median) "
+        "| ratio spread |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, hub, bare in rows:
-        lines.append(f"| {name} | {hub['rps']:,.0f} | {hub['p50']:.1f} | {hub['p99']:.1f} | {bare['rps']:,.0f} | "
-                     f"{bare['p50']:.1f} | {bare['p99']:.1f} | {hub['rps'] / bare['rps']:.2f}x |")
+        ratios = sorted(h["rps"] / b["rps"] for h, b in zip(hub, bare, strict=True))
+        lines.append(
+            f"| {name} | {_median(hub, 'rps'):,.0f} | {_median(hub, 'p50'):.1f} | {_median(hub, 'p99'):.1f} "
+            f"| {_median(bare, 'rps'):,.0f} | {_median(bare, 'p50'):.1f} | {_median(bare, 'p99'):.1f} "
+            f"| {statistics.median(ratios):.2f}x | {ratios[0]:.2f}–{ratios[-1]:.2f} |")
     lines += ["", "Target: every door at least 0.6x its bare stack.", ""]
     return "\n".join(lines)
 
@@ -315,6 +330,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved hub/bare rounds per door (>= 3)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--bare", nargs=3, metavar=("PORTS_FILE", "CERT", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -340,7 +356,7 @@ def main() -> int:
             while not ports.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
             rows = asyncio.run(measure(hub.endpoints, json.loads(ports.read_text()), hub.admin_key, cert,
-                                       args.seconds, args.concurrency))
+                                       args.seconds, args.concurrency, args.rounds))
         finally:
             bare.terminate()
             bare.wait(10)

@@ -128,7 +128,11 @@ class AdminApi:
     async def update_tenant(
         self, principal: Principal, body: Body, *, tenant_id: str, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
-        """``{"status": "active"|"suspended"}`` (tenant:update) and/or ``{"plan"}`` (super_admin only)."""
+        """``{"status": "active"|"suspended"}`` and/or ``{"plan"}``: both super_admin's only.
+
+        A tenant's own admin may not suspend (or reinstate) it: suspension is the operator's
+        lever over a tenant, and a tenant_admin holds ``tenant:update`` for its own settings.
+        """
         async with self._audited(principal, "tenant.update", ip, user_agent) as audit:
             audit.resource = f"tenant:{tenant_id}"
             tenant = await self._tenant_of(principal, {"tenant": tenant_id})
@@ -145,6 +149,7 @@ class AdminApi:
                                           {"field": "plan"})
                 tenant = await self._store.run(self._store.set_tenant_plan, tenant.id, plan)
             if status is not None:
+                self._need(principal, "tenant:suspend")  # held by '*' only, as billing:update is
                 tenant = await self._store.run(self._store.set_tenant_status, tenant.id, status)
             return {"tenant": tenant.to_dict()}
 
@@ -225,8 +230,9 @@ class AdminApi:
             audit.resource = f"user:{user_id}"
             tenant = await self._tenant_of(principal, body)
             audit.tenant_id = tenant.id
-            await self._store.run(self._store.get_user, tenant.id, user_id)  # NotFound before PermissionDenied
+            target = await self._store.run(self._store.get_user, tenant.id, user_id)  # NotFound before denial
             self._need(principal, "user:delete")
+            self._check_over(principal, target.role, "delete a user")
             user = await self._store.run(self._store.delete_user_id, tenant.id, user_id)
             return {"user": user.to_dict()}
 
@@ -285,6 +291,8 @@ class AdminApi:
                 self._need(principal, "api_key:delete")
             else:
                 self._need(principal, "api_key:delete:own")
+            if key.id != principal.key_id:  # a key may always revoke itself
+                self._check_over(principal, key.role, "revoke a key")
             key = await self._auth.revoke_key(key.id, key.tenant_id)
             return {"api_key": key.to_dict()}
 
@@ -310,18 +318,26 @@ class AdminApi:
     async def revoke(
         self, principal: Principal | None, body: Body, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
-        """``{"token"}``: whoever holds a token may revoke it.  ``{"jti"}``: super_admin only,
-        since a bare jti does not say whose token it is."""
-        async with self._audited(principal, "auth.revoke", ip, user_agent) as audit:
-            token = _field(body, "token", str)
-            jti = _field(body, "jti", str)
-            if token is None and jti is None:
-                raise ValidationError("token: is required (or jti)", {"field": "token"})
+        """``{"token"}``: whoever holds a whole JWT whose signature verifies may revoke it, with or
+        without credentials.  ``{"jti"}``: super_admin only, since a bare jti does not say whose
+        token it is.  Anonymous failures are tallied by the authenticator (one audit row per ip
+        and reason a minute) and touch no table, so nobody can fill the database from outside."""
+        token = _field(body, "token", str)
+        jti = _field(body, "jti", str)
+        if token is None and jti is None:
+            raise ValidationError("token: is required (or jti)", {"field": "token"})
+        if principal is None:
             if token is None:
-                if principal is None:
-                    raise PermissionDenied("revoking a bare jti needs an administrator's credentials")
+                raise PermissionDenied("revoking a bare jti needs an administrator's credentials")
+            revoked = await self._auth.revoke(token, ip=ip, user_agent=user_agent)
+            await self._store.audit(AuditEvent("auth.revoke", "anonymous", None, f"jti:{revoked}", ip, user_agent))
+            return {"revoked": revoked}
+        async with self._audited(principal, "auth.revoke", ip, user_agent) as audit:
+            if token is not None:
+                revoked = await self._auth.revoke(token, ip=ip, user_agent=user_agent)
+            else:
                 self._need(principal, "*")
-            revoked = await self._auth.revoke(token if token is not None else jti)
+                revoked = await self._auth.revoke_jti(jti)
             audit.resource = f"jti:{revoked}"
             return {"revoked": revoked}
 
@@ -337,6 +353,12 @@ class AdminApi:
             raise ValidationError(f"role: {role!r} is not one of {', '.join(ROLE_NAMES)}", {"field": "role"})
         if not can_grant(principal.permissions, role):
             raise PermissionDenied(f"role {principal.role} cannot grant role {role}", {"role": role})
+
+    @staticmethod
+    def _check_over(principal: Principal, role: str, what: str) -> None:
+        """Acting on another principal needs a role that could grant the target's: no one acts above itself."""
+        if not can_grant(principal.permissions, role):
+            raise PermissionDenied(f"role {principal.role} cannot {what} with role {role}", {"role": role})
 
     def _expiry(self, body: Body) -> float | None:
         days = _field(body, "expires_days", int)

@@ -8,6 +8,7 @@ pipeline (or the admin and usage APIs) and encode: no business logic lives here.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -15,6 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from daemon.core.decoding import decode_json, decode_json_async
 from daemon.core.envelope import (
     CallRequest,
     CallResult,
@@ -25,9 +27,19 @@ from daemon.core.envelope import (
     new_trace_id,
     trace_id_var,
 )
-from daemon.core.errors import HubError, InternalError, MethodNotAllowed, NotFound, RateLimited, ValidationError
+from daemon.core.errors import (
+    HubError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    ValidationError,
+)
 from daemon.core.pipeline import Pipeline
 from daemon.runtime.metrics import HubMetrics
+from daemon.tenancy.rbac import is_cross_tenant
 
 log = logging.getLogger("democratic_ai.http")
 
@@ -57,6 +69,8 @@ class ApiRequest:
     query: Mapping[str, str] = field(default_factory=dict)
     remote: str = ""
     door: str = "http"
+    #: True when the request came over TLS (every HTTP/3 request; HTTP/1.1 when the door serves TLS)
+    secure: bool = False
 
     def header(self, name: str, default: str = "") -> str:
         """A header by its lower-case name; ``default`` when absent."""
@@ -74,13 +88,12 @@ class ApiRequest:
         return supplied if supplied and len(supplied) <= 64 and supplied.isprintable() else new_trace_id()
 
     def json(self) -> Any:
-        """The body parsed as JSON; None when empty; VALIDATION_ERROR (pointer "") when it is not JSON."""
-        if not self.body:
-            return None
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValidationError(f"the body is not valid JSON: {exc}", {"pointer": ""}) from None
+        """The body through the hub's one JSON decoder; None when empty; VALIDATION_ERROR names the bad part."""
+        return decode_json(self.body) if self.body else None
+
+    async def json_async(self) -> Any:
+        """``json``, decoded off the event loop when the body is large (``daemon.core.decoding.OFFLOAD_BYTES``)."""
+        return await decode_json_async(self.body) if self.body else None
 
 
 @dataclass(slots=True)
@@ -109,6 +122,8 @@ def error_response(exc: HubError, trace_id: str) -> ApiResponse:
     if isinstance(exc, RateLimited):
         headers["retry-after"] = str(max(1, int(exc.retry_after + 0.999)))
         headers.update({k.lower(): v for k, v in exc.headers.items()})
+    elif isinstance(exc, Unavailable) and exc.retry_after is not None:
+        headers["retry-after"] = str(max(1, int(exc.retry_after + 0.999)))
     if isinstance(exc, MethodNotAllowed) and "allow" in exc.details:
         headers["allow"] = ", ".join(exc.details["allow"])
     return ApiResponse.json(exc.to_body(trace_id), exc.http_status, headers)
@@ -243,8 +258,10 @@ class HttpApi:
     """The route table both HTTP doors serve; admin and MCP routes are mounted on it with ``add``."""
 
     def __init__(self, pipeline: Pipeline, metrics: HubMetrics, *, readiness: Callable[[], dict[str, Any]],
-                 usage: UsageReports | None = None) -> None:
+                 usage: UsageReports | None = None, metrics_token: str = "") -> None:
         self.pipeline = pipeline
+        #: when set, /metrics answers only ``Authorization: Bearer <metrics_token>``
+        self.metrics_token = metrics_token
         self.metrics = metrics
         self.readiness = readiness
         self.usage = usage
@@ -306,7 +323,7 @@ class HttpApi:
     async def post_call(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
         """/v1/call: the result as JSON, or NDJSON lines when ``Accept`` asks for application/x-ndjson."""
         trace_id = trace_id_var.get()
-        call = parse_call(request.json(), request.door, trace_id, len(request.body))
+        call = parse_call(await request.json_async(), request.door, trace_id, len(request.body))
         ua = request.header("user-agent")
         if NDJSON in request.header("accept"):
             return await self._stream_call(call, request, ua)
@@ -329,7 +346,10 @@ class HttpApi:
         principal = await self.pipeline.authenticate(request.credentials, ip=request.remote,
                                                      user_agent=request.header("user-agent"))
         capabilities = await self.pipeline.capabilities(principal)
-        failed = [{"module": f.name, "error": f.error} for f in self.pipeline.host.failed.values()]
+        # why a module failed (paths, library errors) is the operator's business: names only for tenants
+        operator = is_cross_tenant(principal.permissions)
+        failed = [{"module": f.name, "error": f.error} if operator else {"module": f.name}
+                  for f in self.pipeline.host.failed.values()]
         return ApiResponse.json({"capabilities": [c.to_dict() for c in capabilities], "failed_modules": failed})
 
     async def get_usage(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
@@ -351,9 +371,13 @@ class HttpApi:
         return ApiResponse.json(state, 200 if state.get("ready") else 503)
 
     async def get_metrics(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
-        """/metrics: Prometheus text; per-module in-flight and queue gauges are sampled at scrape time."""
-        for module_id, (in_flight, queued) in self.pipeline.host.stats().items():
-            self.metrics.in_flight.labels(module_id).set(in_flight)
-            self.metrics.queue_depth.labels(module_id).set(queued)
+        """/metrics: Prometheus text (a bearer token first when configured); module gauges sampled at scrape time."""
+        if self.metrics_token:
+            scheme, _sep, token = request.header("authorization").partition(" ")
+            # compare_digest: a token must not be guessable a byte at a time from response times
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                     self.metrics_token.encode()):
+                raise Unauthenticated("/metrics needs Authorization: Bearer <http.metrics_token>")
+        self.metrics.set_module_stats(self.pipeline.host.stats())
         self.metrics.modules_failed.set(len(self.pipeline.host.failed))
         return ApiResponse(200, {"content-type": self.metrics.content_type}, self.metrics.render())

@@ -1,7 +1,9 @@
 """``democratic-ai usage | invoice | credits``: billing from the state dir.
 
 ``usage`` and ``invoice`` read the ledger file directly (read-only), so they work while the
-daemon runs.  ``credits`` writes through a UsageLedger of its own; every batch chains onto
+daemon runs.  They price with ``--config``'s plans, else with the plans the hub last served with
+from this state dir (``plans.json``, written at each start), never silently with other ones.
+``credits`` writes through a UsageLedger of its own; every batch chains onto
 the file's true head under SQLite's write lock, so it is safe beside a running daemon
 (which sees the new balance on its next write or refusal).
 
@@ -60,10 +62,21 @@ def find_tenant(state_dir: Path, name: str) -> TenantRow:
     return TenantRow(*row)
 
 
-def _plan(config: HubConfig, tenant: TenantRow) -> tuple[str, PlanConfig]:
-    if tenant.plan in config.plans:
-        return tenant.plan, config.plans[tenant.plan]
-    raise CliError(f"tenant {tenant.name!r} is on plan {tenant.plan!r}, which the config does not define")
+def _plan(args: argparse.Namespace, config: HubConfig, state_dir: Path, tenant: TenantRow) -> tuple[str, PlanConfig]:
+    """The tenant's plan from ``--config``, else from the plans the hub last served with here."""
+    from daemon.metering.plans import PLANS_FILE, load_plans
+
+    if getattr(args, "config", None):
+        plans, source = config.plans, str(args.config)
+    else:
+        served = load_plans(state_dir)
+        if served is None:
+            raise CliError(f"no {PLANS_FILE} in {state_dir}: the hub has not served from this state dir, so its "
+                           "plans are unknown; pass --config with the hub's config file")
+        plans, source = served, str(state_dir / PLANS_FILE)
+    if tenant.plan in plans:
+        return tenant.plan, plans[tenant.plan]
+    raise CliError(f"tenant {tenant.name!r} is on plan {tenant.plan!r}, which {source} does not define")
 
 
 def _need_ledger(state_dir: Path) -> Path:
@@ -92,7 +105,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     config = HubConfig.from_toml(getattr(args, "config", None))
     state_dir = _state_dir(args, config)
     tenant = find_tenant(state_dir, args.tenant)
-    plan_name, plan = _plan(config, tenant)
+    plan_name, plan = _plan(args, config, state_dir, tenant)
     path = _need_ledger(state_dir)
     inv = invoice_from_file(path, tenant.id, plan_name, plan, args.period or current_period(time.time()),
                             tenant.timezone, tenant.name)
@@ -109,7 +122,7 @@ def cmd_invoice(args: argparse.Namespace) -> int:
     config = HubConfig.from_toml(getattr(args, "config", None))
     state_dir = _state_dir(args, config)
     tenant = find_tenant(state_dir, args.tenant)
-    plan_name, plan = _plan(config, tenant)
+    plan_name, plan = _plan(args, config, state_dir, tenant)
     inv = invoice_from_file(_need_ledger(state_dir), tenant.id, plan_name, plan, args.period,
                             tenant.timezone, tenant.name)
     if sys.stdout.isatty() and not args.json:

@@ -1,10 +1,12 @@
 """``democratic-ai call`` and ``capabilities``: a small client of a running hub.
 
 The hub's addresses come from ``--url`` or the state dir's endpoints.json (which the hub
-writes with its real ports); the key from ``--key``, $DEMOCRATIC_AI_KEY or the bootstrap
-key file.  Answers are printed as the hub's JSON, an error body included: a call the hub
-refused exits 1 with that body on stdout.  The HTTP/3 and gRPC clients are imported only
-when ``--via`` asks for them.
+writes with its real ports and schemes); the key from ``--key``, $DEMOCRATIC_AI_KEY or the
+bootstrap key file.  A door that serves TLS is trusted through the system's CAs and the
+hub's own self-signed certificate (endpoints.json's ``ca_file``, else the state dir's).
+Answers are printed as the hub's JSON, an error body included: a call the hub refused
+exits 1 with that body on stdout.  The HTTP/3 and gRPC clients are imported only when
+``--via`` asks for them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +24,7 @@ from daemon.cli.errors import CliError, CommandFailed
 from daemon.cli.output import print_json
 from daemon.cli.parsing import SubParsers, add_command
 from daemon.runtime.config import state_dir_of
+from daemon.runtime.tls import client_context, default_paths
 
 VIAS = ("http", "ws", "h3", "grpc")
 
@@ -33,6 +37,19 @@ def endpoints(args: argparse.Namespace) -> dict[str, Any]:
         return found
     except (OSError, ValueError):
         return {"http": "http://127.0.0.1:8080"}
+
+
+def hub_cafile(args: argparse.Namespace) -> Path | None:
+    """The hub's own self-signed certificate, to trust: endpoints.json's ``ca_file``, else the state dir's."""
+    named = endpoints(args).get("ca_file")
+    path = Path(named) if isinstance(named, str) and named else default_paths(state_dir_of(args))[0]
+    return path if path.is_file() else None
+
+
+def _session(args: argparse.Namespace) -> aiohttp.ClientSession:
+    # the context only matters for https:// and wss:// URLs
+    connector = aiohttp.TCPConnector(ssl=client_context(hub_cafile(args)))
+    return aiohttp.ClientSession(headers={"X-API-Key": api_key(args)}, connector=connector)
 
 
 def api_key(args: argparse.Namespace) -> str:
@@ -73,14 +90,13 @@ def _call_other(args: argparse.Namespace, body: dict[str, Any]) -> int:
     try:
         if via == "h3":
             from daemon.cli.clients.h3 import call_h3
-            from daemon.runtime.tls import default_paths
 
-            cafile = default_paths(state_dir_of(args))[0]
+            cafile = hub_cafile(args) or default_paths(state_dir_of(args))[0]
             return asyncio.run(call_h3(url, body, api_key(args), cafile, args.stream))
         if via == "grpc":
             from daemon.cli.clients.grpc import call_grpc
 
-            return asyncio.run(call_grpc(url, body, api_key(args), args.stream))
+            return asyncio.run(call_grpc(url, body, api_key(args), args.stream, cafile=hub_cafile(args)))
     except ImportError:
         raise CliError(f"--via {via} is not available in this build") from None
     except (OSError, ConnectionError) as exc:
@@ -90,9 +106,8 @@ def _call_other(args: argparse.Namespace, body: dict[str, Any]) -> int:
 
 async def _call_http(args: argparse.Namespace, body: dict[str, Any]) -> int:
     base = (args.url or endpoints(args)["http"]).rstrip("/")
-    headers = {"X-API-Key": api_key(args)}
     try:
-        async with aiohttp.ClientSession(headers=headers) as session:
+        async with _session(args) as session:
             if args.via == "ws":
                 return await _call_ws(session, base, body, args.stream)
             accept = "application/x-ndjson" if args.stream else "application/json"
@@ -109,7 +124,14 @@ async def _call_http(args: argparse.Namespace, body: dict[str, Any]) -> int:
 
 
 async def _call_ws(session: aiohttp.ClientSession, base: str, body: dict[str, Any], stream: bool) -> int:
-    async with session.ws_connect(base.replace("http", "ws", 1) + "/v1/ws") as ws:
+    try:
+        connecting = await session.ws_connect(base.replace("http", "ws", 1) + "/v1/ws")
+    except aiohttp.WSServerHandshakeError as refused:  # the credentials were refused at the upgrade
+        print_json({"error": {"code": "UNAUTHENTICATED" if refused.status == 401 else f"HTTP {refused.status}",
+                              "message": f"the hub refused the WebSocket upgrade ({refused.status})",
+                              "details": {}, "trace_id": ""}})
+        return 1
+    async with connecting as ws:
         await ws.send_json({**body, "id": "1", "stream": stream})
         async for message in ws:
             frame = json.loads(message.data)
@@ -125,7 +147,7 @@ def cmd_capabilities(args: argparse.Namespace) -> int:
     async def fetch() -> int:
         base = (args.url or endpoints(args)["http"]).rstrip("/")
         try:
-            async with aiohttp.ClientSession(headers={"X-API-Key": api_key(args)}) as session:
+            async with _session(args) as session:
                 async with session.get(f"{base}/v1/capabilities") as resp:
                     print_json(await resp.json(content_type=None))
                     return 0 if resp.status == 200 else 1

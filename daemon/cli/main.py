@@ -45,17 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def export_ledger(state_dir: Path, export: dict[str, Any]) -> dict[str, Any]:
-    """``tenant export`` gets the tenant's usage events and invoices from the ledger too."""
+    """``tenant export`` gets the tenant's usage events and invoices from the ledger too.
+
+    Invoices are priced with the plans the hub last served with (plans.json); a state dir the hub
+    never served from prices with the embedded plans, and the export says so.
+    """
     from daemon.metering.billing import export_usage
+    from daemon.metering.plans import load_plans
     from daemon.runtime.config import HubConfig
 
-    return export_usage(state_dir, export, HubConfig.from_toml(None).plans)
+    plans = load_plans(state_dir)
+    if plans is not None:
+        return export_usage(state_dir, export, plans)
+    exported = export_usage(state_dir, export, HubConfig.from_toml(None).plans)
+    exported["invoices_priced_with"] = "the embedded default plans: the hub never served from this state dir"
+    return exported
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the hub until SIGTERM or SIGINT; a bad config exits 2, a port or state dir it cannot use 1."""
     from daemon.runtime.config import HubConfig, StateConfig
-    from daemon.runtime.hub import Hub
+    from daemon.runtime.hub import Hub, HubStopped
     from daemon.runtime.logs import setup_logging
 
     config = HubConfig.from_toml(args.config)
@@ -71,6 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(Hub(config, config_path=args.config).run())
+    except HubStopped as exc:  # it served, then lost what it cannot serve without
+        raise CommandFailed(str(exc)) from exc
     except (OSError, HubError) as exc:  # a taken port, an unusable state dir or ledger
         raise CommandFailed(f"cannot start: {exc}") from exc
     return 0

@@ -40,4 +40,5 @@ def add_command(subparsers: SubParsers, name: str, parents: list[argparse.Argume
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     """``--config``, for commands that read the config's ``[plans]``; skipped when a parent gave it."""
     if not any("--config" in action.option_strings for action in parser._actions):
-        parser.add_argument("--config", help="TOML config file, for its [plans] (default: embedded)")
+        parser.add_argument("--config",
+                            help="TOML config file, for its [plans] (default: the plans the hub last served with)")

@@ -125,9 +125,16 @@ class ModuleError(HubError):
 
 
 class Unavailable(HubError):
-    """The hub or a dependency (ledger, batcher) cannot serve now; retrying later may succeed."""
+    """The hub or a dependency (ledger, batcher) cannot serve now; ``retry_after``: when to try again, if known."""
 
     code, http_status, grpc_status = "UNAVAILABLE", 503, "UNAVAILABLE"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None, *,
+                 retry_after: float | None = None) -> None:
+        if retry_after is not None:
+            details = {"retry_after": retry_after, **(details or {})}
+        super().__init__(message, details)
+        self.retry_after = retry_after
 
 
 class InternalError(HubError):

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+from daemon.core.decoding import OFFLOAD_BYTES
 from daemon.core.envelope import (
     CallRequest,
     CallResult,
@@ -50,12 +51,14 @@ from daemon.core.ports import (
     NoPeers,
     UsageGate,
 )
+from daemon.core.router import ACTION_MAX_LENGTH, check_action
 from modules.sdk import Call, CapabilitySpec, Progress
 
 log = logging.getLogger("democratic_ai.pipeline")
 
 CALL_PERMISSION = "module:use"
 READ_PERMISSION = "module:read"
+MAX_TARGET_LENGTH = 128  # a module id's own bound (hosting/remote_module.py)
 
 
 def encode_json(value: Any) -> bytes:
@@ -75,6 +78,7 @@ class Pipeline:
         metrics: CallObserver,
         forwarder: Forwarder | None = None,
         node_id: str = "",
+        default_ttl_s: float | None = None,
     ) -> None:
         self.auth = authenticator
         self.usage = usage
@@ -82,6 +86,8 @@ class Pipeline:
         self.metrics = metrics
         self.forwarder: Forwarder = forwarder or NoPeers()
         self.node_id = node_id
+        #: the TTL of a call that carries none (None: such a call may wait and run without a deadline)
+        self.default_ttl_s = default_ttl_s
         self.closing = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -144,12 +150,16 @@ class Pipeline:
             scope.action_label = envelope.action  # unknown actions share one label: bounded cardinality
         if envelope.type is MessageType.EVENT:
             return envelope, None
-        module_id = self.host.router.route(envelope.action, envelope.target)
+        module_id = self.host.router.route(envelope.action, envelope.target, tenant_id=envelope.principal.tenant_id)
         if module_id is None:
             return envelope, None
         handle = self.host.handle(module_id)
-        # bad input is refused before it costs a rate-limit token, a credit or a queue slot
-        handle.check_input(envelope.action, envelope.payload)
+        # bad input is refused before it costs a rate-limit token, a credit or a queue slot; a large
+        # payload is checked against its schema in a worker thread, as its body was decoded there
+        if request.bytes_in > OFFLOAD_BYTES:
+            await asyncio.to_thread(handle.check_input, envelope.action, envelope.payload)
+        else:
+            handle.check_input(envelope.action, envelope.payload)
         return envelope, handle
 
     async def _elsewhere(self, envelope: Envelope) -> CallResult:
@@ -162,7 +172,8 @@ class Pipeline:
     def _another(self, envelope: Envelope, handle: ModuleHandle, tried: set[str], *, yielded: bool) -> ModuleHandle:
         """A remote module dropped the call: another module with the action may take it."""
         tried.add(handle.module_id)
-        retry = None if yielded or envelope.target else self.host.router.route(envelope.action)
+        retry = (None if yielded or envelope.target
+                 else self.host.router.route(envelope.action, tenant_id=envelope.principal.tenant_id))
         if retry is None or retry in tried:
             raise ModuleGone(f"module {handle.module_id} went away during the call")
         return self.host.handle(retry)
@@ -176,11 +187,17 @@ class Pipeline:
         return await self.capabilities(principal)
 
     async def capabilities(self, principal: Principal) -> list[CapabilityEntry]:
-        """What this hub serves (module:read): each action once, with the modules that serve it."""
+        """What this caller's calls can reach (module:read): each action once, with the modules that serve it.
+
+        That is the platform-wide modules and the caller's own tenant's, never another tenant's.
+        """
         self.auth.authorize(principal, READ_PERMISSION)
         specs: dict[str, CapabilitySpec] = {}
         serving: dict[str, list[ServingModule]] = {}
+        router = self.host.router
         for handle in self.host.handles():
+            if not router.visible(handle.module_id, principal.tenant_id):
+                continue  # another tenant's module: for this caller it does not exist
             for action, spec in handle.capabilities.items():
                 specs.setdefault(action, spec)  # the first module's declaration describes the action
                 serving.setdefault(action, []).append(ServingModule(handle.module_id, handle.kind, handle.describe()))
@@ -220,12 +237,15 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------
     def _envelope(self, request: CallRequest, principal: Principal, trace_id: str) -> Envelope:
-        if not isinstance(request.action, str) or not request.action:
-            raise ValidationError("`action` is required", {"pointer": "/action"})
+        check_action(request.action)
+        if not isinstance(request.target, str) or len(request.target) > MAX_TARGET_LENGTH:
+            raise ValidationError(f"`target` must be a module id of at most {MAX_TARGET_LENGTH} characters",
+                                  {"pointer": "/target"})
         if not 0 <= request.priority <= 9:
             raise ValidationError("`priority` must be 0-9", {"pointer": "/priority"})
         if request.ttl is not None and not request.ttl > 0:
             raise ValidationError("`ttl` must be a positive number of seconds", {"pointer": "/ttl"})
+        ttl = request.ttl if request.ttl is not None else self.default_ttl_s
         loop = asyncio.get_running_loop()
         message_id = Envelope.new_id()
         return Envelope(
@@ -236,8 +256,8 @@ class Pipeline:
             principal=principal,
             target=request.target,
             priority=request.priority,
-            ttl=request.ttl,
-            deadline=loop.time() + request.ttl if request.ttl is not None else None,
+            ttl=ttl,
+            deadline=loop.time() + ttl if ttl is not None else None,
             timestamp=time.time(),
             correlation_id=request.correlation_id or message_id,
             headers=request.headers,
@@ -309,7 +329,7 @@ class Pipeline:
 
     async def _broadcast(self, envelope: Envelope) -> CallResult:
         """EVENT: deliver to every module with the action; answer how many took it."""
-        module_ids = self.host.router.broadcast(envelope.action)
+        module_ids = self.host.router.broadcast(envelope.action, tenant_id=envelope.principal.tenant_id)
         if not module_ids:
             raise CapabilityNotFound(f"no module listens for the event {envelope.action!r}")
         admission = await self.usage.admit(envelope)
@@ -365,7 +385,9 @@ class _CallScope:
         else:
             code = "INTERNAL"
         if code != "OK":
-            log.info("call failed", extra={"code": code, "action": request.action, "door": request.door})
+            # the action as sent may be anything (it failed validation, perhaps): bounded in the log
+            log.info("call failed", extra={"code": code, "action": str(request.action)[:ACTION_MAX_LENGTH],
+                                           "door": request.door})
         pipeline.metrics.observe_call(request.door, self.action_label, code, time.perf_counter() - self.started)
         trace_id_var.reset(self.token)
         if isinstance(exc, TimeoutError):

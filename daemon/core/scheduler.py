@@ -14,7 +14,10 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
-from daemon.core.errors import DeadlineExceeded
+from daemon.core.errors import DeadlineExceeded, Unavailable
+
+#: what a refused caller is told to wait before retrying a full queue, in seconds
+QUEUE_FULL_RETRY_AFTER_S = 1.0
 
 
 @dataclass(order=True, slots=True)
@@ -26,12 +29,15 @@ class Ticket:
 
 
 class SlotQueue:
-    """Concurrency slots with a priority queue of waiters (no I/O, no clock)."""
+    """Concurrency slots with a bounded priority queue of waiters (no I/O, no clock)."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, max_queued: int = 256) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if max_queued < 0:
+            raise ValueError("max_queued must be >= 0")
         self.concurrency = concurrency
+        self.max_queued = max_queued
         self.in_flight = 0
         self._heap: list[Ticket] = []
         self._seq = itertools.count()
@@ -54,7 +60,14 @@ class SlotQueue:
         return False
 
     def enqueue(self, priority: int, waiter: asyncio.Future[None]) -> Ticket:
-        """Queue ``waiter``; ``release`` resolves it when it is granted the slot."""
+        """Queue ``waiter``; ``release`` resolves it when it is granted the slot.
+
+        UNAVAILABLE (with a retry-after) when ``max_queued`` waiters are queued already: a slow
+        module makes callers retry, never makes the hub hold an unbounded queue.
+        """
+        if len(self._heap) >= self.max_queued:
+            raise Unavailable("the module's queue is full; retry shortly",
+                              {"queued": len(self._heap)}, retry_after=QUEUE_FULL_RETRY_AFTER_S)
         ticket = Ticket((-priority, next(self._seq)), waiter)
         heapq.heappush(self._heap, ticket)
         return ticket
@@ -78,8 +91,8 @@ class SlotQueue:
 class ModuleScheduler:
     """asyncio admission to one module's slots."""
 
-    def __init__(self, concurrency: int) -> None:
-        self.slots = SlotQueue(concurrency)
+    def __init__(self, concurrency: int, max_queued: int = 256) -> None:
+        self.slots = SlotQueue(concurrency, max_queued)
 
     def slot(self, priority: int, deadline: float | None) -> _Slot:
         """``async with scheduler.slot(priority, deadline):`` runs the body holding one slot."""

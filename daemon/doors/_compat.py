@@ -9,9 +9,11 @@ moves one, so an upgrade breaks a test instead of a door.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_request import BaseRequest
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -21,6 +23,7 @@ from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
 __all__ = [
     "AsyncHealthServicer",
+    "answer_parse_errors",
     "bound_sockets",
     "cap_peer_request_streams",
     "quic_closing",
@@ -65,3 +68,41 @@ def quic_server_knows(server: QuicServer, connection_id: bytes) -> bool:
 def quic_server_transport(server: QuicServer) -> Any:
     """The datagram transport a QuicServer sends on (None before it is connected)."""
     return server._transport
+
+
+def answer_parse_errors(runner: web.AppRunner, answer: Callable[[int, str], web.StreamResponse]) -> None:
+    """Make a set-up runner answer what aiohttp refuses before any route runs with ``answer(status, reason)``.
+
+    aiohttp's parser refuses an oversized header (an API key over ``max_field_size``), a bad
+    request line or non-HTTP bytes itself, answering with the text/plain body that
+    ``RequestHandler.handle_error`` builds, and no public hook replaces it.  The runner's
+    ``Server`` makes one ``RequestHandler`` per connection: its class becomes a subclass whose
+    handlers are of a ``RequestHandler`` subclass (no new slots) overriding ``handle_error``.
+    """
+    server = runner.server
+    if server is None:
+        raise RuntimeError("answer_parse_errors needs a runner that is set up")
+
+    class AnsweringHandler(web.RequestHandler):
+        __slots__ = ()
+
+        def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                         message: str | None = None) -> web.StreamResponse:
+            """``answer`` instead of aiohttp's plain text; a refused request is logged at DEBUG, a bug in full."""
+            if status >= 500:
+                self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+            else:
+                self.logger.debug("refused a malformed request from %s: %s", request.remote, message)
+            if request.writer.output_size > 0:  # as aiohttp: half a response is out, the connection is broken
+                raise ConnectionError("a response is already on its way: no error answer can follow")
+            response = answer(status, message or "")
+            response.force_close()
+            return response
+
+    class AnsweringServer(type(server)):  # type: ignore[misc]
+        def __call__(self) -> web.RequestHandler:
+            handler = super().__call__()
+            handler.__class__ = AnsweringHandler
+            return handler
+
+    server.__class__ = AnsweringServer

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from daemon.api.http_api import HttpApi
+from daemon.core.decoding import MAX_DEPTH, check_value
 from daemon.core.envelope import (
     CallRequest,
     CallResult,
@@ -38,7 +39,11 @@ from daemon.core.errors import HubError, PayloadTooLarge, ValidationError
 from daemon.core.pipeline import Pipeline
 from daemon.doors._compat import AsyncHealthServicer
 from daemon.runtime.config import GrpcConfig, parse_listen
+from daemon.runtime.tls import TlsPair
 from proto import mcp_v2_pb2 as pb
+
+#: how much sooner than the caller's deadline the hub ends a call: 10 % of it, within 20-250 ms
+DEADLINE_MARGIN_SHARE, DEADLINE_MARGIN_MIN_S, DEADLINE_MARGIN_MAX_S = 0.1, 0.02, 0.25
 
 log = logging.getLogger("democratic_ai.grpc")
 
@@ -88,18 +93,27 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: HubError, trac
 
 
 def decode_payload(message: pb.MCPMessage) -> Any:
-    """``payload`` (an Any holding a Struct, or a Value) -> JSON value; empty -> {}."""
+    """``payload`` (an Any holding a Struct, or a Value) -> JSON value; empty -> {}.
+
+    The value passes the checks every door's JSON passes (``core/decoding.check_value``); a
+    Struct nested past protobuf's own limit (about 50 JSON levels) is VALIDATION_ERROR too.
+    """
     payload = message.payload
     if not payload.type_url:
         return {}
-    if payload.Is(struct_pb2.Struct.DESCRIPTOR):
-        struct = struct_pb2.Struct()
-        payload.Unpack(struct)
-        return json_format.MessageToDict(struct)
-    if payload.Is(struct_pb2.Value.DESCRIPTOR):
-        value = struct_pb2.Value()
-        payload.Unpack(value)
-        return json_format.MessageToDict(value)
+    for kind in (struct_pb2.Struct, struct_pb2.Value):
+        if payload.Is(kind.DESCRIPTOR):
+            unpacked = kind()
+            try:
+                payload.Unpack(unpacked)
+                value = json_format.MessageToDict(unpacked)
+            except (DecodeError, RecursionError, json_format.ParseError, ValueError) as exc:
+                raise ValidationError(
+                    f"`payload` is not a valid {kind.DESCRIPTOR.full_name} (or nests too deep): {exc}",
+                    {"pointer": "/payload", "max_depth": MAX_DEPTH},
+                ) from None
+            check_value(value, what="the payload", pointer="/payload")
+            return value
     raise ValidationError(
         "`payload` must be a google.protobuf.Struct or Value packed in the Any",
         {"pointer": "/payload", "type_url": payload.type_url},
@@ -172,7 +186,10 @@ class HubServicer:
             raise ValidationError("`ttl` must be a positive number of seconds", {"pointer": "/ttl"})
         remaining = context.time_remaining()
         if remaining is not None:
-            # the caller's deadline is the envelope's TTL (when it is the sooner)
+            # the caller's deadline is the envelope's TTL (when it is the sooner), less a margin: the
+            # hub ends the call first, so the caller gets DEADLINE_EXCEEDED with the error body
+            # trailer instead of its own local timeout, and the hub records what really happened
+            remaining -= min(DEADLINE_MARGIN_MAX_S, max(DEADLINE_MARGIN_MIN_S, remaining * DEADLINE_MARGIN_SHARE))
             ttl = max(remaining, 1e-3) if ttl is None else min(ttl, max(remaining, 1e-3))
         kind = MessageType.EVENT if message.type == pb.EVENT else MessageType.REQUEST
         if message.type not in (pb.MESSAGE_TYPE_UNSPECIFIED, pb.REQUEST, pb.EVENT):
@@ -288,8 +305,11 @@ class ReadinessHealth(AsyncHealthServicer):
 class GrpcDoor:
     """The grpc.aio server: the Hub service, health and reflection; ``port`` once started."""
 
-    def __init__(self, config: GrpcConfig, api: HttpApi, *, max_body_bytes: int, grace_s: float = 10.0) -> None:
+    def __init__(self, config: GrpcConfig, api: HttpApi, *, max_body_bytes: int, grace_s: float = 10.0,
+                 tls: TlsPair | None = None) -> None:
         self.config = config
+        #: served over TLS with this pair when set (the hub decides: beyond loopback, or asked for)
+        self.tls = tls
         self.pipeline = api.pipeline
         self.health = ReadinessHealth(api.readiness)
         self.servicer = HubServicer(api.pipeline, max_body_bytes)
@@ -301,7 +321,7 @@ class GrpcDoor:
         self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Bind ``config.listen`` (insecure) and serve; OSError when the port cannot be taken."""
+        """Bind ``config.listen`` (TLS when ``tls`` is set) and serve; OSError when the port cannot be taken."""
         host, port = parse_listen(self.config.listen)
         limit = self.max_body_bytes + 64 * 1024  # our own check answers PAYLOAD_TOO_LARGE with a body
         server = grpc.aio.server(options=[
@@ -315,7 +335,13 @@ class GrpcDoor:
             (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = server.add_insecure_port(bind)
+            if self.tls is None:
+                self.port = server.add_insecure_port(bind)
+            else:
+                pair = self.tls
+                credentials = grpc.ssl_server_credentials([(pair.private_key.read_bytes(),
+                                                            pair.certificate.read_bytes())])
+                self.port = server.add_secure_port(bind, credentials)
         except RuntimeError as exc:  # grpc reports a taken port this way, not as OSError
             raise OSError(f"the gRPC door cannot listen on {self.config.listen}: {exc}") from None
         if not self.port:
@@ -324,7 +350,7 @@ class GrpcDoor:
         self._server = server
         await self.health.refresh()
         self._hold(self._follow_readiness())
-        log.info("grpc door listening", extra={"listen": f"{host}:{self.port}"})
+        log.info("grpc door listening", extra={"listen": f"{host}:{self.port}", "tls": self.tls is not None})
 
     def _hold(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -1,8 +1,8 @@
 """The HTTP/1.1 + WebSocket door (aiohttp).
 
 Plain routes go through ``HttpApi`` (shared with the HTTP/3 door).  Two WebSocket
-routes live here because they are connection-shaped: ``/v1/ws`` (clients: many calls
-and their streamed parts over one socket) and ``/v1/modules/attach`` (remote modules).
+routes are connection-shaped: ``/v1/ws`` (clients: many calls and their streamed parts
+over one socket, served by ``ws_clients.py``) and ``/v1/modules/attach`` (remote modules).
 """
 
 from __future__ import annotations
@@ -13,42 +13,61 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi, error_response, parse_call
-from daemon.core.envelope import CallResult, Credentials, ProgressPart
-from daemon.core.errors import HubError, PayloadTooLarge, ValidationError
+from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi, error_response
+from daemon.core.envelope import Credentials, Principal, new_trace_id
+from daemon.core.errors import (
+    HubError,
+    InternalError,
+    PayloadTooLarge,
+    PermissionDenied,
+    Unauthenticated,
+    ValidationError,
+)
 from daemon.core.pipeline import Pipeline
-from daemon.doors._compat import bound_sockets
+from daemon.doors._compat import answer_parse_errors, bound_sockets
+from daemon.doors.ws_clients import ClientSockets
 from daemon.hosting.module_host import ModuleHost
 from daemon.hosting.remote_module import RemoteModule
 from daemon.runtime.config import HttpConfig, parse_listen
+from daemon.runtime.tls import TlsPair, server_context
 
 log = logging.getLogger("democratic_ai.http")
 
 ATTACH_PERMISSION = "module:create"
+PLATFORM_PERMISSION = "*"  # held by super_admin only: a module for every tenant
 WS_PATHS = ("/v1/ws", "/v1/modules/attach")
+#: one header's value (an API key, a JWT) may be this long; a longer one is VALIDATION_ERROR (400)
+MAX_HEADER_BYTES = 16384
 
 
 class HttpDoor:
     """The aiohttp socket: plain routes to ``HttpApi``, two WebSocket routes handled here; ``port`` once started."""
 
     def __init__(self, config: HttpConfig, api: HttpApi, pipeline: Pipeline, host: ModuleHost, *,
-                 alt_svc: str = "", remote_concurrency: int = 16) -> None:
+                 alt_svc: str = "", remote_concurrency: int = 16, attach_recheck_s: float = 1.0,
+                 tls: TlsPair | None = None) -> None:
         self.config = config
+        #: served over TLS with this pair when set (the hub decides: beyond loopback, or asked for)
+        self.tls = tls
         self.api = api
         self.pipeline = pipeline
         self.host = host
         self.alt_svc = alt_svc
         self.remote_concurrency = remote_concurrency
+        #: how often an attached module's credential is checked again (the authenticator's own tick)
+        self.attach_recheck_s = attach_recheck_s
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
+        self._clients = ClientSockets(config, pipeline, self._sockets)
         self.port = 0
 
     def build_app(self) -> web.Application:
         """The aiohttp app: the two WebSocket routes, then every other path and method to ``handle``."""
         # aiohttp enforces the body limit itself (client_max_size) before we read it
-        app = web.Application(client_max_size=self.config.max_body_bytes, handler_args={"max_field_size": 16384})
+        app = web.Application(client_max_size=self.config.max_body_bytes,
+                              handler_args={"max_field_size": MAX_HEADER_BYTES})
         app.router.add_get("/v1/ws", self.client_socket)
         app.router.add_get("/v1/modules/attach", self.attach_socket)
         app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -63,11 +82,13 @@ class HttpDoor:
                                      handler_cancellation=True,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        answer_parse_errors(self._runner, self._malformed)
+        ssl_context = server_context(self.tls) if self.tls is not None else None
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         sockets = bound_sockets(site)
         self.port = sockets[0].getsockname()[1] if sockets else port
-        log.info("http door listening", extra={"listen": f"{host}:{self.port}"})
+        log.info("http door listening", extra={"listen": f"{host}:{self.port}", "tls": self.tls is not None})
 
     async def stop_accepting(self) -> None:
         """Close the listening socket; connections already open keep being served."""
@@ -100,6 +121,7 @@ class HttpDoor:
             query=dict(request.query),
             remote=request.remote or "",
             door="http",
+            secure=request.secure,
         )
         response = await self.api.handle(api_request)
         if response.stream is None:
@@ -120,69 +142,33 @@ class HttpDoor:
             headers["alt-svc"] = self.alt_svc
         return headers
 
+    def _malformed(self, status: int, reason: str) -> web.Response:
+        """What aiohttp's parser refused before any route ran (a header over its limit, a bad request line).
+
+        The contract's body: VALIDATION_ERROR for the parser's 400s, INTERNAL for a failure in aiohttp itself.
+        """
+        exc: HubError = (InternalError("the hub failed to handle this request") if status >= 500 else
+                         ValidationError(f"the request is malformed: {reason.strip()[:200]}",
+                                         {"max_header_bytes": MAX_HEADER_BYTES}))
+        return self._write_plain(error_response(exc, new_trace_id()))
+
     def _write_plain(self, response: ApiResponse) -> web.Response:
         return web.Response(status=response.status, body=response.body, headers=self._headers(response))
 
     # -- WebSocket for clients ----------------------------------------------------------
     async def client_socket(self, request: web.Request) -> web.StreamResponse:
-        """Calls over one socket: {"id", "action", "payload", "stream"?, ...} -> parts/result/error frames.
-
-        Credentials come from the upgrade request's headers, or from a first frame
-        ``{"type": "auth", "api_key" | "token": ...}`` for clients that cannot set headers.
-        """
-        credentials = Credentials.from_headers(request.headers.get("X-API-Key"), request.headers.get("Authorization"))
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.config.max_body_bytes)
-        await ws.prepare(request)
-        self._sockets.add(ws)
-        send_lock = asyncio.Lock()
-
-        async def send(frame: dict[str, Any]) -> None:
-            async with send_lock:
-                if not ws.closed:
-                    await ws.send_str(json.dumps(frame, separators=(",", ":")))
-
-        try:
-            async with asyncio.TaskGroup() as calls:
-                async for message in ws:
-                    if message.type is not WSMsgType.TEXT:
-                        if message.type is WSMsgType.BINARY:
-                            await send(_frame_error(None, ValidationError("frames must be JSON text"), ""))
-                        continue
-                    try:
-                        frame = json.loads(message.data)
-                    except ValueError:
-                        await send(_frame_error(None, ValidationError("the frame is not valid JSON"), ""))
-                        continue
-                    if isinstance(frame, dict) and frame.get("type") == "auth":
-                        credentials = Credentials(api_key=frame.get("api_key"), bearer=frame.get("token"))
-                        await send({"type": "auth", "ok": True})
-                        continue
-                    calls.create_task(self._ws_call(frame, credentials, request, send, len(message.data)))
-        finally:
-            self._sockets.discard(ws)
-        return ws
-
-    async def _ws_call(self, frame: Any, credentials: Credentials, request: web.Request,
-                       send: Any, size: int) -> None:
-        call_id = frame.get("id") if isinstance(frame, dict) else None
-        trace_id = ApiRequest("GET", "", {k.lower(): v for k, v in request.headers.items()}).trace_id
-        try:
-            call = parse_call(frame, "ws", trace_id, size)
-            ua = request.headers.get("User-Agent", "")
-            ip = request.remote or ""
-            if frame.get("stream"):
-                async for part in self.pipeline.stream(call, credentials, ip=ip, user_agent=ua):
-                    await send(_part_frame(part, call_id))
-            else:
-                await send(_part_frame(await self.pipeline.call(call, credentials, ip=ip, user_agent=ua), call_id))
-        except HubError as exc:
-            await send(_frame_error(call_id, exc, trace_id))
+        """Calls over one socket, authenticated at the upgrade or by its first frame (``ws_clients.py``)."""
+        return await self._clients.serve(request, self._write_plain)
 
     # -- WebSocket for remote modules -------------------------------------------------------
     async def attach_socket(self, request: web.Request) -> web.StreamResponse:
         """A remote module's socket: needs module:create; its first frame (10 s) registers it; served until it closes.
 
-        A taken module id is PERMISSION_DENIED; on close the module is detached and its calls end ModuleGone.
+        A super_admin's module is platform-wide; anyone else's serves its own tenant's calls only.
+        A taken module id, or a tenant module claiming a platform action, is PERMISSION_DENIED.
+        The attaching credential is re-checked every ``attach_recheck_s``: once it no longer
+        holds (key revoked, tenant suspended, token expired) the socket is closed with 1008 and
+        the reason.  On close the module is detached and its calls end ModuleGone.
         """
         ip = request.remote or ""
         ua = request.headers.get("User-Agent", "")
@@ -192,10 +178,12 @@ class HttpDoor:
             self.pipeline.auth.authorize(principal, ATTACH_PERMISSION)
         except HubError as exc:
             return self._write_plain(error_response(exc, ""))
+        tenant_id = None if self._is_platform(principal) else principal.tenant_id
         ws = web.WebSocketResponse(heartbeat=15, max_msg_size=self.config.max_body_bytes)
         await ws.prepare(request)
         self._sockets.add(ws)
         module: RemoteModule | None = None
+        watch: asyncio.Task[None] | None = None
         try:
             first = await ws.receive(timeout=10)
             frame = json.loads(first.data) if first.type is WSMsgType.TEXT else None
@@ -203,8 +191,11 @@ class HttpDoor:
             async def send(out: dict[str, Any]) -> None:
                 await ws.send_str(json.dumps(out, separators=(",", ":")))
 
-            module = self.host.attach(frame, send, owner=principal.subject, max_concurrency=self.remote_concurrency)
+            module = self.host.attach(frame, send, owner=principal.subject, tenant_id=tenant_id,
+                                      max_concurrency=self.remote_concurrency)
             await send({"type": "registered", "module_id": module.module_id})
+            watch = asyncio.create_task(self._watch_attacher(ws, module, credentials, ip, ua),
+                                        name=f"attach-watch-{module.module_id}")
             async for message in ws:
                 if message.type is WSMsgType.TEXT:
                     with contextlib.suppress(ValueError):
@@ -219,16 +210,48 @@ class HttpDoor:
             self._sockets.discard(ws)
             if module is not None:
                 self.host.detach(module)
+            if watch is not None:
+                watch.cancel()  # a watcher that is closing the socket has nothing left worth waiting for
+                await asyncio.wait([watch])
             if not ws.closed:
                 await ws.close()
         return ws
 
+    def _is_platform(self, principal: Principal) -> bool:
+        """Only the ``*`` grant (super_admin) attaches modules that serve every tenant."""
+        try:
+            self.pipeline.auth.authorize(principal, PLATFORM_PERMISSION)
+        except PermissionDenied:
+            return False
+        return True
 
-def _part_frame(part: ProgressPart | CallResult, call_id: Any) -> dict[str, Any]:
-    # "id" is the client's call id; the hub's message id travels as "message_id"
-    frame = {"type": "result", **part.to_dict()} if isinstance(part, CallResult) else part.to_dict()
-    return {**frame, "id": call_id, "message_id": part.id}
+    async def _watch_attacher(self, ws: web.WebSocketResponse, module: RemoteModule, credentials: Credentials,
+                              ip: str, ua: str) -> None:
+        """Re-check the attaching credential as the authenticator re-checks API keys; close the socket when it fails.
 
-
-def _frame_error(call_id: Any, exc: HubError, trace_id: str) -> dict[str, Any]:
-    return {"id": call_id, "type": "error", **exc.to_body(trace_id)}
+        A cached credential costs a dict lookup; the authenticator drops its cache within a
+        second of a revocation or suspension (in this process at once), and the next tick here
+        then reads the database and fails.
+        """
+        while not ws.closed:
+            await asyncio.sleep(self.attach_recheck_s)
+            try:
+                principal = await self.pipeline.authenticate(credentials, ip=ip, user_agent=ua)
+                self.pipeline.auth.authorize(principal, ATTACH_PERMISSION)
+                if (module.tenant_id is None) != self._is_platform(principal) or (
+                        module.tenant_id is not None and principal.tenant_id != module.tenant_id):
+                    raise PermissionDenied("the attaching credential no longer holds this module's scope")
+            except (Unauthenticated, PermissionDenied) as exc:
+                log.warning("remote module detached: its credential no longer holds",
+                            extra={"module_id": module.module_id, "code": exc.code, "reason": exc.message})
+                self.host.detach(module)  # no call may reach it from here on
+                if not ws.closed:
+                    await ws.send_str(json.dumps({"type": "error", **exc.to_body("")}))
+                    # a close reason fits in 123 bytes; cut on a character, not inside one
+                    reason = f"{exc.code}: {exc.message}".encode()[:120].decode(errors="ignore").encode()
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a locked or busy tenancy store: keep the module, ask again next tick
+                log.exception("re-checking a remote module's credential failed", extra={"module_id": module.module_id})

@@ -3,10 +3,13 @@
 A request becomes an ``ApiRequest`` (door ``http3``) and the ``ApiResponse`` goes back as
 HEADERS + DATA, streamed bodies chunk by chunk, so bodies and codes are those of the
 HTTP/1.1 door by construction.  TLS 1.3 with the configured pair or a self-signed one
-made in the state dir.  Limits so one client cannot exhaust the hub: at most
-``max_connections`` QUIC connections (a new one beyond is closed at once with
-CONNECTION_REFUSED), ``max_streams_per_connection`` concurrent request streams each, and
-bodies over ``max_body_bytes`` answered 413 without being buffered further.  A request
+made in the state dir.  Limits so one client cannot exhaust the hub: a new client first
+proves its address with a Retry round trip (``retry``), at most ``max_connections`` QUIC
+connections (a new one beyond is closed at once with CONNECTION_REFUSED),
+``max_streams_per_connection`` concurrent request streams each, bodies over
+``max_body_bytes`` answered 413 without being buffered further, and at most
+``max_buffered_bytes`` of request bodies held per connection (a stream that would pass it
+is answered 503 UNAVAILABLE): bodies are held until their call ends.  A request
 stream the client resets, or a connection that ends, cancels its call in the pipeline.
 """
 
@@ -33,7 +36,7 @@ from aioquic.quic.packet import QuicErrorCode, QuicFrameType, QuicPacketType, pu
 from aioquic.quic.packet_builder import QuicPacketBuilder
 
 from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi, error_response
-from daemon.core.errors import PayloadTooLarge, ValidationError
+from daemon.core.errors import PayloadTooLarge, Unavailable, ValidationError
 from daemon.doors._compat import (
     cap_peer_request_streams,
     quic_closing,
@@ -65,6 +68,8 @@ class H3ServerProtocol(QuicConnectionProtocol):
         self._http = H3Connection(self._quic)
         self._incoming: dict[int, _Incoming] = {}
         self.calls: dict[int, asyncio.Task[None]] = {}
+        #: request body bytes this connection has the hub hold: received, or in a call still running
+        self.buffered = 0
         cap_peer_request_streams(self._quic, door.config.max_streams_per_connection)
         self._remote = ""
 
@@ -84,7 +89,9 @@ class H3ServerProtocol(QuicConnectionProtocol):
             return
         if isinstance(event, StreamReset | StopSendingReceived):
             # the client gave up on this request: its call ends in the pipeline too
-            self._incoming.pop(event.stream_id, None)
+            dropped = self._incoming.pop(event.stream_id, None)
+            if dropped is not None:
+                self.buffered -= len(dropped.body)
             call = self.calls.get(event.stream_id)
             if call is not None:
                 call.cancel()
@@ -105,23 +112,40 @@ class H3ServerProtocol(QuicConnectionProtocol):
             if found is None or found.answered:
                 return
             found.body += event.data
-            if len(found.body) > self._door.max_body_bytes:
+            self.buffered += len(event.data)
+            refusal = self._over_limit(found)
+            if refusal is not None:
                 found.answered = True
+                self.buffered -= len(found.body)
                 found.body.clear()
-                exc = PayloadTooLarge(f"the body is over {self._door.max_body_bytes} bytes",
-                                      {"limit": self._door.max_body_bytes})
-                self._start_call(event.stream_id, self._answer(event.stream_id, error_response(exc, "")))
+                self._start_call(event.stream_id, self._answer(event.stream_id, error_response(refusal, "")))
             elif event.stream_ended:
                 self._dispatch(event.stream_id)
 
+    def _over_limit(self, incoming: _Incoming) -> PayloadTooLarge | Unavailable | None:
+        """413 for a body over max_body_bytes; 503 when this connection's bodies together pass max_buffered_bytes."""
+        if len(incoming.body) > self._door.max_body_bytes:
+            return PayloadTooLarge(f"the body is over {self._door.max_body_bytes} bytes",
+                                   {"limit": self._door.max_body_bytes})
+        cap = self._door.config.max_buffered_bytes
+        if self.buffered > cap:
+            return Unavailable(f"this connection's request bodies are over {cap} bytes together; "
+                               "send fewer at once", {"limit": cap}, retry_after=1.0)
+        return None
+
     def _dispatch(self, stream_id: int) -> None:
         incoming = self._incoming.pop(stream_id)
-        self._start_call(stream_id, self._serve(stream_id, incoming))
+        self._start_call(stream_id, self._serve(stream_id, incoming), held=len(incoming.body))
 
-    def _start_call(self, stream_id: int, coro: Any) -> None:
+    def _start_call(self, stream_id: int, coro: Any, *, held: int = 0) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self.calls[stream_id] = task
-        task.add_done_callback(lambda _: self.calls.pop(stream_id, None))
+
+        def done(_: asyncio.Task[None]) -> None:
+            self.calls.pop(stream_id, None)
+            self.buffered -= held  # the call no longer holds its body
+
+        task.add_done_callback(done)
 
     async def _serve(self, stream_id: int, incoming: _Incoming) -> None:
         pseudo: dict[bytes, bytes] = {}
@@ -141,7 +165,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
             return
         path, _, query = target.partition("?")
         request = ApiRequest(method=method, path=path, headers=headers, body=bytes(incoming.body),
-                             query=dict(parse_qsl(query)), remote=self._remote, door="http3")
+                             query=dict(parse_qsl(query)), remote=self._remote, door="http3", secure=True)
         await self._answer(stream_id, await self._door.api.handle(request))
 
     async def _answer(self, stream_id: int, response: ApiResponse) -> None:
@@ -244,7 +268,8 @@ class Http3Door:
         configuration.load_cert_chain(self.tls.certificate, self.tls.private_key)
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: LimitedQuicServer(door=self, configuration=configuration, create_protocol=self._protocol),
+            lambda: LimitedQuicServer(door=self, configuration=configuration, create_protocol=self._protocol,
+                                      retry=self.config.retry),
             local_addr=(host, port),
         )
         self._server = protocol

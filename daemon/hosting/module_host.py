@@ -117,8 +117,9 @@ class ModuleHost:
         """Attach a module: its scheduler and router entry; ValueError when the id is taken."""
         if handle.module_id in self._slots:
             raise ValueError(f"module id {handle.module_id!r} is already in use")
-        self._slots[handle.module_id] = _Slot(handle, ModuleScheduler(handle.concurrency))
-        self.router.add(ModuleEntry(handle.module_id, frozenset(handle.capabilities), handle.concurrency))
+        self._slots[handle.module_id] = _Slot(handle, ModuleScheduler(handle.concurrency, self.config.queue_depth))
+        tenant_id = handle.tenant_id if isinstance(handle, RemoteModule) else None  # local modules serve everyone
+        self.router.add(ModuleEntry(handle.module_id, frozenset(handle.capabilities), handle.concurrency, tenant_id))
         log.info("module up", extra={"module_id": handle.module_id, "kind": handle.kind,
                                      "actions": sorted(handle.capabilities)})
 
@@ -131,15 +132,28 @@ class ModuleHost:
         return slot.handle if slot else None
 
     # -- remote modules ---------------------------------------------------------------
-    def attach(self, frame: Any, send: Send, *, owner: str, max_concurrency: int) -> RemoteModule:
+    def attach(self, frame: Any, send: Send, *, owner: str, tenant_id: str | None,
+               max_concurrency: int) -> RemoteModule:
         """Route calls to a module in another process from its register frame.
 
-        VALIDATION_ERROR names a bad field of the frame; PERMISSION_DENIED when the id is taken.
+        ``tenant_id`` None makes it platform-wide (the caller checked for super_admin); else it
+        serves that tenant's calls only, and may not claim an action a platform-wide module
+        serves: it would take other tenants' callers' work from under the operator.
+        VALIDATION_ERROR names a bad field of the frame; PERMISSION_DENIED when the id is taken
+        or an action is a platform one.
         """
-        module_id, concurrency, capabilities = parse_registration(frame, max_concurrency)
-        if module_id in self.router:
-            raise PermissionDenied(f"module id {module_id!r} is already attached", {"module_id": module_id})
-        module = RemoteModule(module_id, concurrency, capabilities, send, owner=owner)
+        reg = parse_registration(frame, max_concurrency)
+        if reg.module_id in self.router:
+            raise PermissionDenied(f"module id {reg.module_id!r} is already attached", {"module_id": reg.module_id})
+        if tenant_id is not None:
+            taken = sorted(a for a in reg.capabilities if self.router.platform_serves(a))
+            if taken:
+                raise PermissionDenied(
+                    f"action {taken[0]!r} is served hub-wide; a tenant's module may not claim it",
+                    {"action": taken[0], "actions": taken},
+                )
+        module = RemoteModule(reg.module_id, reg.concurrency, reg.capabilities, send, owner=owner,
+                              tenant_id=tenant_id, units=reg.units)
         self.add(module)
         return module
 
@@ -170,8 +184,14 @@ class ModuleHost:
             self.failed[name] = FailedModule(name, f"{type(exc).__name__}: {exc}")
             log.error("module failed to start", extra={"module_id": name, "error": str(exc)})
             return
+        handle = LocalModule(module)
+        if handle.module_id in self._slots:  # e.g. a remote module attached under this id first
+            await module.stop()
+            self.failed[name] = FailedModule(name, f"module id {handle.module_id!r} is already in use")
+            log.error("module failed to start", extra={"module_id": name, "error": self.failed[name].error})
+            return
         self.failed.pop(name, None)
-        self.add(LocalModule(module))
+        self.add(handle)
 
     async def start(self) -> None:
         """Start every enabled module in config order, then set ``loaded``; broken modules are skipped."""

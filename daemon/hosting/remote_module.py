@@ -2,7 +2,8 @@
 
 The wire is JSON frames.  The module registers, then serves calls:
 
-    module -> hub  {"type": "register", "module_id", "concurrency"?, "capabilities": [
+    module -> hub  {"type": "register", "module_id", "concurrency"?, "units"?: {unit: max per call},
+                    "capabilities": [
                        {"action", "description"?, "input_schema"?, "output_schema"?, "streaming"?}]}
     hub -> module  {"type": "registered", "module_id"}
     hub -> module  {"type": "call", "id", "action", "payload", "stream": bool, "trace_id", "tenant_id"}
@@ -14,26 +15,71 @@ The wire is JSON frames.  The module registers, then serves calls:
 Inputs and outputs are validated here against the registered schemas, as for a local
 module.  When the socket closes its calls end UNAVAILABLE (``ModuleGone``), which lets
 the pipeline retry them on another module with the action.
+
+Usage is billed only in the units the register frame declared, each capped per call at
+the declared maximum: a unit it did not declare (or a quantity that is not a finite,
+non-negative number) is dropped and logged, a quantity over the cap is billed at the cap.
+The call itself still succeeds, so a misreporting module cannot make its caller's call fail
+or cost more than the module said it could.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.core.errors import CapabilityNotFound, ModuleError, ValidationError, error_from_body
 from daemon.core.ports import ModuleGone
+from daemon.core.router import check_action
 from modules.sdk import ANY_OBJECT, Call, CapabilitySpec, Progress, SchemaValidator
+
+log = logging.getLogger("democratic_ai.modules")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+#: a register frame may declare this many capabilities and this many billing units
+MAX_CAPABILITIES = 256
+MAX_UNITS = 32
+#: the largest per-call cap a unit may declare (the ledger's own sanity bound on one event)
+MAX_UNIT_CAP = 1e12
+_UNIT_NAME = re.compile(r"[a-z][a-z0-9_.]{0,63}")  # the ledger's unit names
 
 _DONE = object()
 
 
-def parse_registration(frame: Any, max_concurrency: int) -> tuple[str, int, dict[str, CapabilitySpec]]:
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A register frame, checked: the module's id, concurrency, capabilities and billing units."""
+
+    module_id: str
+    concurrency: int
+    capabilities: dict[str, CapabilitySpec]
+    units: Mapping[str, float] = field(default_factory=dict)  # unit -> the most one call may bill
+
+
+def _parse_units(raw: Any) -> dict[str, float]:
+    if not isinstance(raw, dict) or len(raw) > MAX_UNITS:
+        raise ValidationError(f"`units` must be an object of at most {MAX_UNITS} unit: max-per-call pairs",
+                              {"pointer": "/units"})
+    units: dict[str, float] = {}
+    for name, cap in raw.items():
+        if not _UNIT_NAME.fullmatch(name):
+            raise ValidationError("a unit name is 1-64 characters of a-z, 0-9, '_' and '.', starting with a letter",
+                                  {"pointer": "/units"})
+        if isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 < cap <= MAX_UNIT_CAP:
+            raise ValidationError(f"the per-call cap of a unit must be a number in (0, {MAX_UNIT_CAP:g}]",
+                                  {"pointer": f"/units/{name}"})
+        units[name] = float(cap)
+    return units
+
+
+def parse_registration(frame: Any, max_concurrency: int) -> Registration:
     """Validate a register frame; ValidationError names the bad field."""
     if not isinstance(frame, dict) or frame.get("type") != "register":
         raise ValidationError("the first frame must be {'type': 'register', ...}", {"pointer": "/type"})
@@ -44,12 +90,14 @@ def parse_registration(frame: Any, max_concurrency: int) -> tuple[str, int, dict
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= max_concurrency:
         raise ValidationError(f"`concurrency` must be 1-{max_concurrency}", {"pointer": "/concurrency"})
     raw = frame.get("capabilities")
-    if not isinstance(raw, list) or not raw:
-        raise ValidationError("`capabilities` must be a non-empty list", {"pointer": "/capabilities"})
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_CAPABILITIES:
+        raise ValidationError(f"`capabilities` must be a list of 1-{MAX_CAPABILITIES}", {"pointer": "/capabilities"})
+    units = _parse_units(frame.get("units", {}))
     capabilities: dict[str, CapabilitySpec] = {}
     for i, cap in enumerate(raw):
-        if not isinstance(cap, dict) or not isinstance(cap.get("action"), str) or not cap["action"]:
+        if not isinstance(cap, dict):
             raise ValidationError("each capability needs an `action`", {"pointer": f"/capabilities/{i}/action"})
+        check_action(cap.get("action"), f"/capabilities/{i}/action")
         for key in ("input_schema", "output_schema"):
             schema = cap.get(key, ANY_OBJECT)
             try:
@@ -64,7 +112,7 @@ def parse_registration(frame: Any, max_concurrency: int) -> tuple[str, int, dict
             streaming=bool(cap.get("streaming", False)),
             blocking=False,  # it runs in its own process: nothing of ours waits on it
         )
-    return module_id, concurrency, capabilities
+    return Registration(module_id, concurrency, capabilities, units)
 
 
 class RemoteModule:
@@ -73,10 +121,16 @@ class RemoteModule:
     kind = "remote"
 
     def __init__(self, module_id: str, concurrency: int, capabilities: dict[str, CapabilitySpec],
-                 send: Send, *, owner: str = "") -> None:
+                 send: Send, *, owner: str = "", tenant_id: str | None = None,
+                 units: Mapping[str, float] | None = None) -> None:
         self.module_id = module_id
         self.concurrency = concurrency
         self.owner = owner
+        #: the tenant whose calls it serves; None: platform-wide (attached by super_admin)
+        self.tenant_id = tenant_id
+        #: unit -> the most one call may bill in it; usage in any other unit is dropped
+        self.units: Mapping[str, float] = dict(units or {})
+        self._dropped: set[str] = set()  # units already logged as undeclared (bounded by MAX_UNITS)
         self._capabilities = capabilities
         self._send = send
         self._inputs = {a: SchemaValidator(c.input_schema) for a, c in capabilities.items()}
@@ -90,8 +144,29 @@ class RemoteModule:
         return self._capabilities
 
     def describe(self) -> dict[str, Any]:
-        """``{"owner": ...}`` (who attached it) when known, else nothing."""
-        return {"owner": self.owner} if self.owner else {}
+        """A platform module: ``{"scope": "platform"}``; a tenant's: its scope, tenant and who attached it.
+
+        A tenant module is shown only to its own tenant, so its owner is no one else's business;
+        a platform module's owner (the operator's key) is nobody's.
+        """
+        if self.tenant_id is None:
+            return {"scope": "platform"}
+        facts: dict[str, Any] = {"scope": "tenant", "tenant_id": self.tenant_id}
+        if self.owner:
+            facts["owner"] = self.owner
+        return facts
+
+    def bill(self, usage: Any, call: Call) -> None:
+        """Add a result frame's ``usage`` to the call: declared units only, each at most its per-call cap."""
+        if not isinstance(usage, dict):
+            return
+        for unit, qty in usage.items():
+            cap = self.units.get(unit) if isinstance(unit, str) else None
+            if (cap is None or isinstance(qty, bool) or not isinstance(qty, int | float)
+                    or not math.isfinite(qty) or qty < 0):
+                self._drop(str(unit)[:64])
+                continue
+            call.usage[unit] = min(call.usage.get(unit, 0.0) + float(qty), cap)
 
     def check_input(self, action: str, payload: Any) -> None:
         """VALIDATION_ERROR naming the JSON pointer against the registered schema; CAPABILITY_NOT_FOUND if none."""
@@ -134,11 +209,7 @@ class RemoteModule:
                     yield Progress(float(frame.get("progress", 0)), str(frame.get("message", "")), frame.get("data"))
                 elif kind == "result":
                     finished = True
-                    usage = frame.get("usage") or {}
-                    if isinstance(usage, dict):
-                        for unit, qty in usage.items():
-                            if isinstance(qty, int | float) and not isinstance(qty, bool):
-                                call.usage[str(unit)] = call.usage.get(str(unit), 0.0) + float(qty)
+                    self.bill(frame.get("usage"), call)
                     result = frame.get("result")
                     failure = self._outputs[action].first_error(result)
                     if failure:
@@ -155,6 +226,12 @@ class RemoteModule:
                 # the caller went away (cancelled, deadline): tell the module to stop
                 with contextlib.suppress(Exception):
                     await self._send({"type": "cancel", "id": call.id})
+
+    def _drop(self, unit: str) -> None:
+        if unit not in self._dropped and len(self._dropped) < MAX_UNITS:  # once per unit: no log flood
+            self._dropped.add(unit)
+            log.warning("remote module reported usage it may not bill; dropped",
+                        extra={"module_id": self.module_id, "unit": unit, "declared": sorted(self.units)})
 
     def deliver(self, frame: dict[str, Any]) -> None:
         """A frame from the module for one of its calls (unknown ids are late answers: dropped)."""

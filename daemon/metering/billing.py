@@ -20,7 +20,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
@@ -238,7 +238,7 @@ class UsageReporter:
     """``GET /v1/usage`` without a transport: the caller's own tenant only, never another's."""
 
     def __init__(self, ledger: Ledger, plans: Mapping[str, PlanConfig], *, default_plan: str = "starter",
-                 timezone_of: Callable[[str], str] | None = None,
+                 timezone_of: Callable[[str], Awaitable[str]] | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self._ledger = ledger
         self._plans = dict(plans)
@@ -249,7 +249,8 @@ class UsageReporter:
     async def usage_report(self, principal: Principal, period: str | None = None) -> dict[str, Any]:
         """The caller's usage and estimated invoice for ``period`` (default: this month, UTC)."""
         plan_name = principal.plan if principal.plan in self._plans else self._default
-        tz = self._timezone_of(principal.tenant_id) if self._timezone_of else "UTC"
+        # asked at each report, never cached: a tenant's timezone is the one it has now
+        tz = await self._timezone_of(principal.tenant_id) if self._timezone_of else "UTC"
         inv = await invoice(self._ledger, principal.tenant_id, plan_name, self._plans[plan_name],
                             period or current_period(self._wall()), tz, principal.tenant_name)
         return report(inv, self._ledger.balance(principal.tenant_id))

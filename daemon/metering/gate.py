@@ -20,7 +20,10 @@ Limits (plan ``rate_limits`` and the key's own ``Principal.rate_limit``):
 All limiters are checked before any is consumed, so a refused call leaves no
 trace in any of them.  Limit state lives in memory only: a restart gives every
 key and tenant fresh windows and full buckets (at most one extra window of
-calls per restart).  Credits are not in-memory state: they are ledger events,
+calls per restart).  A limiter back at rest (its window over, its bucket full or
+empty again) is dropped at the next sweep, at most every ``SWEEP_EVERY_S``: a new one
+would decide the same, so memory follows the keys and tenants active lately, not
+every key ever seen.  Credits are not in-memory state: they are ledger events,
 and the balances are rebuilt from the ledger at open.
 
 Prepaid credits: a tenant is prepaid once it has a credit balance (its first
@@ -65,6 +68,8 @@ ALGORITHMS: dict[str, Callable[[float, float], Limiter]] = {
 
 #: a prepaid tenant refused for credits re-reads its balance from disk at most this often
 BALANCE_REFRESH_S = 1.0
+#: how often (gate clock seconds) admission drops the limiters that are back at rest
+SWEEP_EVERY_S = 60.0
 
 RefusalHook = Callable[[Principal, str], object]
 
@@ -120,6 +125,7 @@ class UsageGate:
         self._reservations: dict[int, tuple[str, Decimal]] = {}
         self._tokens = itertools.count(1)
         self._refreshed: dict[str, float] = {}
+        self._swept = -math.inf
         self._m_refusals = Counter("democratic_ai_usage_refusals", "Calls refused before execution",
                                    ["reason"], registry=registry if registry is not None else CollectorRegistry())
 
@@ -137,6 +143,8 @@ class UsageGate:
         a refused call consumes nothing.
         """
         now = self._clock() if now is None else now
+        if now - self._swept >= SWEEP_EVERY_S:
+            self.sweep(now)
         plan_name, plan = self._plan(principal)
         checks = self._checks(principal, plan_name, plan, max(0, bytes_in))
         decisions = [(c, c.limiter.peek(now, c.cost)) for c in checks]
@@ -168,6 +176,21 @@ class UsageGate:
             headers = _headers(check, decision)
             headers["RateLimit-Remaining"] = str(max(0, int(decision.remaining)))
         return Admission(headers=headers, token=ticket)
+
+    @property
+    def limiters(self) -> int:
+        """How many per-key and per-tenant limiters the gate holds now."""
+        return len(self._key_limits) + len(self._tenant_limits)
+
+    def sweep(self, now: float) -> None:
+        """Drop the limiters back at rest and stale balance-refresh stamps (admission calls it)."""
+        self._swept = now
+        for key in [k for k, limiter in self._key_limits.items() if limiter.at_rest(now)]:
+            del self._key_limits[key]
+        for tenant_key in [k for k, limiter in self._tenant_limits.items() if limiter.at_rest(now)]:
+            del self._tenant_limits[tenant_key]
+        for tenant in [t for t, at in self._refreshed.items() if now - at >= BALANCE_REFRESH_S]:
+            del self._refreshed[tenant]
 
     def release(self, admission: Admission) -> None:
         """Give back the call's credit reservation (the call failed); idempotent."""

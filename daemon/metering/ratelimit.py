@@ -15,7 +15,9 @@ time is never negative (no negative refill, no window rewinding).
 | LeakyBucket     | a level that drains         | bandwidth    |
 | FixedWindow     | a count per aligned window  | storage      |
 
-``peek`` answers without changing state, ``hit`` consumes only when allowed,
+``at_rest`` says whether a limiter is back where a new one starts (then its owner may drop
+it and make a fresh one later: nothing changes), ``peek`` answers without changing state,
+``hit`` consumes only when allowed,
 ``charge`` consumes unconditionally (for costs known only after a call ran:
 compute milliseconds, bytes out), which may push the limiter into debt so the
 next calls wait it off.
@@ -55,6 +57,10 @@ class Limiter(Protocol):
 
     def charge(self, now: float, cost: float) -> None:
         """Consume ``cost`` whatever is left (a cost known after the call); may go into debt."""
+        ...
+
+    def at_rest(self, now: float) -> bool:
+        """At ``now`` this limiter would decide as a new one does: it can be dropped.  Changes nothing."""
         ...
 
 
@@ -144,6 +150,10 @@ class SlidingWindow(_Clocked):
         self._roll(now)
         self._curr += cost
 
+    def at_rest(self, now: float) -> bool:
+        """Nothing counted, or both counted windows are over by ``now``."""
+        return (self._curr == 0 and self._prev == 0) or max(now, self._last) >= self._start + 2 * self.window_s
+
 
 class TokenBucket(_Clocked):
     """A bucket of ``limit`` tokens refilled at ``limit / window_s`` per second.
@@ -193,6 +203,12 @@ class TokenBucket(_Clocked):
         self._refill(now)
         self._tokens -= cost
 
+    def at_rest(self, now: float) -> bool:
+        """Full again by ``now`` (a debt included)."""
+        if self._at is None:
+            return True
+        return self._tokens + (max(now, self._last) - self._at) * self.rate >= self.limit
+
 
 class LeakyBucket(_Clocked):
     """A bucket of capacity ``limit`` that drains ``limit / window_s`` per second (as a meter).
@@ -238,6 +254,12 @@ class LeakyBucket(_Clocked):
         self._drain(now)
         self._level += cost
 
+    def at_rest(self, now: float) -> bool:
+        """Drained empty by ``now``."""
+        if self._at is None:
+            return True
+        return self._level - (max(now, self._last) - self._at) * self.leak <= 0
+
 
 class FixedWindow(_Clocked):
     """At most ``limit`` per window aligned to multiples of ``window_s`` (storage per hour/day)."""
@@ -277,3 +299,7 @@ class FixedWindow(_Clocked):
         """Count ``cost`` in the current window even past the limit."""
         self._roll(now)
         self._count += cost
+
+    def at_rest(self, now: float) -> bool:
+        """Nothing counted, or the counted window is over by ``now``."""
+        return self._count == 0 or max(now, self._last) >= self._start + self.window_s

@@ -4,8 +4,9 @@ Leaves, readable from every package above ``core`` (they import nothing of the d
 
 - ``config.py``  — ``HubConfig`` and its sections, from TOML; unknown keys are refused by name
 - ``files.py``   — ``atomic_write``: the one way secrets, keys and certificates reach the disk
+- ``listen.py``  — listen addresses: loopback or beyond, and ``serves_tls`` (a TCP door beyond loopback speaks TLS)
 - ``metrics.py`` — ``HubMetrics``: the hub's own Prometheus registry
-- ``tls.py``     — ``ensure_pair``: the operator's certificate, or a self-signed one made once
+- ``tls.py``     — ``ensure_pair``: the operator's certificate, or a self-signed leaf (a year, renewed at start)
 
 The top, which imports everything:
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from daemon.api.admin import AdminApi
 from daemon.api.admin_routes import mount_admin
@@ -19,7 +22,7 @@ from daemon.runtime.config import HubConfig
 from daemon.runtime.metrics import HubMetrics
 from daemon.tenancy.authn import Authenticator
 from daemon.tenancy.records import AuditEvent
-from daemon.tenancy.store import TenancyStore
+from daemon.tenancy.store import BOOTSTRAP_KEY_FILE, TenancyStore
 
 log = logging.getLogger("democratic_ai.hub")
 
@@ -43,23 +46,43 @@ class Parts:
         mount_admin(api, self.admin)
 
 
+def announce_bootstrap_key(key: str, state_dir: Path, stream: TextIO | None = None) -> None:
+    """Show the first start's admin key, but only on a terminal: anywhere else (the journal under
+    systemd, a log file) whoever reads the logs would hold the key, so say where the file is."""
+    stream = stream if stream is not None else sys.stderr
+    path = state_dir / BOOTSTRAP_KEY_FILE
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # no real file behind it, or closed
+        terminal = False
+    if terminal:
+        print(f"bootstrap admin key (shown once, also in {path}):\n  {key}", file=stream, flush=True)
+    else:
+        log.warning(f"bootstrap admin key created: read it from {path} (0600); it is shown only on a terminal",
+                    extra={"path": str(path)})
+
+
 async def open_parts(config: HubConfig, state_dir: Path, metrics: HubMetrics,
-                     stack: contextlib.AsyncExitStack) -> Parts:
-    """Open tenancy, authenticator and ledger onto ``stack`` (closed in reverse); build gate, reports, admin on them."""
+                     stack: contextlib.AsyncExitStack, *, on_ledger_lost: Callable[[str], None] | None = None) -> Parts:
+    """Open tenancy, authenticator and ledger onto ``stack`` (closed in reverse); build gate, reports, admin on them.
+
+    ``on_ledger_lost``: called when the ledger writer process died and no new one came up in time.
+    """
     store = await stack.enter_async_context(TenancyStore(state_dir))
     bootstrap_key = await store.run(store.ensure_bootstrap)
     authenticator = await stack.enter_async_context(Authenticator(store, config.auth, state_dir))
     # the writer runs in its own process: sharing the loop's GIL cost every batch milliseconds
-    ledger = await stack.enter_async_context(LedgerProcess(state_dir / LEDGER_FILE, config.ledger))
+    ledger = await stack.enter_async_context(LedgerProcess(state_dir / LEDGER_FILE, config.ledger,
+                                                           on_lost=on_ledger_lost))
     metrics.extra.append(ledger.metrics_text)
-    tenants = {t.id: t for t in await store.run(store.list_tenants)}
 
     async def audit_refusal(principal: Principal, reason: str) -> None:
         await store.audit(AuditEvent(action="call.refused", actor=principal.subject,
                                      tenant_id=principal.tenant_id, success=False, error=reason))
 
-    def timezone_of(tenant_id: str) -> str:
-        tenant = tenants.get(tenant_id)
+    async def timezone_of(tenant_id: str) -> str:
+        # read when the invoice is made: a tenant created (or changed) after start has its own zone
+        tenant = await store.run(store.find_tenant, tenant_id)
         return tenant.timezone if tenant is not None else "UTC"
 
     default_plan = "starter" if "starter" in config.plans else next(iter(config.plans))

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core.errors import ConfigError
+from daemon.runtime.listen import check_exposure
+from daemon.runtime.listen import parse_listen as parse_listen  # re-exported: the doors read it here
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|min|h|hour)\s*$")
 _RATE_SECONDS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
@@ -29,14 +31,6 @@ def parse_rate(text: str) -> tuple[int, float]:
     if not match or int(match.group(1)) <= 0:
         raise ValueError(f"{text!r} is not a rate like '100/s', '1000/min' or '5000/h'")
     return int(match.group(1)), _RATE_SECONDS[match.group(2)]
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:8080"`` -> ``("127.0.0.1", 8080)``; ``[::1]:80`` for IPv6."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not host:port")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def default_state_dir() -> str:
@@ -67,6 +61,24 @@ class HttpConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     #: browser origins allowed to call /mcp (an Origin not listed is refused, 403)
     allowed_origins: list[str] = field(default_factory=list)
+    #: this hub's URL as its clients reach it ("https://hub.example:8080"): names /mcp in its OAuth
+    #: metadata and 401 challenges; empty: the request's Host, but only a loopback one or one listed below
+    public_url: str = ""
+    #: Host header values ("hub.lan", "hub.lan:8080") trusted to name this hub when public_url is empty
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: a /v1/ws socket without credentials at the upgrade must send {"type": "auth", ...} within this
+    ws_auth_timeout_s: float = 5.0
+    #: calls one /v1/ws socket may have in flight; past it a call frame is answered RATE_LIMITED
+    ws_max_in_flight: int = 32
+    #: "auto": TLS when listen is beyond loopback or a certificate is set; "on": always; "off": plain text
+    tls: str = "auto"
+    #: PEM files; empty: the hub's self-signed pair in the state dir (the one HTTP/3 uses)
+    certificate: str = ""
+    private_key: str = ""
+    #: plain text beyond loopback (passwords, keys and tokens in clear on the network) only when true
+    allow_plaintext: bool = False
+    #: when set, GET /metrics needs ``Authorization: Bearer <metrics_token>`` (401 without)
+    metrics_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,14 +92,39 @@ class Http3Config:
     private_key: str = ""
     max_streams_per_connection: int = 128
     max_connections: int = 256
+    #: address validation: a new client first proves its address with a Retry round trip, so a spoofed
+    #: source cannot make the hub hold connection state or amplify its answers at a victim
+    retry: bool = True
+    #: request body bytes one connection may have the hub hold at once (all its streams together);
+    #: a stream that would pass it is answered 503 UNAVAILABLE; at least http.max_body_bytes
+    max_buffered_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class GrpcConfig:
-    """``[grpc]``: the gRPC door (plaintext HTTP/2)."""
+    """``[grpc]``: the gRPC door (HTTP/2; TLS beyond loopback, as ``[http]``)."""
 
     enabled: bool = True
     listen: str = "127.0.0.1:50051"
+    #: "auto", "on" or "off", as http.tls
+    tls: str = "auto"
+    #: PEM files; empty: the hub's self-signed pair in the state dir
+    certificate: str = ""
+    private_key: str = ""
+    #: plain text beyond loopback only when true, as http.allow_plaintext
+    allow_plaintext: bool = False
+
+
+@dataclass(frozen=True)
+class McpConfig:
+    """``[mcp]``: the handshake era's sessions (``Mcp-Session-Id``) on /mcp."""
+
+    #: sessions open at once, all tenants together; past it (none idle) initialize is 503 UNAVAILABLE
+    max_sessions: int = 1024
+    #: sessions one tenant may hold; its least recently used one ends to make room (never another tenant's)
+    max_sessions_per_tenant: int = 64
+    #: a session unused this long is ended
+    session_idle_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -118,14 +155,28 @@ class ModulesConfig:
     providers: list[str] = field(default_factory=list)
     #: calls a remote (attached) module may run at once
     remote_concurrency: int = 16
+    #: calls that may wait for one module's slots; past it a call gets 503 UNAVAILABLE with Retry-After
+    queue_depth: int = 256
+    #: the TTL of a call that carries none, in seconds: nothing waits or runs forever
+    default_ttl_s: float = 60.0
 
 
 @dataclass(frozen=True)
 class AuthConfig:
-    """``[auth]``: JWT lifetimes in seconds (access 15 min, refresh 30 days by default)."""
+    """``[auth]``: JWT lifetimes in seconds (access 15 min, refresh 30 days by default) and
+    what a caller not yet authenticated may cost (per client IP; IPv6 per /64)."""
 
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
+    #: credential checks that miss the cache (each may read SQLite), refreshes and revocations
+    #: per client IP; past it 429 RATE_LIMITED with Retry-After, before any database work
+    ip_rate_limit: str = "100/s"
+    #: logins per client IP (each costs an argon2id hash); past it 429 before any hashing
+    login_rate_limit: str = "30/min"
+    #: threads that hash login passwords, apart from the pools modules and the ledger use
+    login_threads: int = 1
+    #: logins that may wait for those threads; past it 503 UNAVAILABLE with Retry-After
+    login_queue: int = 16
 
 
 @dataclass(frozen=True)
@@ -136,6 +187,11 @@ class LedgerConfig:
     batch_max: int = 512
     #: ... or when its first event has waited this long
     batch_delay_ms: float = 2.0
+    #: events sent to the writer process and not yet answered; past it a call gets 503 with Retry-After
+    max_pending: int = 4096
+    #: a writer process that dies is started again; not back within this many seconds, the hub exits
+    #: non-zero (systemd's Restart=on-failure then restarts the whole hub)
+    restart_within_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +252,7 @@ class HubConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     http3: Http3Config = field(default_factory=Http3Config)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
     p2p: P2pConfig = field(default_factory=P2pConfig)
     mdns: MdnsConfig = field(default_factory=MdnsConfig)
     modules: ModulesConfig = field(default_factory=ModulesConfig)
@@ -242,10 +299,37 @@ class HubConfig:
                 raise ConfigError(f"{key}: {exc}") from None
         if self.http.max_body_bytes <= 0:
             raise ConfigError("http.max_body_bytes: must be positive")
+        if self.http.public_url and not re.match(r"^https?://[^/?#\s]+$", self.http.public_url.rstrip("/")):
+            raise ConfigError("http.public_url: must be http(s)://host[:port] with no path")
+        for key, value in (("http.ws_auth_timeout_s", self.http.ws_auth_timeout_s),
+                           ("http.ws_max_in_flight", self.http.ws_max_in_flight),
+                           ("mcp.max_sessions", self.mcp.max_sessions),
+                           ("mcp.max_sessions_per_tenant", self.mcp.max_sessions_per_tenant),
+                           ("mcp.session_idle_s", self.mcp.session_idle_s)):
+            if value <= 0:
+                raise ConfigError(f"{key}: must be positive")
+        check_exposure("http", self.http)
+        if self.grpc.enabled:
+            check_exposure("grpc", self.grpc)
+        if self.http3.max_buffered_bytes < self.http.max_body_bytes:
+            raise ConfigError("http3.max_buffered_bytes: must be at least http.max_body_bytes, "
+                              "or the largest allowed body could never be received")
         if self.modules.threads < 0:
             raise ConfigError("modules.threads: must be >= 0")
+        if self.ledger.max_pending <= 0:
+            raise ConfigError("ledger.max_pending: must be positive")
+        if not self.ledger.restart_within_s > 0:
+            raise ConfigError("ledger.restart_within_s: must be positive")
         if self.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log.level: {self.log.level!r} is not DEBUG, INFO, WARNING or ERROR")
+        for key, rate in (("auth.ip_rate_limit", self.auth.ip_rate_limit),
+                          ("auth.login_rate_limit", self.auth.login_rate_limit)):
+            try:
+                parse_rate(rate)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+        if self.auth.login_threads < 1 or self.auth.login_queue < 0:
+            raise ConfigError("auth.login_threads: must be >= 1 (and auth.login_queue >= 0)")
         if not self.plans:
             raise ConfigError("plans: at least one plan is needed")
         for name, plan in self.plans.items():

@@ -15,25 +15,31 @@ import json
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.api.http_api import HttpApi
-from daemon.core.errors import ConfigError
+from daemon.core.errors import ConfigError, Unavailable
 from daemon.core.pipeline import Pipeline
 from daemon.hosting.module_host import ModuleHost
+from daemon.metering.plans import save_plans
 from daemon.runtime import systemd
-from daemon.runtime.config import HubConfig
+from daemon.runtime.config import GrpcConfig, HttpConfig, HubConfig
 from daemon.runtime.files import atomic_write
+from daemon.runtime.listen import parse_listen, serves_tls
 from daemon.runtime.metrics import HubMetrics
+from daemon.runtime.tls import TlsPair, ensure_pair
 
 if TYPE_CHECKING:
     from daemon.doors.http import HttpDoor
 
 log = logging.getLogger("democratic_ai.hub")
+
+
+class HubStopped(Unavailable):
+    """The hub ran, then stopped on a failure it cannot serve through (the ledger lost): exit non-zero."""
 
 ENDPOINTS_FILE = "endpoints.json"
 
@@ -63,10 +69,13 @@ class Endpoints:
     http: str
     http3: str | None
     grpc: str | None
+    #: the hub's self-signed certificate, for clients to trust, when a door serves it; else None
+    ca_file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The endpoints.json body the CLI and tests read, with this process's pid."""
-        return {"http": self.http, "http3": self.http3, "grpc": self.grpc, "pid": os.getpid()}
+        return {"http": self.http, "http3": self.http3, "grpc": self.grpc, "ca_file": self.ca_file,
+                "pid": os.getpid()}
 
 
 def prepare_state_dir(path: Path) -> Path:
@@ -91,6 +100,8 @@ class Hub:
         self.state = "starting"
         self._reload_task: asyncio.Task[None] | None = None
         self.ledger_healthy: Callable[[], bool] = lambda: False
+        #: why the hub must stop and exit non-zero (the ledger writer could not be restarted)
+        self.fatal: str | None = None
         self.http_door: HttpDoor
         self.http3_door: Door | None = None
         self.grpc_door: Door | None = None
@@ -124,6 +135,14 @@ class Hub:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         log.info("hub stopped")
+        if self.fatal is not None:
+            # a non-zero exit: systemd's Restart=on-failure starts the hub again, whole
+            raise HubStopped(f"{self.fatal}; the hub stopped so that its service manager restarts it")
+
+    def _ledger_lost(self, reason: str) -> None:
+        """The ledger writer died and no new one came up in time: drain, stop, exit non-zero."""
+        self.fatal = f"the usage ledger is lost: {reason}"
+        self.shutdown.set()
 
     def _request_reload(self) -> None:
         # reloads run one at a time, in order; the task is held until it ends
@@ -146,30 +165,38 @@ class Hub:
         systemd.notify("RELOADING=1")
         try:
             fresh = HubConfig.from_toml(self.config_path) if self.config_path else self.config
-        except ConfigError as exc:
-            log.error("reload refused: bad config", extra={"error": str(exc)})
-        else:
             assert self.host is not None
             await self.host.reload(fresh.modules)
+        except ConfigError as exc:
+            log.error("reload refused: bad config", extra={"error": str(exc)})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failed reload must not leave the hub half-stopped or systemd waiting
+            log.exception("reload failed: the hub keeps serving", extra={"error": f"{type(exc).__name__}: {exc}"})
+        else:
             log.info("modules reloaded", extra={"modules": sorted(h.module_id for h in self.host.handles())})
-        systemd.notify("READY=1")
+        finally:
+            # READY=1 after RELOADING=1 whatever happened: without it systemd shows the unit reloading forever
+            systemd.notify("READY=1")
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
-        from daemon.runtime.assembly import open_parts
+        from daemon.runtime.assembly import announce_bootstrap_key, open_parts
 
         config = self.config
         state_dir = prepare_state_dir(config.state_dir)
-        parts = await open_parts(config, state_dir, self.metrics, stack)
+        parts = await open_parts(config, state_dir, self.metrics, stack, on_ledger_lost=self._ledger_lost)
+        # admin commands (invoice, usage) without --config bill with the plans this hub serves with
+        save_plans(state_dir, config.plans)
         self.ledger_healthy = lambda: parts.ledger.healthy
         if parts.bootstrap_key:
-            print(f"bootstrap admin key (shown once, also in {state_dir / 'bootstrap-admin.key'}):\n"
-                  f"  {parts.bootstrap_key}", file=sys.stderr, flush=True)
+            announce_bootstrap_key(parts.bootstrap_key, state_dir)  # on a terminal only, never to a log
         self.host = ModuleHost(config.modules, state_dir)
         await self.host.start()
         stack.push_async_callback(self.host.stop)
         self.pipeline = Pipeline(authenticator=parts.authenticator, usage=parts.usage, host=self.host,
-                                 metrics=self.metrics)
-        api = HttpApi(self.pipeline, self.metrics, readiness=self.readiness, usage=parts.reports)
+                                 metrics=self.metrics, default_ttl_s=config.modules.default_ttl_s)
+        api = HttpApi(self.pipeline, self.metrics, readiness=self.readiness, usage=parts.reports,
+                      metrics_token=config.http.metrics_token)
         parts.mount_admin(api)
         self.doors = self._build_doors(api)
         for door in self.doors:
@@ -192,29 +219,49 @@ class Hub:
         assert self.pipeline is not None and self.host is not None
         config = self.config
         self.http_door = HttpDoor(config.http, api, self.pipeline, self.host,
-                                  remote_concurrency=config.modules.remote_concurrency)
-        doors: list[Door] = [self.http_door, McpEndpoint(api, config.http)]
+                                  remote_concurrency=config.modules.remote_concurrency,
+                                  tls=self._door_tls("http", config.http))
+        mcp = McpEndpoint(api, config.http, max_sessions=config.mcp.max_sessions,
+                          max_sessions_per_tenant=config.mcp.max_sessions_per_tenant,
+                          session_idle_s=config.mcp.session_idle_s)
+        doors: list[Door] = [self.http_door, mcp]
         if config.http3.enabled:
             self.http3_door = Http3Door(config.http3, api, config.state_dir,
                                         max_body_bytes=config.http.max_body_bytes, advertise=self._advertise_h3)
             doors.append(self.http3_door)
         if config.grpc.enabled:
             self.grpc_door = GrpcDoor(config.grpc, api, max_body_bytes=config.http.max_body_bytes,
-                                      grace_s=config.shutdown.grace_s)
+                                      grace_s=config.shutdown.grace_s, tls=self._door_tls("grpc", config.grpc))
             doors.append(self.grpc_door)
         return doors
+
+    def _door_tls(self, name: str, section: HttpConfig | GrpcConfig) -> TlsPair | None:
+        """The pair a TCP door serves, or None for plain text (loopback, or ``allow_plaintext``)."""
+        if not serves_tls(section):
+            return None
+        return ensure_pair(self.config.state_dir, section.certificate, section.private_key,
+                           host=parse_listen(section.listen)[0], section=name)
 
     def _advertise_h3(self, port: int) -> None:
         self.http_door.alt_svc = f'h3=":{port}"; ma=86400'
 
     def _endpoints(self) -> Endpoints:
         def url(scheme: str, listen: str, door: Door | None) -> str | None:
-            return f"{scheme}://{listen.rpartition(':')[0] or '127.0.0.1'}:{door.port}" if door else None
+            host = listen.rpartition(":")[0]
+            # a wildcard names no address to dial: a local client reaches the door on loopback
+            host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+            return f"{scheme}://{host}:{door.port}" if door else None
+
+        def tls(door: Door | None) -> TlsPair | None:
+            return getattr(door, "tls", None)  # the TCP doors and HTTP/3 hold the pair they serve
 
         config = self.config
-        return Endpoints(http=url("http", config.http.listen, self.http_door) or "",
+        pairs = [tls(door) for door in (self.http_door, self.http3_door, self.grpc_door)]
+        own = next((p.certificate for p in pairs if p is not None and p.self_signed), None)
+        return Endpoints(http=url("https" if pairs[0] else "http", config.http.listen, self.http_door) or "",
                          http3=url("https", config.http3.listen, self.http3_door),
-                         grpc=url("grpc", config.grpc.listen, self.grpc_door))
+                         grpc=url("grpcs" if pairs[2] else "grpc", config.grpc.listen, self.grpc_door),
+                         ca_file=str(own.resolve()) if own is not None else None)
 
     def _write_endpoints(self, state_dir: Path) -> None:
         """Where each door really listens (port 0 in config picks a free one): for the CLI and tests."""

@@ -12,6 +12,10 @@
   (``run``), the audit log;
 - store.py — TenancyStore: tenants, users, API keys and revoked tokens (plain methods; the
   daemon runs them with ``await store.run(store.method, ...)``);
-- authn.py — Authenticator: credentials to a Principal through a cache, login, refresh,
-  revocation.
+- cache.py — CredentialCache: verified credentials by sha256, with the revocation epoch;
+- throttle.py — IpLimiter (per client IP) and FailureTally (failures per minute), sans-IO;
+- guard.py — AuthGuard: those two in front of authentication and login, tallies to the audit log;
+- passwords.py — PasswordPool: argon2id on its own bounded pool;
+- authn.py — Authenticator: credentials to a Principal through a cache, login, refresh
+  (with reuse detection), revocation.
 """

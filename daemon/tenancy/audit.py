@@ -4,6 +4,8 @@ An authentication failure or an admin call records an audit event on the request
 the queue lets it return without waiting for the disk.  Bounded: when it is full (or not
 running) ``put`` writes the event itself, so a flood slows callers down instead of
 growing memory or dropping events.  One task drains it; ``aclose`` writes what is queued.
+A batch that meets the database locked by another process (the CLI) is tried again a few
+times before it is given up, logged.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 
+from daemon.core.errors import Unavailable
 from daemon.tenancy.records import AuditEvent
 
 log = logging.getLogger(__name__)
 
 AUDIT_QUEUE_MAX = 1024  # audit events waiting for the writer; beyond this callers wait for the write
 AUDIT_BATCH_MAX = 256
+LOCKED_TRIES = 5  # a batch meets a locked database this many times before it is given up
 
 
 class AuditQueue:
@@ -69,13 +73,23 @@ class AuditQueue:
             events = [event for event in batch if event is not None]
             try:
                 if events:
-                    await self._write(events)
+                    await self._write_patiently(events)
             except asyncio.CancelledError:
                 raise
-            except sqlite3.Error:
+            except (sqlite3.Error, Unavailable):
                 log.exception("audit write failed; %d audit events lost", len(events))
             finally:
                 for _ in batch:
                     queue.task_done()
             if None in batch:
                 return
+
+    async def _write_patiently(self, events: list[AuditEvent]) -> None:
+        for attempt in range(1, LOCKED_TRIES + 1):
+            try:
+                await self._write(events)
+                return
+            except Unavailable as exc:  # the database is locked: the lock holder is done soon
+                if attempt == LOCKED_TRIES:
+                    raise
+                await asyncio.sleep(exc.retry_after or 1.0)

@@ -20,6 +20,12 @@ How a revocation reaches the cache:
   refills on demand.  Other processes write to tenancy.db rarely (operator commands), so a
   full drop is simpler and cheaper than per-entry revalidation.  The same tick flushes the
   batched ``last_used_at`` of keys, so a request never waits for a write.
+
+Before the caller is known it must cost little (guard.py): a credential that misses the
+cache, a login, a refresh or a revocation first takes a token of the caller's IP (429
+past it), and failures are audited as one row per (ip, reason) per minute with a count.
+argon2id runs on its own bounded pool (passwords.py).  A refresh token used twice revokes
+its whole family, the tokens issued from it included (tokens.py).
 """
 
 from __future__ import annotations
@@ -28,37 +34,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from daemon.core.envelope import Credentials, Principal
-from daemon.core.errors import PermissionDenied, Unauthenticated
+from daemon.core.errors import PermissionDenied
 from daemon.runtime.config import AuthConfig
 from daemon.tenancy import tokens
+from daemon.tenancy.cache import Cached, CredentialCache
+from daemon.tenancy.guard import AuthGuard
+from daemon.tenancy.passwords import PasswordPool
 from daemon.tenancy.rbac import allows, permissions_for
 from daemon.tenancy.records import ApiKey, AuditEvent, Tenant, from_iso
-from daemon.tenancy.secrets import (
-    KEY_PREFIX,
-    generate_password,
-    hash_password,
-    key_hash,
-    load_jwt_secret,
-    verify_password,
-)
+from daemon.tenancy.secrets import KEY_PREFIX, generate_password, key_hash, load_jwt_secret
 from daemon.tenancy.store import TenancyStore
-from daemon.tenancy.tokens import TokenRejected
+from daemon.tenancy.tokens import TokenRejected, family_of
 
 log = logging.getLogger(__name__)
 
 _PURGE_EVERY_S = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    principal: Principal
-    valid_until: float  # wall clock: min(credential expiry, verification time + max age)
-    jti: str | None = None
 
 
 class Authenticator:
@@ -82,15 +76,14 @@ class Authenticator:
         self._clock = clock
         self._recheck_interval_s = recheck_interval_s
         self._cache_max_age_s = cache_max_age_s
-        self._cache_size = cache_size
-        self._keys: dict[str, _Cached] = {}  # sha256(api key) -> verified principal
-        self._tokens: dict[str, _Cached] = {}  # sha256(bearer token) -> verified principal
-        self._epoch = 0  # bumped on every in-process revocation, see _remember
+        self._cache = CredentialCache(cache_size)
         self._used_keys: set[str] = set()
         self._seen_version: tuple[int, int] | None = None
         self._last_purge = 0.0
         self._task: asyncio.Task[None] | None = None
         self._dummy_hash: str | None = None
+        self._guard = AuthGuard(store, config, clock)
+        self._passwords = PasswordPool(config.login_threads, config.login_queue)
 
     # lifecycle
 
@@ -101,7 +94,7 @@ class Authenticator:
             self._task = asyncio.create_task(self._recheck_forever(), name="auth-recheck")
 
     async def aclose(self) -> None:
-        """Stop the recheck task and write the last batch of key uses."""
+        """Stop the recheck task, write the last batch of key uses and failure tallies, stop the password pool."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -111,8 +104,16 @@ class Authenticator:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # we are being cancelled ourselves, not just the task we stopped
-        if self._used_keys:
-            await self._flush_used_keys()
+        try:
+            await self.flush_failures()
+            if self._used_keys:
+                await self._flush_used_keys()
+        finally:
+            self._passwords.close()
+
+    async def flush_failures(self) -> None:
+        """Hand every tallied authentication failure to the audit log now (shutdown, tests)."""
+        await self._guard.drain()
 
     async def __aenter__(self) -> Authenticator:
         await self.start()
@@ -133,6 +134,7 @@ class Authenticator:
 
     async def recheck(self) -> bool:
         """One tick of the revocation watch; True when the cache was dropped."""
+        await self._guard.tick()
         if self._used_keys:
             await self._flush_used_keys()
         now = self._clock()
@@ -143,17 +145,12 @@ class Authenticator:
         if version == self._seen_version:
             return False
         self._seen_version = version
-        self._drop_all()
+        self._cache.drop_all()
         return True
 
     async def _flush_used_keys(self) -> None:
         used, self._used_keys = self._used_keys, set()
         await self._store.run(self._store.touch_keys, used, self._clock())
-
-    def _drop_all(self) -> None:
-        self._epoch += 1
-        self._keys.clear()
-        self._tokens.clear()
 
     # authentication
 
@@ -164,17 +161,19 @@ class Authenticator:
         now = self._clock()
         if credentials.api_key:
             digest = key_hash(credentials.api_key)
-            hit = self._keys.get(digest)
-            if hit is not None and hit.valid_until > now:
+            hit = self._cache.hit(self._cache.keys, digest, now)
+            if hit is not None:
                 if hit.principal.key_id is not None:
                     self._used_keys.add(hit.principal.key_id)
                 return hit.principal
+            await self._guard.admit("auth.api_key", ip, user_agent)
             return await self._authenticate_key(credentials.api_key, digest, ip, user_agent)
         if credentials.bearer:
             digest = key_hash(credentials.bearer)
-            hit = self._tokens.get(digest)
-            if hit is not None and hit.valid_until > now:
+            hit = self._cache.hit(self._cache.tokens, digest, now)
+            if hit is not None:
                 return hit.principal
+            await self._guard.admit("auth.jwt", ip, user_agent)
             return await self._authenticate_token(credentials.bearer, digest, ip, user_agent)
         await self._fail("auth", "missing credentials", ip=ip, user_agent=user_agent)
 
@@ -183,7 +182,7 @@ class Authenticator:
         actor = f"key:{visible}" if visible else "anonymous"
         if not visible or len(raw) > 256:  # not one of ours: no database read for garbage
             await self._fail("auth.api_key", "invalid API key", actor, ip=ip, user_agent=user_agent)
-        epoch = self._epoch
+        epoch = self._cache.epoch
         grant = await self._store.run(self._store.lookup_key, digest)
         if grant is None:
             await self._fail("auth.api_key", "invalid API key", actor, ip=ip, user_agent=user_agent)
@@ -211,26 +210,27 @@ class Authenticator:
         until = now + self._cache_max_age_s
         if key.expires_at is not None:
             until = min(until, from_iso(key.expires_at))
-        self._remember(self._keys, digest, _Cached(principal, until), epoch)
+        self._cache.remember(self._cache.keys, digest, Cached(principal, until), epoch)
         self._used_keys.add(key.id)
         return principal
 
     async def _authenticate_token(self, token: str, digest: str, ip: str, user_agent: str) -> Principal:
         claims = await self._decode(token, "access", ip=ip, user_agent=user_agent)
-        epoch = self._epoch
+        epoch = self._cache.epoch
         principal, jti = await self._user_principal(claims, ip, user_agent)
         until = min(float(claims["exp"]), self._clock() + self._cache_max_age_s)
-        self._remember(self._tokens, digest, _Cached(principal, until, jti), epoch)
+        self._cache.remember(self._cache.tokens, digest, Cached(principal, until, jti, family_of(claims)), epoch)
         return principal
 
     async def _user_principal(
-        self, claims: dict[str, Any], ip: str, user_agent: str, *, check_revoked: bool = True
+        self, claims: dict[str, Any], ip: str, user_agent: str, *, check_jti: bool = True
     ) -> tuple[Principal, str]:
-        """Check a verified token's user, tenant and revocation in the database."""
+        """Check a verified token's user, tenant and revocation (its jti's, its family's) in the database."""
         jti, user_id, tenant_id = str(claims["jti"]), str(claims["sub"]), str(claims.get("tenant_id", ""))
         actor = f"user:{user_id}"
-        grant = await self._store.run(self._store.user_grant, tenant_id, user_id, jti)
-        if check_revoked and grant.token_revoked:
+        grant = await self._store.run(self._store.user_grant, tenant_id, user_id, jti if check_jti else None,
+                                      family_of(claims))
+        if grant.token_revoked:
             await self._fail("auth.jwt", "token revoked", actor, tenant_id, ip=ip, user_agent=user_agent)
         if grant.user is None or grant.tenant is None or grant.user.status != "active":
             await self._fail("auth.jwt", "user is no longer active", actor, tenant_id or None,
@@ -250,21 +250,12 @@ class Authenticator:
         )
         return principal, jti
 
-    def _remember(self, cache: dict[str, _Cached], digest: str, entry: _Cached, epoch: int) -> None:
-        if epoch != self._epoch:
-            return  # a revocation happened while we looked it up: do not cache a stale answer
-        if len(cache) >= self._cache_size:
-            cache.pop(next(iter(cache)))  # the oldest entry; dicts keep insertion order
-        cache[digest] = entry
-
     async def _check_tenant(self, tenant: Tenant, actor: str, ip: str, user_agent: str) -> None:
         if tenant.active:
             return
         message = f"tenant {tenant.name!r} is suspended"
-        await self._store.audit(
-            AuditEvent("auth", actor, tenant.id, f"tenant:{tenant.id}", ip, user_agent, False, message)
-        )
-        raise PermissionDenied(message, {"tenant": tenant.name})
+        await self._guard.fail(AuditEvent("auth", actor, tenant.id, f"tenant:{tenant.id}", ip, user_agent, False,
+                                          message), PermissionDenied(message, {"tenant": tenant.name}))
 
     async def _fail(
         self,
@@ -276,9 +267,8 @@ class Authenticator:
         ip: str = "",
         user_agent: str = "",
     ) -> NoReturn:
-        """Audit an authentication failure (queued, the caller does not wait for the disk) and raise."""
-        await self._store.audit(AuditEvent(action, actor, tenant_id, "", ip, user_agent, False, message))
-        raise Unauthenticated(message)
+        """Tally an authentication failure for the audit log (guard.py: one row per minute) and raise."""
+        await self._guard.fail(AuditEvent(action, actor, tenant_id, "", ip, user_agent, False, message))
 
     async def _decode(self, token: str, typ: str, *, ip: str = "", user_agent: str = "") -> dict[str, Any]:
         """The verified claims (see tokens.verify); a rejection is audited and raised."""
@@ -304,9 +294,9 @@ class Authenticator:
 
     # people: login, refresh, revoke
 
-    def _issue(self, user_id: str, tenant_id: str, role: str) -> dict[str, Any]:
+    def _issue(self, user_id: str, tenant_id: str, role: str, family: str) -> dict[str, Any]:
         return tokens.issue_pair(
-            self._secret, user_id, tenant_id, role, now=self._clock(),
+            self._secret, user_id, tenant_id, role, now=self._clock(), family=family,
             access_ttl_s=self._config.access_token_ttl_s, refresh_ttl_s=self._config.refresh_token_ttl_s,
         )
 
@@ -314,14 +304,15 @@ class Authenticator:
         self, email: str, password: str, tenant_name: str, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
         """``{access_token, refresh_token, token_type, expires_in}`` for a right password."""
+        await self._guard.admit("auth.login", ip, user_agent, login=True)
         if not all(isinstance(v, str) and v for v in (email, password, tenant_name)):
             await self._fail("auth.login", "email, password and tenant are required", ip=ip, user_agent=user_agent)
         record = await self._store.run(self._store.find_login, tenant_name, email)
         if self._dummy_hash is None:
-            self._dummy_hash = await asyncio.to_thread(hash_password, generate_password())
+            self._dummy_hash = await self._passwords.hash(generate_password())
         # verify even for an unknown user, so timing does not tell which e-mails exist
         stored = record.password_hash if record is not None else self._dummy_hash
-        ok = await asyncio.to_thread(verify_password, stored, password)
+        ok = await self._passwords.verify(stored, password)
         if record is None or not ok or record.user.status != "active":
             tenant_id = record.tenant.id if record is not None else None
             actor = record.user.subject if record is not None else "anonymous"
@@ -331,50 +322,59 @@ class Authenticator:
         await self._store.audit(
             AuditEvent("auth.login", record.user.subject, record.tenant.id, record.user.subject, ip, user_agent)
         )
-        return self._issue(record.user.id, record.tenant.id, record.user.role)
+        return self._issue(record.user.id, record.tenant.id, record.user.role, tokens.new_family())
 
     async def refresh(self, refresh_token: str, *, ip: str = "", user_agent: str = "") -> dict[str, Any]:
-        """A new token pair; the refresh token used is revoked (rotation), so reuse fails."""
+        """A new token pair in the same family; the refresh token used is revoked (rotation).  A
+        second use of it means someone else holds a copy: the whole family is revoked."""
+        await self._guard.admit("auth.refresh", ip, user_agent)
         if not isinstance(refresh_token, str) or not refresh_token:
             await self._fail("auth.refresh", "refresh_token is required", ip=ip, user_agent=user_agent)
         claims = await self._decode(refresh_token, "refresh", ip=ip, user_agent=user_agent)
-        actor = f"user:{claims['sub']}"
+        actor, family = f"user:{claims['sub']}", family_of(claims)
         # revoke first, atomically: of two racing refreshes with the same token only one wins
         if not await self._store.run(self._store.revoke_token, str(claims["jti"]), float(claims["exp"])):
-            await self._fail("auth.refresh", "refresh token already used or revoked", actor,
-                             str(claims["tenant_id"]), ip=ip, user_agent=user_agent)
-        # the jti is now revoked by us: check only that the user and tenant are still good
-        principal, _ = await self._user_principal(claims, ip, user_agent, check_revoked=False)
+            reason = "refresh token already used or revoked"
+            if family is not None:
+                await self._revoke_family(family)
+                reason += "; every token issued from it is revoked too"
+            await self._fail("auth.refresh", reason, actor, str(claims["tenant_id"]), ip=ip, user_agent=user_agent)
+        # the jti is now revoked by us: check its family, user and tenant
+        principal, _ = await self._user_principal(claims, ip, user_agent, check_jti=False)
         await self._store.audit(
             AuditEvent("auth.refresh", actor, principal.tenant_id, actor, ip, user_agent)
         )
         assert principal.user_id is not None
-        return self._issue(principal.user_id, principal.tenant_id, principal.role)
+        return self._issue(principal.user_id, principal.tenant_id, principal.role, family or tokens.new_family())
 
-    async def revoke(self, token_or_jti: str) -> str:
-        """Revoke a JWT (given whole, signature checked) or a bare jti; returns the jti."""
-        if token_or_jti.count(".") == 2:
-            try:
-                jti, expires = tokens.revocation_target(token_or_jti, self._secret)
-            except TokenRejected as exc:
-                raise Unauthenticated(exc.reason) from None
-        else:
-            # a bare jti: we do not know its expiry, so keep it for the longest a token lives
-            jti = token_or_jti
-            expires = self._clock() + max(self._config.refresh_token_ttl_s, self._config.access_token_ttl_s)
-        self._epoch += 1
-        for digest, entry in list(self._tokens.items()):
-            if entry.jti == jti:
-                del self._tokens[digest]
+    async def _revoke_family(self, family: str) -> None:
+        # the family's newest refresh token was issued no later than now: it is dead by now + its ttl
+        await self._store.run(self._store.revoke_family, family, self._clock() + self._config.refresh_token_ttl_s)
+        self._cache.drop(self._cache.tokens, lambda entry: entry.family == family)
+
+    async def revoke(self, token: str, *, ip: str = "", user_agent: str = "") -> str:
+        """Revoke a whole JWT whose signature verifies (whoever holds it may); returns its jti.
+        Anything else is UNAUTHENTICATED and touches no table: anyone may call this."""
+        await self._guard.admit("auth.revoke", ip, user_agent)
+        try:
+            jti, expires = tokens.revocation_target(token, self._secret)
+        except TokenRejected as exc:
+            await self._fail("auth.revoke", exc.reason, ip=ip, user_agent=user_agent)
         await self._store.run(self._store.revoke_token, jti, expires)
+        self._cache.drop(self._cache.tokens, lambda entry: entry.jti == jti)
+        return jti
+
+    async def revoke_jti(self, jti: str) -> str:
+        """Revoke a bare jti (administrators only: it does not say whose token it is); returns it."""
+        # we do not know its expiry, so keep it for the longest a token lives
+        expires = self._clock() + max(self._config.refresh_token_ttl_s, self._config.access_token_ttl_s)
+        await self._store.run(self._store.revoke_token, jti, expires)
+        self._cache.drop(self._cache.tokens, lambda entry: entry.jti == jti)
         return jti
 
     async def revoke_key(self, ref: str, tenant_id: str | None = None) -> ApiKey:
         """Revoke an API key (id or prefix) and drop it from the cache at once."""
-        self._epoch += 1
+        self._cache.epoch += 1  # a lookup in flight while the database changes must not be cached
         key = await self._store.run(self._store.revoke_api_key, ref, tenant_id)
-        self._epoch += 1
-        for digest, entry in list(self._keys.items()):
-            if entry.principal.key_id == key.id:
-                del self._keys[digest]
+        self._cache.drop(self._cache.keys, lambda entry: entry.principal.key_id == key.id)
         return key

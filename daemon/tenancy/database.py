@@ -8,6 +8,10 @@ thread: that thread is the one writer of this database, and no SQLite call ever 
 the loop.  Never mix the two styles in one process.  Audit events from the loop go
 through ``await store.audit(event)`` (a queue, audit.py), so a request does not wait for
 the disk.
+
+A CLI command holds the write lock for a moment.  The daemon waits for it at most
+``DAEMON_BUSY_TIMEOUT_MS`` (its one writer thread serves every lookup, so a long wait would
+stall them all), then the call gets 503 UNAVAILABLE with Retry-After, never a 500.
 """
 
 from __future__ import annotations
@@ -24,12 +28,26 @@ from typing import Any, ParamSpec, Self, TypeVar
 
 import sqlite_utils
 
+from daemon.core.errors import Unavailable
 from daemon.tenancy.audit import AuditQueue
 from daemon.tenancy.records import AuditEvent
 from daemon.tenancy.schema import connect
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: how long the daemon's writer waits for a lock another process (the CLI) holds
+DAEMON_BUSY_TIMEOUT_MS = 1000
+#: what a caller is told to wait when the database is locked
+LOCKED_RETRY_AFTER_S = 1.0
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): another connection holds the lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "locked" in str(exc) or "busy" in str(exc)
+    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class TenancyDatabase:
@@ -59,10 +77,10 @@ class TenancyDatabase:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.commit()
         except BaseException:
-            conn.rollback()
+            conn.rollback()  # also after a failed commit: never leave the transaction open
             raise
-        conn.commit()
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         return next(iter(self._db.query(sql, params)), None)
@@ -89,12 +107,21 @@ class TenancyDatabase:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tenancy-db")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise
+            raise Unavailable("the tenancy database is locked by another process (an operator command);"
+                              " try again", {"database": "tenancy"}, retry_after=LOCKED_RETRY_AFTER_S) from None
 
     async def start(self) -> None:
         """Open the database on the writer thread and start draining audit events."""
-        await self.run(lambda: self._db)
+        await self.run(self._open_for_daemon)
         self._audit.start()
+
+    def _open_for_daemon(self) -> None:
+        self._db.conn.execute(f"PRAGMA busy_timeout = {DAEMON_BUSY_TIMEOUT_MS}")
 
     async def aclose(self) -> None:
         """Write the queued audit events, close the connection, stop the writer thread."""
@@ -124,10 +151,10 @@ class TenancyDatabase:
 
     def _insert_audit(self, conn: sqlite3.Connection, events: Sequence[AuditEvent]) -> None:
         conn.executemany(
-            "INSERT INTO audit (at, tenant_id, actor, action, resource, ip, user_agent, success, error)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (at, tenant_id, actor, action, resource, ip, user_agent, success, error, count)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(e.at, e.tenant_id, e.actor, e.action, e.resource, e.ip[:64], e.user_agent[:256],
-              int(e.success), e.error[:500]) for e in events],
+              int(e.success), e.error[:500], e.count) for e in events],
         )
 
     def write_audit(self, events: Sequence[AuditEvent]) -> None:

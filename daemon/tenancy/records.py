@@ -191,3 +191,5 @@ class AuditEvent:
     success: bool = True
     error: str = ""
     at: str = field(default_factory=lambda: iso(time.time()))
+    #: how many alike failures this row stands for (failed authentications are tallied per minute)
+    count: int = 1

@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS audit (
     ip TEXT NOT NULL DEFAULT '',
     user_agent TEXT NOT NULL DEFAULT '',
     success INTEGER NOT NULL,
-    error TEXT NOT NULL DEFAULT ''
+    error TEXT NOT NULL DEFAULT '',
+    count INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS audit_tenant ON audit(tenant_id, id);
 """
@@ -94,7 +95,15 @@ def connect(path: Path) -> sqlite_utils.Database:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
     conn.executescript(SCHEMA)
+    _migrate(conn)
     return db
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a tenancy.db made by an older hub up to SCHEMA (columns added since)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+    if "count" not in columns:  # failed authentications became one row per minute with a count
+        conn.execute("ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
 
 
 def tenant_from_row(row: dict[str, Any]) -> Tenant:

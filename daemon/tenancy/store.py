@@ -42,6 +42,11 @@ from daemon.tenancy.secrets import key_hash, new_api_key
 BOOTSTRAP_KEY_FILE = "bootstrap-admin.key"
 
 
+def family_key(family: str) -> str:
+    """A family's row in ``revoked_tokens``, beside the jtis (which are plain hex)."""
+    return f"fam:{family}"
+
+
 class TenancyStore(TenancyDatabase):
     """The tenancy database's queries.  ``async with TenancyStore(dir)`` in the daemon; plain calls in the CLI."""
 
@@ -322,9 +327,13 @@ class TenancyStore(TenancyDatabase):
 
     # tokens
 
-    def user_grant(self, tenant_id: str, user_id: str, jti: str) -> UserGrant:
-        """What a verified JWT's user, tenant and jti stand for now, in one read."""
-        revoked = self._one("SELECT jti FROM revoked_tokens WHERE jti = ?", (jti,)) is not None
+    def user_grant(self, tenant_id: str, user_id: str, jti: str | None, family: str | None = None) -> UserGrant:
+        """What a verified JWT's user, tenant and revocation stand for now, in one read: revoked
+        when its ``jti`` is (None: not asked) or its whole ``family`` is (see ``revoke_family``)."""
+        names = [name for name in (jti, family_key(family) if family else None) if name is not None]
+        revoked = bool(names) and self._one(
+            f"SELECT jti FROM revoked_tokens WHERE jti IN ({', '.join('?' * len(names))})", names
+        ) is not None
         tenant_row = self._one("SELECT * FROM tenants WHERE id = ?", (tenant_id,))
         user_row = self._one(
             f"SELECT {USER_COLUMNS} FROM users WHERE tenant_id = ? AND id = ?", (tenant_id, user_id)
@@ -340,6 +349,11 @@ class TenancyStore(TenancyDatabase):
                 "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", (jti, iso(expires_at))
             )
         return cursor.rowcount == 1
+
+    def revoke_family(self, family: str, expires_at: float) -> bool:
+        """Revoke every token of a login's family (refresh token reuse); kept, like a jti, until
+        ``expires_at``, when the newest token of the family has expired anyway."""
+        return self.revoke_token(family_key(family), expires_at)
 
     def purge_revoked_tokens(self) -> int:
         """Forget revocations of tokens that have expired anyway."""

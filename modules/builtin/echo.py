@@ -40,3 +40,8 @@ class EchoModule(Module):
                 await asyncio.sleep(delay)
             yield Progress(step / (steps + 1), f"step {step} of {steps}")
         yield payload
+
+    @capability("echo.fail", description="Always fails with MODULE_ERROR: lets a client test its error handling.")
+    async def echo_fail(self, payload: dict[str, Any], call: Call) -> dict[str, Any]:
+        """Raises, as a broken module would; the hub answers MODULE_ERROR (502 / gRPC INTERNAL)."""
+        raise RuntimeError("echo.fail was asked to fail")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from daemon.cli.clients.grpc import grpc_error_body
 from proto import mcp_v2_pb2 as pb
 from proto import mcp_v2_pb2_grpc as pb_grpc
 from tests.support.doorclients import Hub, mcp_message, metric
@@ -47,19 +49,20 @@ async def test_an_error_carries_the_contract_body_in_the_trailers(doors: Hub, hu
 
 
 async def test_the_callers_deadline_becomes_the_calls_ttl(doors: Hub, hub: HubProcess) -> None:
-    before = await metric(doors, "democratic_ai_requests", door="grpc", action="echo.stream", code="DEADLINE_EXCEEDED")
+    def ended_by_deadline() -> Awaitable[float]:
+        return metric(doors, "democratic_ai_requests", door="grpc", action="echo.stream", code="DEADLINE_EXCEEDED")
+
+    before = await ended_by_deadline()
     slow = mcp_message("echo.stream", {"steps": 1, "delay_ms": 5000})
     async with channel(doors) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await pb_grpc.HubStub(ch).Call(slow, metadata=(("x-api-key", hub.admin_key),), timeout=1.0)
     assert failed.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    # the hub ends the call itself, at about the moment the client gives up: well before its 5 s
-    for _ in range(30):
-        after = await metric(doors, "democratic_ai_requests", door="grpc", action="echo.stream")
-        if after >= 1:
-            break
-        await asyncio.sleep(0.1)
-    assert after >= 1 and before == 0
+    # the hub itself ended the call (just before the caller's deadline), so its error body came back
+    assert grpc_error_body(failed.value)["error"]["code"] == "DEADLINE_EXCEEDED"
+    async with asyncio.timeout(10):
+        while await ended_by_deadline() < before + 1:
+            await asyncio.sleep(0.05)
 
 
 async def test_health_follows_ready_and_reflection_names_the_services(doors: Hub) -> None:

@@ -3,29 +3,64 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import pty
+import select
 import signal
 import stat
+import subprocess
 
 import aiohttp
 
-from tests.support.cli import run_cli
-from tests.support.hubproc import HubProcess, write_config
+from tests.support.cli import cli_argv, run_cli
+from tests.support.hubproc import ROOT, HubProcess, write_config
 
 
-async def test_first_start_creates_the_admin_key_file_private_and_prints_it_once(tmp_path) -> None:
+async def test_first_start_creates_the_admin_key_file_and_never_logs_the_key(tmp_path) -> None:
+    # stdout and stderr go to a file here, as to the journal under systemd
     hub = HubProcess(tmp_path, write_config(tmp_path / "hub.toml")).start()
     try:
         key_file = tmp_path / "bootstrap-admin.key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        assert hub.admin_key in hub.log()
+        assert hub.admin_key and hub.admin_key not in hub.log()
+        assert str(key_file) in hub.log()  # the operator is told where to read it
     finally:
         assert hub.stop() == 0
-    hub.start()  # a second start: same key file, no new key printed
+    hub.start()  # a second start: same key file, nothing new said about it
     try:
         assert hub.log().count("bootstrap admin key") == 1
+        assert hub.admin_key not in hub.log()
     finally:
         hub.stop()
+
+
+def test_on_a_terminal_the_first_start_shows_the_admin_key_once(tmp_path) -> None:
+    config = write_config(tmp_path / "hub.toml")
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([*cli_argv(tmp_path, "serve", "--config", str(config))], cwd=ROOT,
+                               stdin=secondary, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    seen = bytearray()
+    key_file = tmp_path / "bootstrap-admin.key"
+    try:
+        # read what the terminal shows until the key is on it (the hub writes the file first)
+        while b"dai_" not in seen or b"\n" not in seen[seen.index(b"dai_"):]:
+            ready, _, _ = select.select([primary], [], [], 30)
+            assert ready, f"the hub showed nothing more on its terminal: {seen.decode(errors='replace')}"
+            try:
+                seen += os.read(primary, 4096)
+            except OSError:  # the hub closed the terminal: it exited
+                break
+        assert key_file.read_text().strip() in seen.decode(errors="replace")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(OSError):
+            while select.select([primary], [], [], 10)[0] and os.read(primary, 4096):
+                pass  # keep draining so the hub never blocks on a full terminal while it stops
+        assert process.wait(30) == 0
+        os.close(primary)
 
 
 async def test_sigterm_lets_in_flight_calls_finish_then_exits_cleanly(tmp_path) -> None:
@@ -150,24 +185,90 @@ async def test_the_ledger_writer_process_follows_the_hub_even_after_kill_9(tmp_p
         hub.kill()
 
 
-async def test_if_the_ledger_writer_dies_calls_are_unavailable_and_not_ready(tmp_path) -> None:
+def _hold_ledger_write_lock(state_dir):
+    """What a CLI write does to the ledger: hold SQLite's write lock, so a new writer cannot open it."""
+    import sqlite3
+
+    conn = sqlite3.connect(state_dir / "ledger.db", isolation_level=None, timeout=10)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+async def _ready(session, hub) -> tuple[int, dict]:
+    async with session.get(f"{hub.url}/ready") as resp:
+        return resp.status, await resp.json()
+
+
+async def test_a_ledger_writer_that_dies_comes_back_and_ready_goes_503_then_200(tmp_path) -> None:
     import os
 
     hub = HubProcess(tmp_path, write_config(tmp_path / "hub.toml", modules=("echo",))).start()
     try:
         async with aiohttp.ClientSession(headers={"X-API-Key": hub.admin_key}) as session:
-            (writer,) = _ledger_writers(tmp_path)
-            os.kill(writer, signal.SIGKILL)
-            await asyncio.sleep(0.5)
             async with session.post(f"{hub.url}/v1/call", json={"action": "echo", "payload": {}}) as resp:
-                assert resp.status == 503 and (await resp.json())["error"]["code"] == "UNAVAILABLE"
-            async with session.get(f"{hub.url}/ready") as resp:
-                ready = await resp.json()
-            assert resp.status == 503 and ready["ledger"] == "unavailable"
-            async with session.get(f"{hub.url}/health") as resp:
-                assert resp.status == 200  # alive, so systemd's watchdog or an operator can act
+                before = (await resp.json())["receipt"]
+            (writer,) = _ledger_writers(tmp_path)
+            lock = _hold_ledger_write_lock(tmp_path)  # the next writer waits for it
+            try:
+                os.kill(writer, signal.SIGKILL)
+                for _ in range(200):
+                    status, ready = await _ready(session, hub)
+                    if status == 503:
+                        break
+                    await asyncio.sleep(0.05)
+                assert status == 503 and ready["ledger"] == "unavailable"
+                async with session.post(f"{hub.url}/v1/call", json={"action": "echo", "payload": {}}) as resp:
+                    assert resp.status == 503 and (await resp.json())["error"]["code"] == "UNAVAILABLE"
+                    assert int(resp.headers["Retry-After"]) >= 1
+                async with session.get(f"{hub.url}/health") as resp:
+                    assert resp.status == 200  # alive: the hub is bringing its writer back
+            finally:
+                lock.rollback()
+                lock.close()
+            for _ in range(400):
+                status, ready = await _ready(session, hub)
+                if status == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert status == 200 and ready["ledger"] == "ok"
+            assert _ledger_writers(tmp_path) not in ([], [writer])
+            async with session.post(f"{hub.url}/v1/call", json={"action": "echo", "payload": {}}) as resp:
+                assert resp.status == 200
+                after = (await resp.json())["receipt"]
+            assert after["seq"] == before["seq"] + 1  # the chain goes on from the last committed entry
+            async with session.get(f"{hub.url}/metrics") as resp:
+                assert "democratic_ai_ledger_restarts_total 1.0" in await resp.text()
     finally:
-        hub.stop()
+        assert hub.stop() == 0
+    verify = run_cli(tmp_path, "ledger", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+async def test_a_ledger_writer_that_cannot_come_back_in_time_stops_the_hub_non_zero(tmp_path) -> None:
+    import os
+
+    config = write_config(tmp_path / "hub.toml", "[ledger]\nrestart_within_s = 1\n", modules=("echo",))
+    hub = HubProcess(tmp_path, config).start()
+    try:
+        (writer,) = _ledger_writers(tmp_path)
+        lock = _hold_ledger_write_lock(tmp_path)
+        try:
+            os.kill(writer, signal.SIGKILL)
+            assert hub.process is not None
+            code = await asyncio.to_thread(hub.process.wait, 60)
+        finally:
+            lock.rollback()
+            lock.close()
+        assert code != 0  # so systemd's Restart=on-failure starts it again
+        assert "did not come back within 1 s" in hub.log()
+        assert _ledger_writers(tmp_path) == []
+    finally:
+        hub.kill()
+    hub.start()  # what systemd does next: the hub starts whole, on the same ledger
+    try:
+        assert _ledger_writers(tmp_path) != []
+    finally:
+        assert hub.stop() == 0
 
 
 def test_an_unusable_ledger_stops_the_start_with_a_clear_message(tmp_path) -> None:
@@ -175,3 +276,46 @@ def test_an_unusable_ledger_stops_the_start_with_a_clear_message(tmp_path) -> No
     result = run_cli(tmp_path, "serve", "--config", str(write_config(tmp_path / "hub.toml")))
     assert result.returncode == 1
     assert "cannot open the usage ledger" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_a_reload_that_fails_keeps_serving_and_reports_ready_again(tmp_path, monkeypatch) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.support.hubproc import ROOT
+
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(30)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        config = write_config(tmp_path / "hub.toml", modules=("echo",))
+        hub = HubProcess(tmp_path, config).start()
+        # a remote module takes the id a built-in module will want at the next reload
+        remote = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.remote_module_proc", hub.url, hub.admin_key, "text.summarize"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert listener.recv(4096) == b"READY=1"
+            assert remote.stdout is not None and remote.stdout.readline().strip() == "attached"
+            write_config(config, modules=("echo", "text.summarize"))
+            hub.signal(signal.SIGHUP)
+            assert listener.recv(4096) == b"RELOADING=1"
+            assert listener.recv(4096) == b"READY=1"  # systemd sees the hub back, not stuck reloading
+            async with aiohttp.ClientSession(headers={"X-API-Key": hub.admin_key}) as session:
+                async with session.post(f"{hub.url}/v1/call", json={"action": "echo", "payload": {"ok": 1}}) as resp:
+                    assert resp.status == 200
+                async with session.post(f"{hub.url}/v1/call",
+                                        json={"action": "text.upper", "payload": {"text": "still here"}}) as resp:
+                    assert resp.status == 200 and (await resp.json())["result"]["text"] == "STILL HERE"
+                async with session.get(f"{hub.url}/ready") as resp:
+                    report = await resp.json()
+            assert resp.status == 200 and report["ready"] is True
+            assert [f["module"] for f in report["failed_modules"]] == ["text.summarize"]
+            assert "text.summarize" in report["failed_modules"][0]["error"]
+            assert "text.summarize" in hub.log() and '"level": "ERROR"' in hub.log()
+        finally:
+            remote.kill()
+            remote.wait()
+            assert hub.stop() == 0

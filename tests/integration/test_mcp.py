@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import aiohttp
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.support.cli import run_cli
+from tests.support.cli import cli_ok
 from tests.support.doorclients import HttpLog, Hub, find_error, mcp_client
-from tests.support.hubproc import HubProcess
+from tests.support.hubproc import ROOT, HubProcess
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+MCP_1X = "mcp>=1.20,<2"
+
+
+@pytest.fixture(scope="session")
+def mcp1_python() -> Path:
+    """A venv with the official MCP SDK's 1.x line, cached outside the clone and keyed by its spec.
+
+    It cannot share the project's venv (the project pins mcp 2.x). Failing to build it fails the
+    test: a missing 1.x client must not pass as a skip.
+    """
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "democratic-ai"
+    venv = cache / ("mcp-" + hashlib.sha256(MCP_1X.encode()).hexdigest()[:12])
+    python = venv / "bin" / "python"
+    if not (venv / ".ready").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", MCP_1X], check=True, timeout=600)
+        (venv / ".ready").touch()
+    return python
 
 
 @pytest.fixture(scope="module")
@@ -95,24 +123,22 @@ async def test_the_2x_client_session_over_streamable_http_handshakes(doors: Hub,
     assert result.structured_content == {"via": "ClientSession"}
 
 
-async def test_the_1x_streamablehttp_client_if_the_sdk_still_has_it(doors: Hub, hub: HubProcess) -> None:
-    import mcp.client.streamable_http as transport
-
-    legacy = getattr(transport, "streamablehttp_client", None)
-    if legacy is None:
-        pytest.skip("the installed mcp SDK no longer offers streamablehttp_client (1.x API)")
-    async with legacy(f"{doors.http}/mcp", headers={"X-API-Key": hub.admin_key}) as (read, write, _):
-        async with ClientSession(read, write) as session:
-            await session.initialize()
-            result = await session.call_tool("echo", {"via": "1.x"})
-    assert result.structured_content == {"via": "1.x"}
+async def test_the_official_1x_sdk_client_initializes_lists_and_calls(mcp1_python: Path, doors: Hub,
+                                                                     hub: HubProcess) -> None:
+    """Most deployed MCP clients still run the SDK's 1.x API: it runs here from its own venv."""
+    done = await asyncio.to_thread(
+        subprocess.run, [str(mcp1_python), str(ROOT / "tests" / "support" / "mcp1_client.py"),
+                         f"{doors.http}/mcp", hub.admin_key], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["sdk"].startswith("1.")
+    assert seen["protocol"] in {"2025-11-25", "2025-06-18", "2025-03-26"}
+    assert "echo" in seen["tools"]
+    assert seen["result"] == {"via": "1.x"} and not seen["is_error"]
 
 
 async def test_a_role_that_may_not_call_sees_no_tools(doors: Hub, hub: HubProcess) -> None:
-    done = run_cli(hub.state_dir, "key", "create", "--tenant", "default", "--role", "viewer")
-    if done.returncode != 0:
-        pytest.xfail(f"`key create --role viewer` is not available: {done.stderr.strip()}")
-    viewer = done.stdout.strip().splitlines()[-1]
+    viewer = cli_ok(hub.state_dir, "key", "create", "--tenant", "default", "--role", "viewer").splitlines()[-1]
     async with mcp_client(doors, key=viewer, mode="auto") as client:
         assert (await client.list_tools()).tools == []
         with pytest.raises(Exception) as failed:

@@ -34,6 +34,8 @@ from proto import mcp_v2_pb2 as pb
 from proto import mcp_v2_pb2_grpc as pb_grpc
 
 DOORS = ("http", "ws", "h3", "grpc", "mcp-discover", "mcp-initialize")
+#: what a refused /v1/ws upgrade's status means (aiohttp's client does not read the JSON body it carries)
+UPGRADE_REFUSALS = {400: "VALIDATION_ERROR", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
 TIMEOUT = 30.0
 
 
@@ -44,6 +46,9 @@ class Outcome:
     code: str | None
     result: Any = None
     progress: list[float] = field(default_factory=list)
+    #: the door's own signal: the HTTP status, the gRPC status name, MCP's HTTP status / JSON-RPC
+    #: error code / "isError" (a tool result flagged as an error); None where the door has none (WS frames)
+    native: int | str | None = None
 
 
 @dataclass
@@ -83,17 +88,23 @@ async def via_http(hub: Hub, action: str, payload: Any, *, key: str | None, stre
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
         async with session.post(f"{hub.http}/v1/call", json=_body(action, payload, ttl), headers=headers) as resp:
             if resp.status != 200:
-                return Outcome((await resp.json())["error"]["code"])
+                return Outcome((await resp.json())["error"]["code"], native=resp.status)
             if stream:
-                return _ndjson([json.loads(line) async for line in resp.content if line.strip()])
-            return Outcome(None, (await resp.json())["result"])
+                outcome = _ndjson([json.loads(line) async for line in resp.content if line.strip()])
+                outcome.native = resp.status
+                return outcome
+            return Outcome(None, (await resp.json())["result"], native=resp.status)
 
 
 async def via_ws(hub: Hub, action: str, payload: Any, *, key: str | None, stream: bool = False,
                  ttl: float | None = None) -> Outcome:
     headers = {"X-API-Key": key} if key else {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
-        async with session.ws_connect(f"{hub.http}/v1/ws", headers=headers) as ws:
+        try:
+            connecting = await session.ws_connect(f"{hub.http}/v1/ws", headers=headers)
+        except aiohttp.WSServerHandshakeError as refused:  # credentials refused at the upgrade, before a socket
+            return Outcome(UPGRADE_REFUSALS.get(refused.status, f"upgrade {refused.status}"), native=refused.status)
+        async with connecting as ws:
             await ws.send_json({**_body(action, payload, ttl), "id": "c1", "stream": stream})
             progress: list[float] = []
             async for message in ws:
@@ -130,10 +141,12 @@ async def via_h3(hub: Hub, action: str, payload: Any, *, key: str | None, stream
                                         json.dumps(_body(action, payload, ttl)).encode())
         body = b"".join([chunk async for chunk in iter_chunks(response)])
     if response.status != 200:
-        return Outcome(json.loads(body)["error"]["code"])
+        return Outcome(json.loads(body)["error"]["code"], native=response.status)
     if stream:
-        return _ndjson([json.loads(line) for line in body.splitlines() if line.strip()])
-    return Outcome(None, json.loads(body)["result"])
+        outcome = _ndjson([json.loads(line) for line in body.splitlines() if line.strip()])
+        outcome.native = response.status
+        return outcome
+    return Outcome(None, json.loads(body)["result"], native=response.status)
 
 
 def mcp_message(action: str, payload: Any, *, ttl: float | None = None, priority: int | None = None) -> pb.MCPMessage:
@@ -160,12 +173,12 @@ async def via_grpc(hub: Hub, action: str, payload: Any, *, key: str | None, stre
                     if part.HasField("progress"):
                         progress.append(part.progress.progress)
                     else:
-                        return Outcome(None, json_format.MessageToDict(part.final.result), progress)
+                        return Outcome(None, json_format.MessageToDict(part.final.result), progress, "OK")
                 return Outcome("no final part", progress=progress)
             reply = await stub.Call(message, metadata=metadata, timeout=TIMEOUT)
-            return Outcome(None, json_format.MessageToDict(reply.result))
+            return Outcome(None, json_format.MessageToDict(reply.result), native="OK")
         except grpc.aio.AioRpcError as exc:
-            return Outcome(grpc_error_body(exc)["error"]["code"])
+            return Outcome(grpc_error_body(exc)["error"]["code"], native=exc.code().name)
 
 
 class HttpLog:
@@ -236,10 +249,12 @@ async def via_mcp(hub: Hub, action: str, payload: Any, *, key: str | None, strea
         error = find_error(exc, MCPError)
         if error is None:
             raise
-        return Outcome(log.last_code() or _mcp_code(error), progress=progress)
+        native = log.errors[-1][0] if log.errors else error.error.code
+        return Outcome(log.last_code() or _mcp_code(error), progress=progress, native=native)
     if result.is_error:
-        return Outcome(result.structured_content["error"]["code"], progress=progress)  # type: ignore[index]
-    return Outcome(None, result.structured_content, progress)
+        return Outcome(result.structured_content["error"]["code"], progress=progress,  # type: ignore[index]
+                       native="isError")
+    return Outcome(None, result.structured_content, progress, native="ok")
 
 
 async def call(door: str, hub: Hub, action: str, payload: Any, **kwargs: Any) -> Outcome:

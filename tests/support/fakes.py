@@ -160,7 +160,8 @@ class InProcessHub:
 
 @contextlib.asynccontextmanager
 async def in_process_hub(state_dir: Path, *, allowed_origins: tuple[str, ...] = (), max_sessions: int = 1024,
-                         session_idle_s: float = 3600.0) -> AsyncIterator[InProcessHub]:
+                         max_sessions_per_tenant: int = 64, session_idle_s: float = 3600.0,
+                         public_url: str = "", allowed_hosts: tuple[str, ...] = ()) -> AsyncIterator[InProcessHub]:
     """The hub's call path in memory: echo (started by the ModuleHost) and OrderModule, behind fakes."""
     host = ModuleHost(ModulesConfig(enabled=["echo"], threads=1), state_dir)
     await host.start()
@@ -172,7 +173,9 @@ async def in_process_hub(state_dir: Path, *, allowed_origins: tuple[str, ...] = 
         pipeline = Pipeline(authenticator=auth, usage=gate, host=host, metrics=metrics, forwarder=forwarder)
         api = HttpApi(pipeline, metrics, readiness=lambda: {"ready": True})
         clock = FakeClock()
-        mcp = McpEndpoint(api, HttpConfig(allowed_origins=list(allowed_origins)), max_sessions=max_sessions,
+        http = HttpConfig(allowed_origins=list(allowed_origins), public_url=public_url,
+                          allowed_hosts=list(allowed_hosts))
+        mcp = McpEndpoint(api, http, max_sessions=max_sessions, max_sessions_per_tenant=max_sessions_per_tenant,
                           session_idle_s=session_idle_s, clock=clock)
         await mcp.start()
         try:

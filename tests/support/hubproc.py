@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -27,6 +28,14 @@ class HubProcess:
     @property
     def url(self) -> str:
         return str(self.endpoints["http"])
+
+    def client_ssl(self) -> ssl.SSLContext:
+        """A client context that trusts the hub's own self-signed certificate (endpoints.json's ``ca_file``)."""
+        from daemon.runtime.tls import client_context
+
+        ca_file = self.endpoints.get("ca_file")
+        assert ca_file, f"the hub names no certificate of its own: {self.endpoints}"
+        return client_context(Path(ca_file))
 
     def start(self, timeout: float = 30.0) -> HubProcess:
         endpoints_file = self.state_dir / "endpoints.json"

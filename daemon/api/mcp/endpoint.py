@@ -15,7 +15,8 @@ protocol revisions, told apart per request (``versions.py``):
 Methods: ``tools/list``, ``tools/call``, ``ping`` (+ ``server/discover`` / ``initialize``).
 One JSON-RPC message per POST (a batch is 400); notifications are answered 202.
 Credentials are checked before anything else is read (401 + ``WWW-Authenticate`` naming
-the RFC 9728 metadata at ``/.well-known/oauth-protected-resource``); a browser ``Origin``
+the RFC 9728 metadata at ``/.well-known/oauth-protected-resource``, under ``http.public_url``
+or a trusted Host: ``security.py``); a browser ``Origin``
 that is not loopback or listed in ``http.allowed_origins`` is 403.  A streaming capability
 called with a ``progressToken`` answers over SSE: ``notifications/progress``, then the result.
 
@@ -48,11 +49,11 @@ from daemon.api.mcp.jsonrpc import (
     message,
     request_parts,
 )
-from daemon.api.mcp.security import base_url, normalize_origins, origin_refused
+from daemon.api.mcp.security import normalize_hosts, normalize_origins, origin_refused, public_base
 from daemon.api.mcp.sessions import Session, SessionTable
 from daemon.api.mcp.versions import INSTRUCTIONS, MODERN_VERSIONS, SERVER_INFO, SESSION_HEADER, VERSION_HEADER
 from daemon.core.envelope import CallResult, Principal, trace_id_var
-from daemon.core.errors import HubError
+from daemon.core.errors import HubError, NotFound
 from daemon.runtime.config import HttpConfig
 
 log = logging.getLogger("democratic_ai.mcp")
@@ -69,11 +70,15 @@ class McpEndpoint:
     """
 
     def __init__(self, api: HttpApi, config: HttpConfig, *, max_sessions: int = 1024,
-                 session_idle_s: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_sessions_per_tenant: int = 64, session_idle_s: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.api = api
         self.pipeline = api.pipeline
         self.allowed_origins = normalize_origins(config.allowed_origins)
-        self.sessions = SessionTable(max_sessions=max_sessions, idle_s=session_idle_s, clock=clock)
+        self.public_url = config.public_url
+        self.allowed_hosts = normalize_hosts(config.allowed_hosts)
+        self.sessions = SessionTable(max_sessions=max_sessions, max_per_tenant=max_sessions_per_tenant,
+                                     idle_s=session_idle_s, clock=clock)
         self.port = 0
         self._closing = asyncio.Event()
         api.add("/mcp", POST=self.post, GET=self.get, DELETE=self.delete)
@@ -106,16 +111,25 @@ class McpEndpoint:
         except HubError as exc:
             response = error_response(exc, trace_id_var.get())
             if exc.http_status == 401:
-                metadata = f"{base_url(request)}/.well-known/oauth-protected-resource/mcp"
-                response.headers["www-authenticate"] = f'Bearer resource_metadata="{metadata}"'
+                base = public_base(request, self.public_url, self.allowed_hosts)
+                # an untrusted Host gets the bare challenge: its name is never reflected into a URL
+                response.headers["www-authenticate"] = "Bearer" if base is None else (
+                    f'Bearer resource_metadata="{base}/.well-known/oauth-protected-resource/mcp"')
             return response
 
     async def resource_metadata(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
-        """RFC 9728: what this resource is and how to present a token for it."""
-        base = base_url(request)
+        """RFC 9728: what this resource is and how to present a token for it.
+
+        No ``authorization_servers``: the hub serves no OAuth authorization server (no
+        RFC 8414 metadata, no authorize or token endpoint); its tokens come from
+        ``/v1/auth/token`` and API keys from its operators.
+        """
+        base = public_base(request, self.public_url, self.allowed_hosts)
+        if base is None:
+            raise NotFound("no resource metadata for this Host: the operator sets http.public_url "
+                           "or lists the host in http.allowed_hosts")
         return ApiResponse.json({
             "resource": f"{base}/mcp",
-            "authorization_servers": [base],
             "bearer_methods_supported": ["header"],
             "resource_name": "democratic-ai hub",
             "scopes_supported": [],
@@ -130,7 +144,7 @@ class McpEndpoint:
         principal = admitted
         modern = versions.is_modern(request.header(VERSION_HEADER))
         try:
-            decoded = decode_message(request)
+            decoded = await decode_message(request)
             if "id" not in decoded:
                 return self._notification(decoded, request, principal, modern)
             rpc_id, method, params = request_parts(decoded)
@@ -172,7 +186,7 @@ class McpEndpoint:
 
     def _initialize(self, rpc_id: str | int, params: dict[str, Any], principal: Principal) -> ApiResponse:
         version = versions.negotiate(params.get("protocolVersion"))
-        session = self.sessions.open(principal.subject, version)
+        session = self.sessions.open(principal.subject, version, tenant=principal.tenant_id)
         result = {
             "protocolVersion": version,
             "capabilities": {"tools": {"listChanged": False}},

@@ -8,12 +8,13 @@ transport's table (``MODERN_ERROR_STATUS``) gives each code its own status.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.api.http_api import ApiRequest, ApiResponse, encode
-from daemon.core.envelope import Principal
+from daemon.core.decoding import decode_json_async
+from daemon.core.envelope import Principal, trace_id_var
+from daemon.core.errors import ValidationError
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 INTERNAL_ERROR = -32603
@@ -70,10 +71,11 @@ def sse_event(value: dict[str, Any]) -> bytes:
     return b"event: message\ndata: " + encode(value) + b"\n\n"
 
 
-def decode_message(request: ApiRequest) -> dict[str, Any]:
+async def decode_message(request: ApiRequest) -> dict[str, Any]:
     """The POST body as one JSON-RPC 2.0 message object; ``RpcError`` (with its HTTP status) otherwise.
 
-    Checked in order: Content-Type (415), Accept (406), JSON (400), no batch (400), a 2.0 object (400).
+    Checked in order: Content-Type (415), Accept (406), JSON (400: the hub's one decoder, so too
+    deep or a lone surrogate is a parse error too), no batch (400), a 2.0 object (400).
     """
     content_type = request.header("content-type").split(";")[0].strip().lower()
     if content_type != "application/json":
@@ -83,9 +85,11 @@ def decode_message(request: ApiRequest) -> dict[str, Any]:
         raise RpcError(INVALID_REQUEST, "Accept must allow application/json and text/event-stream",
                        http_status=406)
     try:
-        decoded = json.loads(request.body)
-    except (ValueError, RecursionError):
-        raise RpcError(PARSE_ERROR, "Parse error: the body is not JSON", http_status=400) from None
+        decoded = await decode_json_async(request.body)  # a large body off the loop
+    except ValidationError as exc:
+        # JSON-RPC's own code, and the contract's body (VALIDATION_ERROR, the pointer) as its data
+        raise RpcError(PARSE_ERROR, f"Parse error: {exc.message}", exc.to_body(trace_id_var.get()),
+                       http_status=400) from None
     if isinstance(decoded, list):
         raise RpcError(INVALID_REQUEST, "batches are not supported: send one JSON-RPC message per POST",
                        http_status=400)

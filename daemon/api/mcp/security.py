@@ -1,9 +1,11 @@
-"""Transport security of ``/mcp``: which browser origins may call it, and what the Host says.
+"""Transport security of ``/mcp``: which browser origins may call it, and which Host names the hub.
 
 A request without ``Origin`` is not from a browser and passes; a browser ``Origin`` must be
 loopback (any port, http or https) or listed in ``http.allowed_origins`` (compared without a
 trailing slash, case-insensitively), else the request is PERMISSION_DENIED (403) before its
 credentials or body are read: DNS rebinding must not reach a hub listening on localhost.
+The URLs the hub hands out name it by ``http.public_url`` or a trusted Host, never by
+whatever Host a caller sent (``public_base``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from daemon.core.errors import PermissionDenied
 
 _LOOPBACK_ORIGIN = re.compile(r"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d+)?$", re.I)
 _B64_SENTINEL = re.compile(r"^=\?base64\?(?P<payload>.*)\?=$")
+_HOST = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]{0,252}))(?::(?P<port>\d{1,5}))?")
+_LOOPBACK_NAME = re.compile(r"localhost|127(\.\d{1,3}){3}|\[::1\]")
 
 
 def normalize_origins(origins: Iterable[str]) -> frozenset[str]:
@@ -40,10 +44,30 @@ def origin_refused(request: ApiRequest, allowed: frozenset[str]) -> ApiResponse 
     return error_response(exc, trace_id_var.get())
 
 
-def base_url(request: ApiRequest) -> str:
-    """This hub as the caller addressed it (``Host``; https on the HTTP/3 door): for metadata URLs."""
-    scheme = "https" if request.door == "http3" else "http"
-    return f"{scheme}://{request.header('host', 'localhost')}"
+def normalize_hosts(hosts: Iterable[str]) -> frozenset[str]:
+    """Configured ``http.allowed_hosts`` in the form ``public_base`` compares: lower case, stripped."""
+    return frozenset(h.strip().lower() for h in hosts if h.strip())
+
+
+def public_base(request: ApiRequest, public_url: str, allowed_hosts: frozenset[str]) -> str | None:
+    """This hub's base URL for the URLs it hands out (RFC 9728 metadata, ``WWW-Authenticate``).
+
+    ``http.public_url`` when configured.  Otherwise the request's ``Host``, but only when it is
+    loopback or listed in ``http.allowed_hosts`` (a name without a port allows any port): a Host
+    is whatever the caller typed, and reflecting it would let anyone point a client's token at
+    their own server.  None: no trusted name, so no URL is handed out.
+    """
+    if public_url:
+        return public_url.rstrip("/")
+    host = request.header("host").strip().lower()
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return None
+    if not (_LOOPBACK_NAME.fullmatch(match.group("name")) or host in allowed_hosts
+            or match.group("name") in allowed_hosts):
+        return None
+    scheme = "https" if request.secure or request.door == "http3" else "http"
+    return f"{scheme}://{host}"
 
 
 def decode_header_value(value: str | None) -> str | None:

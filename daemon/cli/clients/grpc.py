@@ -7,6 +7,7 @@ answers as the HTTP door would print them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,10 +20,19 @@ from proto import mcp_v2_pb2 as pb
 DEFAULT_PORT = 50051
 
 
-async def call_grpc(url: str, body: dict[str, Any], api_key: str, stream: bool) -> int:
-    """Send ``body`` (a /v1/call body) to the gRPC door at ``url``, print each answer; 0 when it succeeded."""
+def open_channel(url: str, cafile: Path | None = None) -> grpc.aio.Channel:
+    """A channel to ``grpc://`` (plain text) or ``grpcs://`` (TLS: ``cafile`` when given, else the system's CAs)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORT
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if parts.scheme != "grpcs":
+        return grpc.aio.insecure_channel(target)
+    roots = cafile.read_bytes() if cafile is not None else None
+    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
+
+
+async def call_grpc(url: str, body: dict[str, Any], api_key: str, stream: bool, *, cafile: Path | None = None) -> int:
+    """Send ``body`` (a /v1/call body) to the gRPC door at ``url``, print each answer; 0 when it succeeded."""
     payload = any_pb2.Any()
     value = body.get("payload", {})
     if isinstance(value, dict):
@@ -32,7 +42,7 @@ async def call_grpc(url: str, body: dict[str, Any], api_key: str, stream: bool) 
     message = pb.MCPMessage(action=body["action"], payload=payload, target_module_id=body.get("target", ""),
                             priority=int(body.get("priority", 5)), type=pb.REQUEST)
     ttl = body.get("ttl")
-    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+    async with open_channel(url, cafile) as channel:
         metadata = (("x-api-key", api_key),)
         serialize = pb.MCPMessage.SerializeToString
         try:

@@ -93,19 +93,33 @@ class H3ClientProtocol(QuicConnectionProtocol):
                 found.chunks.put_nowait(None)
                 self._responses.pop(event.stream_id, None)
 
-    async def open(self, method: str, authority: str, path: str, headers: dict[str, str] | None = None,
-                   body: bytes = b"") -> tuple[int, H3Response]:
-        """Send a request; the response once its headers are in (the body follows in ``chunks``)."""
+    def begin(self, method: str, authority: str, path: str, headers: dict[str, str] | None = None,
+              body: bytes = b"", *, end_stream: bool = True) -> tuple[int, asyncio.Future[H3Response]]:
+        """Send a request's head and ``body``; without ``end_stream`` more body follows by ``send_body``.
+
+        Returns the stream id and a future of the response head.
+        """
         stream_id = self._quic.get_next_available_stream_id()
         head = [(b":method", method.encode()), (b":scheme", b"https"), (b":authority", authority.encode()),
                 (b":path", path.encode())]
         head.extend((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())
         future: asyncio.Future[H3Response] = asyncio.get_running_loop().create_future()
         self._heads[stream_id] = future
-        self._http.send_headers(stream_id, head, end_stream=not body)
+        self._http.send_headers(stream_id, head, end_stream=end_stream and not body)
         if body:
-            self._http.send_data(stream_id, body, end_stream=True)
+            self._http.send_data(stream_id, body, end_stream=end_stream)
         self.transmit()
+        return stream_id, future
+
+    def send_body(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
+        """More of a request body ``begin`` left open; ``end_stream`` closes it."""
+        self._http.send_data(stream_id, data, end_stream=end_stream)
+        self.transmit()
+
+    async def open(self, method: str, authority: str, path: str, headers: dict[str, str] | None = None,
+                   body: bytes = b"") -> tuple[int, H3Response]:
+        """Send a request; the response once its headers are in (the body follows in ``chunks``)."""
+        stream_id, future = self.begin(method, authority, path, headers, body)
         return stream_id, await future
 
     def cancel(self, stream_id: int) -> None:

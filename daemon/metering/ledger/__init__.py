@@ -6,5 +6,7 @@ chain.py — the schema, ``entry_hash``, ``chain_rows`` (events -> linked rows, 
     ``verify``, the end-to-end check of a file.
 totals.py — UsageTotals/``read_totals`` and ``read_balance``: read-only queries any process may run.
 writer.py — UsageLedger, the group-commit writer thread, and Ledger, the protocol the gate needs.
-process.py — LedgerProcess: the same writer in a child process, spoken to over msgpack frames.
+process.py — LedgerProcess: the same writer in a child process, spoken to over msgpack frames;
+    it starts a new writer when one dies and replays what the dead one did not answer.
+child.py — the child's side: the frames on the pipe and the loop that relays them to UsageLedger.
 """

@@ -11,13 +11,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from daemon.core.envelope import new_uuid
 from daemon.core.errors import ValidationError
 
 __all__ = ["MAX_BYTES", "MAX_CALLS", "MAX_COMPUTE_MS", "MAX_TOP_UP", "MAX_UNIT", "MAX_UNITS", "UsageEvent",
-           "check_measurements"]
+           "check_measurements", "top_up_event"]
 
 # bounds on one event: beyond these a module is misreporting, not working hard
 MAX_CALLS = 1_000_000
@@ -72,6 +72,18 @@ class UsageEvent:
             raise ValidationError(f"top-up: amount must be > 0 and <= {MAX_TOP_UP}")
         if not math.isfinite(self.ts) or self.ts < 0:
             raise ValidationError("usage event: bad timestamp")
+
+
+def top_up_event(tenant_id: str, amount: Decimal | str | int, actor: str, ts: float) -> UsageEvent:
+    """A top-up of prepaid credits (the first makes the tenant prepaid); ValidationError for a bad amount."""
+    try:
+        value = Decimal(str(amount))
+    except InvalidOperation:
+        raise ValidationError(f"top-up: {amount!r} is not a number") from None
+    if value.is_finite() and value.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise ValidationError("top-up: at most 6 decimal places")
+    return UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.top_up", kind="top_up", api_calls=0,
+                      credits=value, ts=ts)
 
 
 def check_measurements(compute_ms: float, bytes_out: int, units: Mapping[str, float]) -> None:

@@ -1,112 +1,114 @@
 """The usage ledger's writer in its own process, so the hub's event loop and the writer never
-share a GIL.
+share a GIL; and the hub's side of its pipe, which starts a new writer when one dies.
 
 In one process the writer thread must win the GIL back from the busy event loop after every
 SQLite call; under load each of those waits can last CPython's switch interval (5 ms), so a
 group commit whose fsync takes 0.3 ms took ~4 ms, and every caller waits for its batch.  Here
-the writer (``UsageLedger``, unchanged) runs in a child process whose loop only relays frames.
+the writer (``UsageLedger``, unchanged) runs in a child process (child.py) whose loop only
+relays frames.
 
     hub                                         child (python -m daemon.metering.ledger.process)
     LedgerProcess.append(event) ── msgpack ──>  UsageLedger.append(event)   (group commit)
-                                <── msgpack ──  [id, 1, seq, hash, tenant, balance] | [id, 0, code, message]
-                                <── msgpack ──  ["balances", {...}] (an idle check saw another writer)
-                                <── msgpack ──  ["metrics", text]  (the writer's own Prometheus samples)
+                                <── msgpack ──  receipt, after the batch's commit
 
 Acknowledged still means committed: the child answers only after the batch's commit.  If the
-hub dies (even kill -9) the child reads EOF, commits what it holds and exits; if the child
-dies, calls fail UNAVAILABLE and /ready says so.  The child ignores SIGINT/SIGTERM (systemd and
-a terminal signal the whole group): it ends when the hub closes its stdin.
+hub dies (even kill -9) the child reads EOF, commits what it holds and exits.
+
+If the child dies, the hub starts a new one, which opens the file at its last committed entry,
+so the chain goes on from there.  Events sent to the dead child and not answered stay pending
+and are sent again as replays: the new child answers a replay with the entry the dead one
+committed, if it did (same event id), and appends it otherwise.  So a call whose writer died
+under it still gets its receipt, billed exactly once, and nothing is acknowledged before it
+is committed.  While no writer is up, new calls get 503 UNAVAILABLE with Retry-After and
+``healthy`` is False (/ready answers 503).  If no writer is back within
+``restart_within_s``, the pending calls fail UNAVAILABLE and ``on_lost`` tells the hub,
+which exits non-zero so its service manager restarts it whole.
+
+Writes to the pipe await ``drain()``, and at most ``max_pending`` events wait for a receipt:
+past that a call gets 503 with Retry-After, never an unbounded buffer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import msgpack
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from daemon.core.envelope import Receipt
-from daemon.core.errors import ERRORS_BY_CODE, HubError, Unavailable, ValidationError
-from daemon.metering.ledger.events import UsageEvent
+from daemon.core.errors import ERRORS_BY_CODE, HubError, Unavailable
+from daemon.metering.ledger.child import pack_event
+from daemon.metering.ledger.events import UsageEvent, top_up_event
 from daemon.metering.ledger.totals import UsageTotals, read_balance, read_totals
-from daemon.metering.ledger.writer import UsageLedger
 from daemon.runtime.config import LedgerConfig
 
 log = logging.getLogger("democratic_ai.ledger")
 
 #: how long the child may take to open the ledger (a large file is read once for balances)
 START_TIMEOUT_S = 60.0
-#: how often the child looks for balance changes made by other processes (a CLI top-up) ...
-BALANCE_CHECK_S = 0.1
-#: ... and reports its metrics
-METRICS_EVERY = 5  # balance checks
-_FIELDS = ("tenant_id", "subject", "action", "module", "plan", "kind", "api_calls", "compute_ms", "bytes_in",
-           "bytes_out", "units", "ts", "trace_id", "event_id")
+#: the first pause between restart attempts; it doubles up to RESTART_BACKOFF_MAX_S
+RESTART_BACKOFF_S = 0.05
+RESTART_BACKOFF_MAX_S = 1.0
+#: a writer whose pipe closed gets this long to exit by itself before it is killed
+REAP_GRACE_S = 1.0
+#: what a call refused while the writer is down or behind is told to wait, in seconds
+RETRY_AFTER_S = 1.0
 
 
-def _pack_event(request_id: int, event: UsageEvent) -> bytes:
-    values = [getattr(event, name) for name in _FIELDS]
-    values[_FIELDS.index("units")] = dict(event.units)
-    return msgpack.packb([request_id, *values, str(event.credits)])
+@dataclass(slots=True)
+class _Sent:
+    """An event sent to the writer and not yet answered: kept, so it can be sent again."""
 
-
-def _unpack_event(frame: list[Any]) -> tuple[int, UsageEvent]:
-    request_id, *values, credits = frame
-    return request_id, UsageEvent(**dict(zip(_FIELDS, values, strict=True)), credits=Decimal(credits))
+    event: UsageEvent
+    future: asyncio.Future[Receipt]
 
 
 class LedgerProcess:
     """The hub's side: the same calls as ``UsageLedger`` that the hub makes, over a pipe.
 
-    ``clock`` (wall clock seconds) stamps the events this side makes itself (``open_account``).
+    ``clock`` (wall clock seconds) stamps the events this side makes itself (``open_account``);
+    ``on_lost`` is called once, with the reason, when no writer could be started again in time.
     """
 
     def __init__(self, path: str | Path, config: LedgerConfig | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_lost: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         self.config = config or LedgerConfig()
         self._clock = clock
+        self._on_lost = on_lost
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[Receipt]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._pending: dict[int, _Sent] = {}
         self._next_id = 0
         self._balances: dict[str, Decimal] = {}
         self._metrics = b""
-        self._failure: str | None = None
+        self._up = False  # a child is ready and has not exited
+        self._closing = False
+        self._lost: str | None = None
+        #: the child's writer connection, as SQLite reports it: {"journal_mode", "synchronous"}
+        self.durability: dict[str, str] = {}
+        self._registry = CollectorRegistry()
+        self._m_restarts = Counter("democratic_ai_ledger_restarts", "Ledger writer processes started again "
+                                   "after one died", registry=self._registry)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def __aenter__(self) -> LedgerProcess:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daemon.metering.ledger.process", str(self.path), json.dumps(asdict(self.config)),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )
-        assert self._process.stdout is not None
-        ready = asyncio.get_running_loop().create_future()
-        self._reader = asyncio.create_task(self._read(self._process.stdout, ready), name="ledger-process-reader")
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                await ready
-        except BaseException as exc:
-            if self._process.returncode is None and not isinstance(exc, HubError):
-                self._process.kill()  # stuck or interrupted: do not wait for it to open the file
-            await self.aclose()
-            if isinstance(exc, TimeoutError):
-                raise Unavailable(f"the ledger writer did not open {self.path} in {START_TIMEOUT_S:g} s") from None
-            raise
+        await self._spawn(START_TIMEOUT_S)  # the first start's failure stops the hub's start
+        self._supervisor = asyncio.create_task(self._supervise(), name="ledger-process-supervisor")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -114,21 +116,132 @@ class LedgerProcess:
 
     async def aclose(self) -> None:
         """Close the child's stdin: it commits what it holds, answers, and exits."""
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
         process, self._process = self._process, None
-        if process is None:
-            return
-        assert process.stdin is not None
-        with contextlib.suppress(ConnectionError):
-            process.stdin.close()
-        # shield: a cancelled shutdown still lets the child finish the batch it holds
-        await asyncio.shield(process.wait())
-        if self._reader is not None:
-            await self._reader
+        self._up = False
+        if process is not None:
+            await self._reap(process, self._reader, kill=False)
+        self._fail_pending("the usage ledger closed before the event was answered")
 
     @property
     def healthy(self) -> bool:
-        """The child is running and has not reported a failure: calls can be billed."""
-        return self._process is not None and self._failure is None
+        """A child is running and ready: calls can be billed."""
+        return self._up and not self._closing
+
+    @property
+    def pid(self) -> int | None:
+        """The running writer process's id; None while none is up."""
+        return self._process.pid if self._process is not None and self._up else None
+
+    @property
+    def pending(self) -> int:
+        """Events sent to the writer that have no answer yet (at most ``config.max_pending``)."""
+        return len(self._pending)
+
+    async def _spawn(self, open_within_s: float) -> None:
+        """Start a child and wait until it has opened the ledger; Unavailable when it cannot."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daemon.metering.ledger.process", str(self.path), json.dumps(asdict(self.config)),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        ready = asyncio.get_running_loop().create_future()
+        reader = asyncio.create_task(self._read(process.stdout, ready), name="ledger-process-reader")
+        try:
+            async with asyncio.timeout(open_within_s):
+                await ready
+        except BaseException as exc:
+            # a child that reported its failure exits by itself; a stuck one is not waited for
+            await self._reap(process, reader, kill=not isinstance(exc, HubError))
+            if isinstance(exc, TimeoutError):
+                raise Unavailable(f"the ledger writer did not open {self.path} in {open_within_s:g} s") from None
+            raise
+        self._process, self._reader, self._up = process, reader, True
+
+    @staticmethod
+    async def _reap(process: asyncio.subprocess.Process, reader: asyncio.Task[None] | None, *,
+                    kill: bool) -> None:
+        if kill and process.returncode is None:
+            # most often it is dead already: let its exit be collected first (killing a zombie
+            # races the child watcher for its status)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(process.wait()), REAP_GRACE_S)
+        if kill and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        if process.stdin is not None:
+            with contextlib.suppress(ConnectionError):
+                process.stdin.close()
+        # shield: a cancelled shutdown still lets the child finish the batch it holds
+        await asyncio.shield(process.wait())
+        if reader is not None:
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _supervise(self) -> None:
+        """Wait for the child to exit; start another within ``restart_within_s`` or give up."""
+        while True:
+            assert self._reader is not None and self._process is not None
+            await asyncio.wait({self._reader})  # wait, not await: never cancel the reader from here
+            if self._closing:
+                return
+            self._up = False
+            dead, self._process = self._process, None
+            # make sure it is gone before another writer answers for the events it was sent
+            await self._reap(dead, self._reader, kill=True)
+            log.error("the ledger writer process exited (code %s); starting a new one", dead.returncode,
+                      extra={"pending": len(self._pending)})
+            try:
+                await self._restart()
+            except Unavailable as exc:
+                self._give_up(exc.message)
+                return
+            self._m_restarts.inc()
+            log.warning("the ledger writer process is back", extra={"replayed": len(self._pending)})
+
+    async def _restart(self) -> None:
+        loop = asyncio.get_running_loop()
+        bound = self.config.restart_within_s
+        deadline, delay, reason = loop.time() + bound, RESTART_BACKOFF_S, "no attempt"
+        while (left := deadline - loop.time()) > 0:
+            try:
+                await self._spawn(min(left, START_TIMEOUT_S))
+            except (Unavailable, OSError) as exc:
+                reason = exc.message if isinstance(exc, HubError) else str(exc)
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
+                continue
+            await self._replay()
+            return
+        raise Unavailable(f"the ledger writer did not come back within {bound:g} s: {reason}")
+
+    async def _replay(self) -> None:
+        """Send the new child every event the dead one did not answer, marked as a replay."""
+        assert self._process is not None and self._process.stdin is not None
+        stdin = self._process.stdin
+        for request_id, sent in sorted(self._pending.items()):
+            if sent.future.done():  # its caller gave up: billed at most once, never acknowledged
+                del self._pending[request_id]
+                continue
+            stdin.write(pack_event(request_id, sent.event, replay=True))
+        with contextlib.suppress(ConnectionError):  # died again: the supervisor sees it next
+            await stdin.drain()
+
+    def _give_up(self, reason: str) -> None:
+        self._lost = reason
+        log.critical("the usage ledger is lost: %s", reason)
+        self._fail_pending(reason)
+        if self._on_lost is not None:
+            self._on_lost(reason)
+
+    def _fail_pending(self, reason: str) -> None:
+        for sent in self._pending.values():
+            if not sent.future.done():
+                sent.future.set_exception(Unavailable(f"{reason}; the call may not be billed"))
+        self._pending.clear()
 
     # -- what the hub calls ----------------------------------------------------------------------
     async def append(self, event: UsageEvent, *, validated: bool = False) -> Receipt:
@@ -136,15 +249,26 @@ class LedgerProcess:
         if not validated:
             event.validate()
         process = self._process
-        if process is None or process.stdin is None or self._failure is not None:
-            raise Unavailable(f"the usage ledger is not available: {self._failure or 'closed'}")
+        if not self.healthy or process is None or process.stdin is None:
+            why = self._lost or ("closed" if self._closing else "its writer process is restarting")
+            raise Unavailable(f"the usage ledger is not available: {why}", retry_after=RETRY_AFTER_S)
+        if len(self._pending) >= self.config.max_pending:
+            raise Unavailable(f"the usage ledger is behind: {len(self._pending)} events await their commit",
+                              retry_after=RETRY_AFTER_S)
         self._next_id += 1
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._pending[self._next_id] = future
-        process.stdin.write(_pack_event(self._next_id, event))
+        self._pending[self._next_id] = _Sent(event, future)
+        process.stdin.write(pack_event(self._next_id, event))
+        # if the writer died the event stays pending: the next writer gets it as a replay
+        with contextlib.suppress(ConnectionError):
+            await process.stdin.drain()
         # if the caller is cancelled the event may still commit: billed but unacknowledged,
         # never acknowledged but unbilled
         return await future
+
+    async def top_up(self, tenant_id: str, amount: Decimal | str | int, actor: str) -> Receipt:
+        """Add prepaid credits (a ledger event); the first top-up makes the tenant prepaid."""
+        return await self.append(top_up_event(tenant_id, amount, actor, self._clock()))
 
     async def open_account(self, tenant_id: str, actor: str) -> Receipt:
         """Make a tenant prepaid with a balance of 0: its calls are refused until a top-up."""
@@ -167,8 +291,8 @@ class LedgerProcess:
         return await asyncio.to_thread(read_totals, self.path, tenant_id, start, end)
 
     def metrics_text(self) -> bytes:
-        """The writer's own samples (commit latency, batch sizes, events), for /metrics."""
-        return self._metrics
+        """The writer's own samples (commit latency, batch sizes, events) and its restarts, for /metrics."""
+        return self._metrics + generate_latest(self._registry)
 
     # -- the child's answers ---------------------------------------------------------------------
     async def _read(self, stdout: asyncio.StreamReader, ready: asyncio.Future[None]) -> None:
@@ -177,118 +301,38 @@ class LedgerProcess:
             unpacker.feed(chunk)
             for frame in unpacker:
                 self._on_frame(frame, ready)
-        self._failure = self._failure or "the ledger writer process exited"
         if not ready.done():
-            ready.set_exception(Unavailable(self._failure))
-        elif self._process is not None:
-            log.error("the ledger writer process exited; calls answer UNAVAILABLE until the hub restarts")
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(Unavailable(f"{self._failure}; the call may not be billed"))
-        self._pending.clear()
+            ready.set_exception(Unavailable("the ledger writer process exited before it was ready"))
+        # a running child's exit is the supervisor's: it starts another and replays what is pending
 
     def _on_frame(self, frame: list[Any], ready: asyncio.Future[None]) -> None:
         kind = frame[0]
         if kind == "ready":
             self._balances = {t: Decimal(b) for t, b in frame[1].items()}
+            self.durability = dict(frame[2])
             ready.set_result(None)
         elif kind == "failed":
-            self._failure = str(frame[1])
+            if not ready.done():
+                ready.set_exception(Unavailable(str(frame[1])))
         elif kind == "balances":
             self._balances = {t: Decimal(b) for t, b in frame[1].items()}
         elif kind == "metrics":
             self._metrics = frame[1]
         else:
-            future = self._pending.pop(kind, None)
-            if future is None or future.done():
+            sent = self._pending.pop(kind, None)
+            if sent is None or sent.future.done():
                 return
             if frame[1]:
                 _, _, seq, digest, tenant_id, balance = frame
                 if balance is not None:
                     self._balances[tenant_id] = Decimal(balance)
-                future.set_result(Receipt(seq, digest))
+                sent.future.set_result(Receipt(seq, digest))
             else:
                 _, _, code, message = frame
-                future.set_exception(ERRORS_BY_CODE.get(code, Unavailable)(message))
-
-
-# -- the child ---------------------------------------------------------------------------------------
-async def _serve(path: Path, config: LedgerConfig) -> None:
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout)
-    stdout = asyncio.StreamWriter(transport, protocol, None, loop)
-    registry = CollectorRegistry()
-    async with contextlib.AsyncExitStack() as stack:
-        try:
-            ledger = await stack.enter_async_context(UsageLedger(path, config, registry))
-        except Exception as exc:  # told to the hub, which refuses to start with the reason
-            stdout.write(msgpack.packb(["failed", f"cannot open the usage ledger {path}: {exc}"]))
-            await stdout.drain()
-            return
-        await _relay(ledger, registry, stdin, stdout)
-        # leaving the stack closes the ledger: its last batch is committed before we exit
-    with contextlib.suppress(ConnectionError):
-        await stdout.drain()
-
-
-async def _relay(ledger: UsageLedger, registry: CollectorRegistry, stdin: asyncio.StreamReader,
-                 stdout: asyncio.StreamWriter) -> None:
-    """Append what the hub sends, answer each after its commit, until the hub closes stdin."""
-    balances = ledger.balances()
-    stdout.write(msgpack.packb(["ready", {t: str(b) for t, b in balances.items()}]))
-    calls: set[asyncio.Task[None]] = set()
-
-    async def append(request_id: int, event: UsageEvent) -> None:
-        try:
-            receipt = await ledger.append(event, validated=True)
-        except HubError as exc:
-            stdout.write(msgpack.packb([request_id, 0, exc.code, exc.message]))
-            return
-        balance = ledger.balance(event.tenant_id)
-        stdout.write(msgpack.packb([request_id, 1, receipt.seq, receipt.hash, event.tenant_id,
-                                    None if balance is None else str(balance)]))
-
-    async def report() -> None:
-        nonlocal balances
-        for tick in itertools.count():
-            await asyncio.sleep(BALANCE_CHECK_S)
-            if tick % METRICS_EVERY == 0:
-                stdout.write(msgpack.packb(["metrics", generate_latest(registry)]))
-            if ledger.balances() != balances:  # the writer's idle check saw another process write
-                balances = ledger.balances()
-                stdout.write(msgpack.packb(["balances", {t: str(b) for t, b in balances.items()}]))
-
-    reporter = asyncio.create_task(report())
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-    while chunk := await stdin.read(65536):
-        unpacker.feed(chunk)
-        for frame in unpacker:
-            try:
-                request_id, event = _unpack_event(frame)
-            except (TypeError, ValueError) as exc:
-                stdout.write(msgpack.packb([frame[0] if frame else 0, 0, ValidationError.code, str(exc)]))
-                continue
-            task = asyncio.create_task(append(request_id, event))
-            calls.add(task)
-            task.add_done_callback(calls.discard)
-    # the hub is gone or closing: everything it sent is committed before we leave
-    if calls:
-        await asyncio.gather(*calls, return_exceptions=True)
-    reporter.cancel()
-    await asyncio.gather(reporter, return_exceptions=True)
-
-
-def main() -> None:
-    """The child's entry point: ``python -m daemon.metering.ledger.process PATH CONFIG_JSON``."""
-    # the hub's terminal or systemd signal the whole group: we end when the hub closes our stdin
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    path, config = Path(sys.argv[1]), LedgerConfig(**json.loads(sys.argv[2]))
-    asyncio.run(_serve(path, config))
+                sent.future.set_exception(ERRORS_BY_CODE.get(code, Unavailable)(message))
 
 
 if __name__ == "__main__":
+    from daemon.metering.ledger.child import main
+
     main()

@@ -12,9 +12,10 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
+from daemon.core.envelope import Receipt
 from daemon.metering.ledger.chain import connect_ro
 
-__all__ = ["UsageTotals", "read_balance", "read_totals"]
+__all__ = ["UsageTotals", "find_receipt", "read_balance", "read_totals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +74,14 @@ def read_balance(path: str | Path, tenant_id: str) -> Decimal | None:
     finally:
         conn.close()
     return Decimal(row[0]) if row else None
+
+
+def find_receipt(path: str | Path, event_id: str) -> Receipt | None:
+    """The committed entry of ``event_id``, or None: how a new writer learns which of the events
+    sent to a writer that died were committed before it died."""
+    conn = connect_ro(path)
+    try:
+        row = conn.execute("SELECT seq, hash FROM events WHERE event_id = ?", (event_id,)).fetchone()
+    finally:
+        conn.close()
+    return Receipt(row[0], row[1]) if row else None

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future as ThreadFuture
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from daemon.core.envelope import Receipt
 from daemon.core.errors import HubError, Unavailable, ValidationError
 from daemon.metering.ledger.chain import INSERT, SCHEMA, VerifyResult, apply_pragmas, chain_rows, read_head, verify
-from daemon.metering.ledger.events import UsageEvent
+from daemon.metering.ledger.events import UsageEvent, top_up_event
 from daemon.metering.ledger.rows import LedgerHead
 from daemon.metering.ledger.totals import UsageTotals, read_balance, read_totals
 from daemon.runtime.config import LedgerConfig
@@ -60,6 +60,7 @@ LINGER_S = 0.0005
 IDLE_CHECK_S = 0.5
 
 _STOP = object()
+_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
 class Ledger(Protocol):
@@ -119,6 +120,8 @@ class UsageLedger:
         self._head = LedgerHead(0, "", 0)
         # read from the loop (admit), replaced/updated by the writer: plain dict ops are atomic
         self._balances: dict[str, Decimal] = {}
+        #: the writer connection's journal_mode and synchronous, as SQLite reports them once open
+        self.durability: dict[str, str] = {}
         registry = registry if registry is not None else CollectorRegistry()
         self._m_commit = Histogram(
             "democratic_ai_ledger_commit_seconds", "Ledger batch write+fsync latency", registry=registry,
@@ -179,14 +182,7 @@ class UsageLedger:
 
     async def top_up(self, tenant_id: str, amount: Decimal | str | int, actor: str) -> Receipt:
         """Add prepaid credits (a ledger event); the first top-up makes the tenant prepaid."""
-        try:
-            value = Decimal(str(amount))
-        except InvalidOperation:
-            raise ValidationError(f"top-up: {amount!r} is not a number") from None
-        if value.is_finite() and value.as_tuple().exponent < -6:  # type: ignore[operator]
-            raise ValidationError("top-up: at most 6 decimal places")
-        return await self.append(UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.top_up",
-                                            kind="top_up", api_calls=0, credits=value, ts=self._clock()))
+        return await self.append(top_up_event(tenant_id, amount, actor, self._clock()))
 
     async def open_account(self, tenant_id: str, actor: str) -> Receipt:
         """Make a tenant prepaid with a balance of 0: its calls are refused until a top-up."""
@@ -294,6 +290,10 @@ class UsageLedger:
         conn.executescript(SCHEMA)
         self._head = read_head(conn)
         self._balances = self._load_balances(conn)
+        # read back, not assumed: what this connection really runs with (tests and the hub check it)
+        sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+        self.durability = {"journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower(),
+                           "synchronous": _SYNCHRONOUS.get(sync, str(sync))}
         self._conn = conn
 
     @staticmethod

@@ -73,3 +73,18 @@ async def test_a_streamed_call_answers_ndjson_lines(hub: InProcessHub) -> None:
     await response.stream.aclose()
     assert len(lines) == 3
     assert lines[-1].startswith(b'{"type":"result","is_complete":true,')
+
+
+@pytest.mark.parametrize(("story", "raw", "pointer"), [
+    ("JSON nested 100,000 deep", b"[" * 100_000 + b"]" * 100_000, ""),
+    ("a lone surrogate in the payload", b'{"action": "echo", "payload": {"text": "\\ud800"}}', "/payload/text"),
+    ("a lone surrogate in the action", b'{"action": "\\udfff"}', "/action"),
+    ("a NaN in the payload", b'{"action": "echo", "payload": {"n": NaN}}', ""),
+])
+async def test_hostile_json_is_a_400_validation_error_never_a_500(story: str, raw: bytes, pointer: str,
+                                                                 hub: InProcessHub) -> None:
+    response = await hub.api.handle(api_request("POST", "/v1/call", raw=raw))
+    assert response.status == 400, story
+    error = body_json(response)["error"]
+    assert (error["code"], error["details"]["pointer"]) == ("VALIDATION_ERROR", pointer), story
+    assert hub.gate.admitted == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,16 @@ import pytest
 
 from daemon.api.http_api import ApiResponse
 from daemon.api.mcp.sessions import SessionTable
-from tests.support.fakes import KEY, VIEWER_KEY, FakeClock, InProcessHub, api_request, body_json, in_process_hub
+from tests.support.fakes import (
+    KEY,
+    VIEWER_KEY,
+    FakeClock,
+    InProcessHub,
+    api_request,
+    body_json,
+    in_process_hub,
+    principal,
+)
 
 ACCEPT = {"accept": "application/json, text/event-stream"}
 MODERN = "2026-07-28"
@@ -109,14 +119,41 @@ async def test_a_foreign_browser_origin_is_refused_before_anything_else(hub: InP
         assert (await post(hub, rpc("initialize"), headers={"origin": origin})).status == 200, origin
 
 
-async def test_without_credentials_the_answer_names_the_resource_metadata(hub: InProcessHub) -> None:
-    response = await post(hub, rpc("initialize"), key=None, headers={"host": "hub.local:8080"})
+async def challenge_and_metadata(hub: InProcessHub, host: str) -> tuple[str, ApiResponse]:
+    response = await post(hub, rpc("initialize"), key=None, headers={"host": host})
     assert response.status == 401
-    assert response.headers["www-authenticate"] == (
-        'Bearer resource_metadata="http://hub.local:8080/.well-known/oauth-protected-resource/mcp"')
     metadata = await hub.api.handle(api_request("GET", "/.well-known/oauth-protected-resource/mcp", key=None,
-                                                headers={"host": "hub.local:8080"}))
-    assert body_json(metadata)["resource"] == "http://hub.local:8080/mcp"
+                                                headers={"host": host}))
+    return response.headers["www-authenticate"], metadata
+
+
+async def test_without_credentials_a_loopback_caller_is_told_where_the_metadata_is(hub: InProcessHub) -> None:
+    challenge, metadata = await challenge_and_metadata(hub, "127.0.0.1:8080")
+    assert challenge == 'Bearer resource_metadata="http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp"'
+    assert body_json(metadata) == {"resource": "http://127.0.0.1:8080/mcp", "bearer_methods_supported": ["header"],
+                                   "resource_name": "democratic-ai hub", "scopes_supported": []}
+
+
+async def test_a_host_the_hub_does_not_trust_is_never_reflected(hub: InProcessHub) -> None:
+    challenge, metadata = await challenge_and_metadata(hub, "evil.example")
+    assert challenge == "Bearer"
+    assert (metadata.status, body_json(metadata)["error"]["code"]) == (404, "NOT_FOUND")
+    assert b"evil" not in metadata.body
+
+
+async def test_the_configured_public_url_names_the_hub_whatever_the_host(tmp_path: Path) -> None:
+    async with in_process_hub(tmp_path, public_url="https://hub.example:9443/") as hub:
+        challenge, metadata = await challenge_and_metadata(hub, "evil.example")
+    assert challenge == 'Bearer resource_metadata="https://hub.example:9443/.well-known/oauth-protected-resource/mcp"'
+    assert body_json(metadata)["resource"] == "https://hub.example:9443/mcp"
+
+
+async def test_an_allowed_host_names_the_hub_on_any_port(tmp_path: Path) -> None:
+    async with in_process_hub(tmp_path, allowed_hosts=("hub.lan",)) as hub:
+        _, metadata = await challenge_and_metadata(hub, "hub.lan:8080")
+        _, other = await challenge_and_metadata(hub, "hub.lan.evil.example")
+    assert body_json(metadata)["resource"] == "http://hub.lan:8080/mcp"
+    assert other.status == 404
 
 
 async def test_a_session_is_required_known_and_owned(hub: InProcessHub) -> None:
@@ -137,13 +174,35 @@ async def test_a_session_idle_past_its_limit_is_ended_when_the_next_one_opens(hu
     assert (await post(hub, rpc("ping"), session=kept)).status == 200
 
 
-async def test_the_least_recently_used_session_makes_room_at_the_cap(hub: InProcessHub) -> None:
-    first, second, third = [await initialize(hub) for _ in range(3)]
-    hub.clock.advance(1)
-    assert (await post(hub, rpc("ping"), session=first)).status == 200
-    fourth = await initialize(hub)  # max_sessions=3: the least recently used (second) goes
-    assert len(hub.mcp.sessions) == 3
-    assert [s in hub.mcp.sessions for s in (first, second, third, fourth)] == [True, False, True, True]
+OTHER_TENANT_KEY = "dai_other_tenant_key"
+
+
+def other_tenant(hub: InProcessHub, key: str = OTHER_TENANT_KEY, tenant: str = "t2") -> str:
+    hub.auth.keys[key] = replace(principal(f"key:{tenant}"), tenant_id=tenant, tenant_name=tenant)
+    return key
+
+
+async def test_a_tenant_at_its_cap_ends_its_own_oldest_session_never_another_tenants(tmp_path: Path) -> None:
+    async with in_process_hub(tmp_path, max_sessions=10, max_sessions_per_tenant=2) as hub:
+        theirs = await initialize(hub, key=other_tenant(hub))
+        first, second = await initialize(hub), await initialize(hub)
+        hub.clock.advance(1)
+        assert (await post(hub, rpc("ping"), session=first)).status == 200
+        third = await initialize(hub)  # t1 holds 2: its least recently used (second) goes
+        assert [s in hub.mcp.sessions for s in (theirs, first, second, third)] == [True, True, False, True]
+        assert hub.mcp.sessions.held_by("t1") == 2 and hub.mcp.sessions.held_by("t2") == 1
+
+
+async def test_a_full_table_refuses_a_new_session_instead_of_evicting_others(tmp_path: Path) -> None:
+    async with in_process_hub(tmp_path, max_sessions=3, max_sessions_per_tenant=2, session_idle_s=60.0) as hub:
+        held = [await initialize(hub), await initialize(hub), await initialize(hub, key=other_tenant(hub))]
+        late = other_tenant(hub, "dai_late_key", "t3")
+        refused = await post(hub, rpc("initialize", {"protocolVersion": "2025-11-25"}), key=late)
+        assert (refused.status, body_json(refused)["error"]["code"]) == (503, "UNAVAILABLE")
+        assert refused.headers["retry-after"] == "60"
+        assert all(s in hub.mcp.sessions for s in held)
+        hub.clock.advance(60)  # every session idle: the next initialize ends them and opens
+        assert await initialize(hub, key=late) in hub.mcp.sessions
 
 
 async def test_delete_ends_the_session(hub: InProcessHub) -> None:
@@ -209,3 +268,12 @@ def test_the_session_table_reads_only_its_injected_clock() -> None:
     new = table.open("key:a", "2025-11-25")
     assert old.closed.is_set() and old.id not in table and new.id in table
     assert table.use(new.id, "key:b") is None and table.use(new.id, "key:a") is new
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000,
+                                 b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": "\\ud800"}}'])
+async def test_hostile_json_is_a_parse_error_carrying_the_validation_error(raw: bytes, hub: InProcessHub) -> None:
+    response = await hub.api.handle(api_request("POST", "/mcp", raw=raw, headers=ACCEPT))
+    assert response.status == 400
+    error = body_json(response)["error"]
+    assert error["code"] == -32700 and error["data"]["error"]["code"] == "VALIDATION_ERROR"

@@ -17,6 +17,7 @@ from daemon.core.errors import ValidationError
 from daemon.metering.billing import UsageReporter, invoice, money, parse_period
 from daemon.metering.ledger.events import UsageEvent
 from daemon.metering.ledger.writer import UsageLedger
+from daemon.metering.plans import save_plans
 from daemon.runtime.config import PlanConfig
 
 
@@ -122,6 +123,7 @@ def make_state(tmp_path: Path) -> Path:
     conn.execute("INSERT INTO tenants VALUES ('t1', 'acme', 'starter', 'Asia/Tokyo')")
     conn.commit()
     conn.close()
+    save_plans(tmp_path, {"starter": PlanConfig()})  # what a hub that served here wrote
     return tmp_path
 
 
@@ -169,3 +171,36 @@ async def test_cli_verify_names_the_first_bad_seq(tmp_path: Path, capsys: pytest
     conn.close()
     assert cli("ledger", "verify", "--state-dir", str(tmp_path)) == 1
     assert "seq 4" in capsys.readouterr().err
+
+
+def test_cli_invoice_prices_with_the_plans_the_hub_served_with(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    state = make_state(tmp_path)
+    # the hub served with its own starter plan: 2 calls included, 100 a call beyond
+    save_plans(state, {"starter": PlanConfig(included={"api_calls": 2}, overage={"api_calls": "100"})})
+
+    async def seed() -> None:
+        async with UsageLedger(state / "ledger.db") as ledger:
+            await ledger.append(usage("2026-03-02T00:00:00+00:00", api_calls=5))
+
+    asyncio.run(seed())
+    assert cli("invoice", "--tenant", "acme", "--period", "2026-03", "--state-dir", str(state)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [line["metric"] for line in out["lines"]] == [None, "api_calls"]
+    assert out["subtotal"] == "5200"  # 4,900 + 3 x 100, not the embedded plan's 4,900
+    # an explicit --config still wins
+    config = tmp_path / "hub.toml"
+    config.write_text("[plans.starter]\nbase_monthly = \"10\"\n")
+    assert cli("invoice", "--tenant", "acme", "--period", "2026-03", "--config", str(config),
+               "--state-dir", str(state)) == 0
+    assert json.loads(capsys.readouterr().out)["lines"][0]["amount"] == "10"
+
+
+def test_cli_invoice_refuses_when_the_hubs_plans_are_unknown(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    state = make_state(tmp_path)
+    (state / "plans.json").unlink()  # no hub ever served from this state dir
+    assert cli("invoice", "--tenant", "acme", "--period", "2026-03", "--state-dir", str(state)) == 2
+    err = capsys.readouterr().err
+    assert "plans.json" in err and "--config" in err
+    assert cli("usage", "--tenant", "acme", "--period", "2026-03", "--state-dir", str(state)) == 2

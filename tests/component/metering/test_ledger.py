@@ -238,3 +238,24 @@ def test_verify_missing_file(tmp_path: Path) -> None:
     result = verify(tmp_path / "nope.db")
     assert not result.ok and "no ledger" in result.reason
     assert not os.path.exists(tmp_path / "nope.db")
+
+
+async def test_a_spliced_entry_fails_ledger_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rewrite entry 7 with a hash of its own, and entry 8's link to it: entry 8's hash covers its link."""
+    from daemon.cli.main import main as cli_main
+    from daemon.metering.ledger.chain import SELECT, entry_hash
+    from daemon.metering.ledger.rows import LedgerRow
+
+    path = tmp_path / "ledger.db"
+    await fill(path, 12)
+    conn = sqlite3.connect(path)
+    row = LedgerRow._make(conn.execute(f"{SELECT} WHERE seq = 7").fetchone())
+    conn.close()
+    forged = row._replace(compute_ms=0.0)
+    forged_hash = entry_hash(forged.prev_hash, forged.hashed)  # entry 7 on its own verifies
+    tamper(path, "UPDATE events SET compute_ms = 0.0, hash = ? WHERE seq = 7", forged_hash)
+    tamper(path, "UPDATE events SET prev_hash = ? WHERE seq = 8", forged_hash)  # and 8 links to it
+    assert cli_main(["ledger", "verify", "--state-dir", str(tmp_path)]) == 1
+    assert "seq 8" in capsys.readouterr().err
+    result = verify(path)
+    assert not result.ok and result.first_bad_seq == 8 and "altered" in result.reason

@@ -1,4 +1,7 @@
-"""The usage gate: limits and credits before a call, the durable record after it."""
+"""The usage gate: limits and credits before a call, the durable record after it.
+
+The gate runs against both writers: ``UsageLedger`` in a thread and ``LedgerProcess``, the
+writer process the hub ships, through its pipe."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from daemon.core.envelope import Envelope, MessageType, Principal
 from daemon.core.errors import CreditsExhausted, ModuleError, RateLimited, Unavailable
 from daemon.metering.gate import UsageGate
 from daemon.metering.ledger.chain import verify
+from daemon.metering.ledger.process import LedgerProcess
 from daemon.metering.ledger.writer import UsageLedger
 from daemon.runtime.config import PlanConfig
 
@@ -31,10 +35,12 @@ def envelope(who: Principal) -> Envelope:
                     door="http", trace_id="tr1", bytes_in=42)
 
 
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[UsageLedger]:
-    async with UsageLedger(tmp_path / "ledger.db") as opened:
-        yield opened
+@pytest.fixture(params=["in-thread", "writer-process"])
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[UsageLedger]:
+    path = tmp_path / "ledger.db"
+    opened = UsageLedger(path) if request.param == "in-thread" else LedgerProcess(path)
+    async with opened:
+        yield opened  # type: ignore[misc]  # the same calls the gate makes, whichever writer
 
 
 def count(ledger: UsageLedger) -> int:
@@ -169,3 +175,22 @@ async def test_opaque_subject_only(ledger: UsageLedger) -> None:
     await gate.record(envelope(who), "echo", {}, 1.0, 0, admission)
     subject, trace = sqlite3.connect(ledger.path).execute("SELECT subject, trace_id FROM events").fetchone()
     assert (subject, trace) == ("key:abc123", "tr1")
+
+
+async def test_limiters_of_keys_gone_idle_are_dropped(ledger: UsageLedger) -> None:
+    gate = UsageGate(ledger, {"starter": PlanConfig(rate_limits={"api_calls": "5/min"})})
+    for n in range(200):  # 200 keys of 200 tenants, each calling once
+        who = Principal(tenant_id=f"t{n}", tenant_name="acme", plan="starter", role="user",
+                        permissions=frozenset({"module:use"}), subject=f"key:k{n}", key_id=f"k{n}",
+                        rate_limit="2/min")
+        await gate.admit(envelope(who), now=1000.0)
+    assert gate.limiters == 400
+    # ten minutes later one key calls: every window of the others is over, their limiters go
+    await gate.admit(envelope(principal(rate="2/min")), now=1600.0)
+    assert gate.limiters == 2
+    # a key still inside its window keeps its count: dropping is never a reset
+    who = principal(rate="2/min")
+    await gate.admit(envelope(who), now=1601.0)
+    gate.sweep(1602.0)
+    with pytest.raises(RateLimited):
+        await gate.admit(envelope(who), now=1603.0)

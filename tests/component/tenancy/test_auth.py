@@ -52,6 +52,7 @@ class Site:
         return await self.auth.authenticate(Credentials(bearer=token))
 
     async def failures(self) -> list[dict[str, Any]]:
+        await self.auth.flush_failures()  # tallied per minute: hand this minute's over now
         await self.store.flush_audit()
         return [row for row in await self.store.run(self.store.audit_rows) if not row["success"]]
 
@@ -114,10 +115,11 @@ async def test_missing_unknown_and_garbage_credentials_are_refused_and_audited(s
     with pytest.raises(Unauthenticated, match="invalid API key"):
         await site.key("dai_00000000_" + "x" * 43)
     with pytest.raises(Unauthenticated, match="invalid API key"):
-        await site.key("not-even-ours")
+        await site.key("dai_00000001_" + "x" * 43)
     failures = await site.failures()
-    assert [row["error"] for row in failures] == ["missing credentials", "invalid API key", "invalid API key"]
-    assert failures[1]["actor"] == "key:dai_00000000"
+    # alike failures from one address in one minute are one row with a count
+    assert [(row["error"], row["count"]) for row in failures] == [("missing credentials", 1), ("invalid API key", 2)]
+    assert failures[1]["actor"] == "several"
     assert (failures[1]["ip"], failures[1]["user_agent"]) == ("10.0.0.7", "pytest")
 
 
@@ -204,14 +206,32 @@ async def test_a_wrong_password_is_refused_and_audited(site: Site, alice: dict[s
     assert [(row["action"], row["ip"]) for row in failures] == [("auth.login", "10.1.1.1"), ("auth.login", "")]
 
 
-async def test_refresh_rotates_and_a_reused_refresh_token_fails(site: Site, alice: dict[str, Any]) -> None:
+async def test_refresh_rotates_and_a_refresh_chain_goes_on(site: Site, alice: dict[str, Any]) -> None:
     second = await site.admin.refresh(None, {"refresh_token": alice["refresh_token"]})
     assert second["refresh_token"] != alice["refresh_token"]
     assert (await site.bearer(second["access_token"])).role == "user"
+    third = await site.admin.refresh(None, {"refresh_token": second["refresh_token"]})
+    assert (await site.bearer(third["access_token"])).role == "user"
+    # one login, one family: every token of the chain says so
+    assert claims_of(third["refresh_token"])["fam"] == claims_of(alice["access_token"])["fam"]
+
+
+async def test_a_reused_refresh_token_revokes_the_rest_of_its_chain(site: Site, alice: dict[str, Any]) -> None:
+    """The OAuth 2.0 Security BCP's reuse detection: a rotated refresh token presented again means
+    someone holds a copy, so whatever was issued from it stops working too."""
+    second = await site.admin.refresh(None, {"refresh_token": alice["refresh_token"]})
+    await site.bearer(second["access_token"])  # cached: the revocation must reach the cache too
     with pytest.raises(Unauthenticated, match="already used or revoked"):
         await site.admin.refresh(None, {"refresh_token": alice["refresh_token"]})
-    third = await site.admin.refresh(None, {"refresh_token": second["refresh_token"]})
-    assert third["access_token"]
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await site.admin.refresh(None, {"refresh_token": second["refresh_token"]})
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await site.bearer(second["access_token"])
+    # another login of the same person is another family, untouched
+    other = await site.admin.token(None, {"email": "alice@example.com", "password": "correct horse",
+                                          "tenant": "default"})
+    assert (await site.bearer(other["access_token"])).role == "user"
+    assert await site.admin.refresh(None, {"refresh_token": other["refresh_token"]})
 
 
 async def test_a_token_revoked_by_jti_is_refused_even_when_cached(site: Site, alice: dict[str, Any]) -> None:
@@ -402,3 +422,18 @@ def _iso(ts: float) -> str:
     from daemon.tenancy.records import iso
 
     return iso(ts)
+
+
+async def test_an_anonymous_revoke_takes_only_a_signed_token_and_leaves_counts_not_rows(
+        site: Site, alice: dict[str, Any]) -> None:
+    forged = jwt.encode(claims_of(alice["access_token"]), b"k" * 32, algorithm="HS256")
+    for junk in ("0123456789abcdef", "a.b.c", forged):
+        with pytest.raises(Unauthenticated, match="not a JWT this hub issued"):
+            await site.admin.revoke(None, {"token": junk}, ip="203.0.113.5")
+    assert await site.store.run(site.store._all, "SELECT * FROM revoked_tokens") == []
+    rows = [row for row in await site.failures() if row["action"] == "auth.revoke"]
+    assert [(row["ip"], row["count"]) for row in rows] == [("203.0.113.5", 3)]
+    # the token itself, signed by this hub, is still revocable by whoever holds it
+    assert (await site.admin.revoke(None, {"token": alice["access_token"]}))["revoked"]
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await site.bearer(alice["access_token"])

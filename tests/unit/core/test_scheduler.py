@@ -91,3 +91,19 @@ async def test_concurrency_is_never_exceeded() -> None:
 
     await asyncio.gather(*(job() for _ in range(50)))
     assert peak == 3
+
+
+async def test_a_full_queue_refuses_the_next_waiter_with_retry_after() -> None:
+    from daemon.core.errors import Unavailable
+    from daemon.core.scheduler import SlotQueue
+
+    loop = asyncio.get_running_loop()
+    slots = SlotQueue(concurrency=1, max_queued=2)
+    assert slots.try_acquire()
+    slots.enqueue(0, loop.create_future())
+    slots.enqueue(9, loop.create_future())
+    with pytest.raises(Unavailable) as refused:
+        slots.enqueue(5, loop.create_future())
+    assert refused.value.retry_after and refused.value.retry_after > 0
+    slots.release()  # the priority-9 waiter takes the slot: room for one more
+    slots.enqueue(5, loop.create_future())

@@ -61,3 +61,23 @@ def test_grpc_health_still_ships_an_asyncio_servicer() -> None:
     servicer = _compat.AsyncHealthServicer()
     assert inspect.iscoroutinefunction(servicer.Check)
     assert inspect.iscoroutinefunction(servicer.set)
+
+
+async def test_an_aiohttp_server_answers_its_parsers_refusals_through_the_hub() -> None:
+    runner = web.AppRunner(web.Application(handler_args={"max_field_size": 1024}))
+    await runner.setup()
+    _compat.answer_parse_errors(runner, lambda status, reason: web.json_response({"refused": reason}, status=status))
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = _compat.bound_sockets(site)[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-API-Key: " + b"k" * 4096 + b"\r\n\r\n")
+        await writer.drain()
+        answer = await reader.read()  # the hub closes the connection after a refusal
+        writer.close()
+    finally:
+        await runner.cleanup()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400" and b"Content-Type: application/json" in head  # not aiohttp's text
+    assert b"Got more than 1024 bytes" in body

@@ -89,3 +89,14 @@ def test_bad_limits_are_refused(cls: type) -> None:
         cls(0, 60.0)
     with pytest.raises(ValueError):
         cls(10, float("nan"))
+
+
+@pytest.mark.parametrize("cls", [SlidingWindow, TokenBucket, LeakyBucket, FixedWindow])
+def test_a_used_limiter_comes_to_rest_and_then_decides_as_a_new_one(cls: type) -> None:
+    used, fresh = cls(10, 60.0), cls(10, 60.0)
+    assert used.at_rest(0.0)
+    used.charge(100.0, 25.0)  # past its limit: in debt, overflowing, over the window
+    assert not used.at_rest(100.0) and not used.at_rest(110.0)
+    later = 100.0 + 4 * 60.0  # long enough for every algorithm to forget the burst
+    assert used.at_rest(later)
+    assert used.peek(later, 10.0) == fresh.peek(later, 10.0)  # dropping it changes nothing

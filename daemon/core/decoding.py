@@ -1,0 +1,123 @@
+"""The one JSON decoder for everything a caller sends, on every door.
+
+A body, a WebSocket frame, a JSON-RPC message and a gRPC ``Struct`` all end as Python
+values that the hub later re-encodes (to a module, to the ledger, back to the caller), so
+all of them pass the same checks here, and a value that passes them always encodes again:
+
+* UTF-8 text (RFC 8259 section 8.1), no byte order mark;
+* at most ``MAX_DEPTH`` nested arrays and objects: Python's parser recurses, and 100,000
+  levels would raise ``RecursionError`` (a 500) instead of a clear refusal;
+* no lone UTF-16 surrogate (``"\\ud800"``): ``json`` accepts the escape, and the string
+  then fails to encode as UTF-8 far from where it came in;
+* no ``NaN`` or ``Infinity``: not JSON, and other parsers refuse what the hub would echo.
+
+Every refusal is a ``ValidationError`` (400 / INVALID_ARGUMENT) whose ``details.pointer``
+is the JSON pointer of the bad value.  Bodies over ``OFFLOAD_BYTES`` are decoded in a
+worker thread (``decode_json_async``) so a large one never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+
+from daemon.core.errors import ValidationError
+
+#: nested arrays/objects a value may have (the top-level container is level 1)
+MAX_DEPTH = 64
+#: bodies larger than this are decoded (and checked against a schema) off the event loop
+OFFLOAD_BYTES = 64 * 1024
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def decode_json(data: bytes | bytearray | memoryview | str, *, what: str = "the body", pointer: str = "") -> Any:
+    """``data`` as a checked JSON value; VALIDATION_ERROR naming ``what`` and the pointer of the bad part."""
+    if isinstance(data, str):
+        text = data
+        escapes = not text.isascii()  # a str (a WebSocket frame) may already hold a surrogate
+    else:
+        try:
+            text = bytes(data).decode("utf-8")  # strict: encoded surrogates and bad bytes are refused
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"{what} is not UTF-8 text: {exc.reason} at byte {exc.start}",
+                                  {"pointer": pointer}) from None
+        escapes = False
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        raise ValidationError(f"{what} nests arrays or objects deeper than {MAX_DEPTH} levels",
+                              {"pointer": pointer, "max_depth": MAX_DEPTH}) from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer over Python's digit limit
+        raise ValidationError(f"{what} is not valid JSON: {exc}", {"pointer": pointer}) from None
+    # from UTF-8 bytes a surrogate can only come from a \u escape: most bodies skip the string scan
+    check_value(value, what=what, pointer=pointer, strings=escapes or "\\u" in text)
+    return value
+
+
+async def decode_json_async(data: bytes | bytearray | memoryview | str, *, what: str = "the body",
+                            pointer: str = "") -> Any:
+    """``decode_json``, in a worker thread when ``data`` is over ``OFFLOAD_BYTES`` (the loop keeps serving)."""
+    if len(data) <= OFFLOAD_BYTES:
+        return decode_json(data, what=what, pointer=pointer)
+    return await asyncio.to_thread(decode_json, data, what=what, pointer=pointer)
+
+
+def check_value(value: Any, *, what: str = "the value", pointer: str = "", strings: bool = True) -> None:
+    """Refuse a decoded value deeper than ``MAX_DEPTH``, with a lone surrogate (``strings``) or a non-finite number.
+
+    Iterative, so it cannot itself run out of stack; used as is on values another parser
+    built (a gRPC ``Struct``).
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, pointer)]
+    while stack:
+        node, depth, where = stack.pop()
+        if isinstance(node, dict):
+            entries: Any = node.items()
+        elif isinstance(node, list):
+            entries = enumerate(node)
+        else:
+            _check_scalar(node, what, where, strings)
+            continue
+        if depth > MAX_DEPTH:
+            raise ValidationError(f"{what} nests arrays or objects deeper than {MAX_DEPTH} levels",
+                                  {"pointer": where, "max_depth": MAX_DEPTH})
+        for key, item in entries:
+            if strings and isinstance(key, str) and not _encodable(key):
+                raise ValidationError(f"{what} has a key with a lone UTF-16 surrogate",
+                                      {"pointer": f"{where}/{_escape(key)}"})
+            if isinstance(item, dict | list):
+                stack.append((item, depth + 1, f"{where}/{_escape(key)}"))
+            elif isinstance(item, str | float):
+                _check_scalar(item, what, f"{where}/{_escape(key)}", strings)
+
+
+def _check_scalar(node: Any, what: str, where: str, strings: bool) -> None:
+    if strings and isinstance(node, str) and not _encodable(node):
+        raise ValidationError(f"{what} has a string with a lone UTF-16 surrogate (not Unicode text)",
+                              {"pointer": where})
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ValidationError(f"{what} has a number that is not finite", {"pointer": where})
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escape(key: Any) -> str:
+    """One JSON-pointer reference token (RFC 6901); a lone surrogate is shown escaped so the pointer encodes."""
+    token = str(key).replace("~", "~0").replace("/", "~1")
+    return token if _encodable(token) else token.encode("utf-8", "backslashreplace").decode("ascii")
