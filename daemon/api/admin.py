@@ -12,7 +12,6 @@ exist: the answer is NOT_FOUND, never PERMISSION_DENIED, so existence does not l
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +23,7 @@ from daemon.core.errors import HubError, NotFound, PermissionDenied, ValidationE
 from daemon.tenancy.authn import Authenticator
 from daemon.tenancy.rbac import ROLE_NAMES, allows, can_grant, is_cross_tenant
 from daemon.tenancy.records import AuditEvent, Tenant, check_email, check_password, check_role
-from daemon.tenancy.secrets import generate_password, hash_password
+from daemon.tenancy.secrets import generate_password
 from daemon.tenancy.store import TenancyStore
 
 Body = dict[str, Any] | None
@@ -213,8 +212,8 @@ class AdminApi:
             check_email(email)
             check_role(role)
             check_password(password)
-            # argon2id takes ~0.1 s: hash on a pool thread, not on the store's one writer
-            password_hash = await asyncio.to_thread(hash_password, password)
+            # argon2id takes ~0.1 s: on the bounded login pool, never the store's one writer or the loop
+            password_hash = await self._auth.hash_password(password)
             user = await self._store.run(self._store.create_user, tenant.id, email, role, password_hash)
             audit.resource = user.subject
             answer: dict[str, Any] = {"user": user.to_dict()}

@@ -300,6 +300,10 @@ class Authenticator:
             access_ttl_s=self._config.access_token_ttl_s, refresh_ttl_s=self._config.refresh_token_ttl_s,
         )
 
+    async def hash_password(self, password: str) -> str:
+        """argon2id of ``password`` on the bounded login pool; 503 UNAVAILABLE when its queue is full."""
+        return await self._passwords.hash(password)
+
     async def login(
         self, email: str, password: str, tenant_name: str, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:

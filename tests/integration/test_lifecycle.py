@@ -15,6 +15,7 @@ import subprocess
 import aiohttp
 
 from tests.support.cli import cli_argv, run_cli
+from tests.support.doorclients import Hub, metric
 from tests.support.hubproc import ROOT, HubProcess, write_config
 
 
@@ -69,7 +70,9 @@ async def test_sigterm_lets_in_flight_calls_finish_then_exits_cleanly(tmp_path) 
         async with aiohttp.ClientSession(headers={"X-API-Key": hub.admin_key}) as session:
             slow = asyncio.create_task(session.post(
                 f"{hub.url}/v1/call", json={"action": "echo.stream", "payload": {"steps": 4, "delay_ms": 300}}))
-            await asyncio.sleep(0.4)
+            async with asyncio.timeout(10):  # the call is running in echo when the signal comes
+                while await metric(Hub(hub.endpoints, hub.state_dir), "democratic_ai_in_flight", module="echo") < 1:
+                    await asyncio.sleep(0.02)
             hub.signal(signal.SIGTERM)
             resp = await asyncio.wait_for(slow, 15)
             assert resp.status == 200
