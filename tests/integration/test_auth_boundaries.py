@@ -14,9 +14,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from tests.support import http
 from tests.support.cli import cli_ok
 from tests.support.hubproc import HubProcess, write_config
 
@@ -25,14 +25,7 @@ PASSWORD = "correct horse battery staple"
 
 async def send(hub: HubProcess, method: str, path: str, *, key: str | None = None, token: str | None = None,
                json_body: object = None) -> tuple[int, dict[str, Any], Mapping[str, str]]:
-    headers = {}
-    if key:
-        headers["X-API-Key"] = key
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, f"{hub.url}{path}", headers=headers, json=json_body) as resp:
-            return resp.status, await resp.json(content_type=None), resp.headers
+    return await http.send(hub.url, method, path, key=key, token=token, json_body=json_body)
 
 
 def revoked_rows(state_dir: Path) -> int:

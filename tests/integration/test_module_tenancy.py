@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.support.cli import cli_ok
+from tests.support.http import send
 from tests.support.hubproc import HubProcess, write_config
 from tests.support.remote_modules import RemoteProc
 
@@ -66,9 +66,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 async def request(url: str, key: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession(headers={"X-API-Key": key}) as session, \
-            session.request(method, url + path, json=body) as resp:
-        return resp.status, await resp.json()
+    status, answer, _ = await send(url, method, path, key=key, json_body=body)
+    return status, answer
 
 
 async def call(site: Site, key: str, body: dict[str, Any]) -> tuple[int, Any]:

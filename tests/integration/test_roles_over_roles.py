@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
-
 from tests.support.cli import cli_ok
+from tests.support.http import send
 from tests.support.hubproc import HubProcess
 
 
 async def request(hub: HubProcess, key: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession(headers={"X-API-Key": key}) as session, \
-            session.request(method, hub.url + path, json=body) as resp:
-        return resp.status, await resp.json()
+    status, answer, _ = await send(hub.url, method, path, key=key, json_body=body)
+    return status, answer
 
 
 def new_key(hub: HubProcess, role: str, tenant: str = "default") -> str:

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 
 from tests.support.cli import run_cli
+from tests.support.http import send
 from tests.support.hubproc import HubProcess
 
 
 async def request(hub: HubProcess, method: str, path: str, *, key: str | None = None, token: str | None = None,
                   json_body: object = None) -> tuple[int, dict]:
-    headers = {}
-    if key:
-        headers["X-API-Key"] = key
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, f"{hub.url}{path}", headers=headers, json=json_body) as resp:
-            return resp.status, await resp.json(content_type=None)
+    status, body, _ = await send(hub.url, method, path, key=key, token=token, json_body=json_body)
+    return status, body
 
 
 @pytest.fixture(scope="module")

@@ -86,6 +86,11 @@ def top_up_event(tenant_id: str, amount: Decimal | str | int, actor: str, ts: fl
                       credits=value, ts=ts)
 
 
+def open_account_event(tenant_id: str, actor: str, ts: float) -> UsageEvent:
+    """Makes a tenant prepaid with a balance of 0: its calls are refused until a top-up."""
+    return UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.open", kind="account", api_calls=0, ts=ts)
+
+
 def check_measurements(compute_ms: float, bytes_out: int, units: Mapping[str, float]) -> None:
     """What a module (or its run) measured: finite, non-negative, below absurd caps."""
     _bounded("compute_ms", compute_ms, MAX_COMPUTE_MS)

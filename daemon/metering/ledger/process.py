@@ -49,7 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from daemon.core.envelope import Receipt
 from daemon.core.errors import ERRORS_BY_CODE, HubError, Unavailable
 from daemon.metering.ledger.child import pack_event
-from daemon.metering.ledger.events import UsageEvent, top_up_event
+from daemon.metering.ledger.events import UsageEvent, open_account_event, top_up_event
 from daemon.metering.ledger.totals import UsageTotals, read_balance, read_totals
 from daemon.runtime.config import LedgerConfig
 
@@ -272,8 +272,7 @@ class LedgerProcess:
 
     async def open_account(self, tenant_id: str, actor: str) -> Receipt:
         """Make a tenant prepaid with a balance of 0: its calls are refused until a top-up."""
-        return await self.append(UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.open",
-                                            kind="account", api_calls=0, ts=self._clock()))
+        return await self.append(open_account_event(tenant_id, actor, self._clock()))
 
     def balance(self, tenant_id: str) -> Decimal | None:
         """The balance the child last reported, or None when the tenant is not prepaid."""
