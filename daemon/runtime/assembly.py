@@ -77,8 +77,9 @@ async def open_parts(config: HubConfig, state_dir: Path, metrics: HubMetrics,
     metrics.extra.append(ledger.metrics_text)
 
     async def audit_refusal(principal: Principal, reason: str) -> None:
-        await store.audit(AuditEvent(action="call.refused", actor=principal.subject,
-                                     tenant_id=principal.tenant_id, success=False, error=reason))
+        # counted per (tenant, reason) per minute: a caller over its limit cannot fill the audit log
+        await authenticator.audit_refusal(AuditEvent(action="call.refused", actor=principal.subject,
+                                                     tenant_id=principal.tenant_id, success=False, error=reason))
 
     async def timezone_of(tenant_id: str) -> str:
         # read when the invoice is made: a tenant created (or changed) after start has its own zone

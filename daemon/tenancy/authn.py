@@ -300,6 +300,10 @@ class Authenticator:
             access_ttl_s=self._config.access_token_ttl_s, refresh_ttl_s=self._config.refresh_token_ttl_s,
         )
 
+    async def audit_refusal(self, event: AuditEvent) -> None:
+        """Audit a refused call (429, 402) as a count per minute: a caller cannot fill the log with them."""
+        await self._guard.count(event)
+
     async def hash_password(self, password: str) -> str:
         """argon2id of ``password`` on the bounded login pool; 503 UNAVAILABLE when its queue is full."""
         return await self._passwords.hash(password)

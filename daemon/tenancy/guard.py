@@ -41,10 +41,14 @@ class AuthGuard:
                             RateLimited(f"{RATE_LIMITED_REASON}; try again later", retry_after,
                                         details={"scope": "ip"}))
 
-    async def fail(self, event: AuditEvent, error: HubError | None = None) -> NoReturn:
-        """Tally ``event`` (a failure) and raise ``error`` (default: Unauthenticated with its reason)."""
+    async def count(self, event: AuditEvent) -> None:
+        """Tally a refusal the caller can repeat at will (one audit row per kind per minute, with a count)."""
         for row in self._tally.add(event, self._clock()):  # only when the tally is full
             await self._store.audit(row)
+
+    async def fail(self, event: AuditEvent, error: HubError | None = None) -> NoReturn:
+        """Tally ``event`` (a failure) and raise ``error`` (default: Unauthenticated with its reason)."""
+        await self.count(event)
         raise error if error is not None else Unauthenticated(event.error)
 
     async def tick(self) -> None:

@@ -79,3 +79,21 @@ async def test_a_tenant_created_prepaid_over_http_starts_at_zero_credits(hub: Hu
             break
         await asyncio.sleep(0.1)
     assert status == 200, body
+
+
+async def test_refused_calls_are_audited_as_one_counted_row_not_a_row_each(tmp_path) -> None:
+    """A caller hammering past its limit cannot fill the audit log: refusals are counted per minute."""
+    from tests.support.hubproc import write_config
+
+    own = HubProcess(tmp_path, write_config(tmp_path / "hub.toml", modules=("echo",))).start()
+    try:
+        key = cli_ok(own.state_dir, "key", "create", "--tenant", "default", "--rate", "2/min").splitlines()[0]
+        statuses = [(await echo(own, key))[0] for _ in range(12)]
+        assert statuses == [200, 200] + [429] * 10
+    finally:
+        assert own.stop() == 0  # the tallies of this minute are written at shutdown
+    with contextlib.closing(sqlite3.connect(tmp_path / "tenancy.db")) as conn:
+        rows = conn.execute("SELECT error, count FROM audit WHERE action = 'call.refused'").fetchall()
+    # one row for the minute (two if the calls straddled a minute's end), never ten
+    assert {error for error, _ in rows} == {"rate_limited_key_api_calls"} and len(rows) <= 2
+    assert sum(count for _, count in rows) == 10

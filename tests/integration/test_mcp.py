@@ -127,7 +127,8 @@ async def test_the_official_1x_sdk_client_initializes_lists_and_calls(mcp1_pytho
                                                                      hub: HubProcess) -> None:
     """Most deployed MCP clients still run the SDK's 1.x API: it runs here from its own venv."""
     done = await asyncio.to_thread(
-        subprocess.run, [str(mcp1_python), str(ROOT / "tests" / "support" / "mcp1_client.py"),
+        # -I (isolated): the script's own folder never shadows a stdlib module on sys.path
+        subprocess.run, [str(mcp1_python), "-I", str(ROOT / "tests" / "support" / "mcp1_client.py"),
                          f"{doors.http}/mcp", hub.admin_key], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.cli import cli_ok
-from tests.support.http import send
+from tests.support.hubhttp import send
 from tests.support.hubproc import HubProcess, write_config
 from tests.support.remote_modules import RemoteProc
 

@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from tests.support.cli import cli_ok
-from tests.support.http import send
+from tests.support.hubhttp import send
 from tests.support.hubproc import HubProcess
 
 

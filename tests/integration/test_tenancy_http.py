@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.support.cli import run_cli
-from tests.support.http import send
+from tests.support.hubhttp import send
 from tests.support.hubproc import HubProcess
 
 
