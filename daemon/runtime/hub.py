@@ -114,7 +114,9 @@ class Hub:
             "ready": self.state == "open" and host is not None and host.loaded and ledger_ok,
             "state": self.state,
             "ledger": "ok" if ledger_ok else "unavailable",
-            "modules": sorted(h.module_id for h in host.handles()) if host else [],
+            # anonymous callers read this: the hub's own modules by name, attached ones (a tenant's names) counted
+            "modules": sorted(h.module_id for h in host.handles() if h.kind == "local") if host else [],
+            "remote_modules": sum(1 for h in host.handles() if h.kind != "local") if host else 0,
             "failed_modules": [{"module": f.name, "error": f.error} for f in host.failed.values()] if host else [],
         }
 

@@ -37,7 +37,7 @@ from daemon.tenancy.records import (
     iso,
 )
 from daemon.tenancy.schema import KEY_COLUMNS, USER_COLUMNS, key_from_row, tenant_from_row, user_from_row
-from daemon.tenancy.secrets import key_hash, new_api_key
+from daemon.tenancy.secrets import KEY_PREFIX, key_hash, new_api_key
 
 BOOTSTRAP_KEY_FILE = "bootstrap-admin.key"
 
@@ -280,15 +280,20 @@ class TenancyStore(TenancyDatabase):
         return [key_from_row(row) for row in rows]
 
     def get_api_key(self, ref: str, tenant_id: str | None) -> ApiKey:
-        """The key with id or prefix ``ref``, within ``tenant_id`` (None: any tenant, operators only)."""
-        sql = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE (id = ? OR prefix = ?)"
-        params: list[Any] = [ref, ref]
+        """The key with id, prefix or whole value ``ref``, within ``tenant_id`` (None: any tenant, operators only).
+
+        A whole key is matched by its hash and never echoed back: errors name only its prefix.
+        """
+        whole = ref.startswith(KEY_PREFIX) and ref.count("_") >= 2 and len(ref) > 32
+        shown = "_".join(ref.split("_")[:2]) + "_…" if whole else ref
+        sql = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE (id = ? OR prefix = ? OR hash = ?)"
+        params: list[Any] = [ref, ref, key_hash(ref) if whole else ""]
         if tenant_id is not None:
             sql += " AND tenant_id = ?"
             params.append(tenant_id)
         row = self._one(sql, params)
         if row is None:
-            raise NotFound(f"API key {ref!r} not found", {"key": ref})
+            raise NotFound(f"API key {shown!r} not found", {"key": shown})
         return key_from_row(row)
 
     def revoke_api_key(self, ref: str, tenant_id: str | None = None) -> ApiKey:

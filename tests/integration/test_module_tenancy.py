@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.support.cli import cli_ok
@@ -213,3 +214,16 @@ async def test_suspending_the_tenant_detaches_its_module(site: Site) -> None:
     assert seen[-1].startswith("closed 1008 PERMISSION_DENIED"), seen
     status, body = await request(site.url, site.hub.admin_key, "GET", "/v1/capabilities")
     assert "initech.thing" not in {c["action"] for c in body["capabilities"]}
+
+
+
+async def test_ready_counts_attached_modules_without_naming_them(site: Site) -> None:
+    """/ready answers anyone: a tenant's module names stay with the tenant, only their number shows."""
+    module = await RemoteProc(site.url, site.acme_dev, "acme-secret-name", "--actions", "acme.secret").attached()
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{site.url}/ready") as resp:
+            ready = await resp.json()
+        assert ready["remote_modules"] >= 1
+        assert "echo" in ready["modules"] and "acme-secret-name" not in str(ready)
+    finally:
+        module.kill()

@@ -90,6 +90,18 @@ def test_a_key_is_printed_once_listed_by_prefix_and_revoked(sh: Shell) -> None:
     assert sh.out.splitlines()[1].split()[3] == "revoked"
 
 
+def test_whoever_holds_only_the_whole_key_can_revoke_it_and_errors_never_echo_it(sh: Shell) -> None:
+    sh("tenant", "create", "acme")
+    assert sh("key", "create", "--tenant", "acme") == 0
+    key = sh.out.strip()
+    assert sh("key", "revoke", key) == 0 and f"revoked {key[:12]}" in sh.out
+    sh("key", "list", "--tenant", "acme")
+    assert sh.out.splitlines()[1].split()[3] == "revoked"
+    unknown = key[:12] + "_" + "y" * 43
+    assert sh("key", "revoke", unknown) == 2
+    assert "not found" in sh.err and "y" * 43 not in sh.err  # a secret is never printed back
+
+
 def test_a_user_gets_a_generated_password_or_one_from_stdin(sh: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
     sh("tenant", "create", "acme")
     assert sh("user", "create", "ann@acme.example", "--tenant", "acme", "--role", "developer") == 0
