@@ -97,3 +97,31 @@ def verify(model: ModelFile) -> str:
     return digest
 
 
+def shipped(module: str, options: dict[str, object] | None = None) -> list[ModelFile]:
+    """The model files built-in ``module`` loads, each with its manifest's sha256 (``democratic-ai doctor``).
+
+    [] for a module that loads none (echo, a module from an entry point: its files are its own).
+    A ``model`` option (audio.vad) replaces the shipped file, with the option's ``sha256`` when set.
+    ModelLoadError when the package that ships the files is not installed.  The modules are imported
+    here, not above: each of them imports this file.
+    """
+    options = options or {}
+    if module == "audio.vad":
+        from modules.silero import shipped_model
+
+        if options.get("model"):
+            sha = options.get("sha256")
+            return [ModelFile(Path(str(options["model"])).expanduser(), str(sha) if sha else None)]
+        return [shipped_model()]
+    if module == "image.ocr":
+        from modules.ocr_engine import MANIFEST, PACKAGE
+
+        base = package_dir(PACKAGE) / "models"
+        return [ModelFile(base / name, sha) for name, sha in MANIFEST.items()]
+    if module in ("text.embed", "text.summarize"):
+        from modules.embedder import SAFETENSORS_SHA256, TOKENIZER_SHA256, model_dir
+
+        base = model_dir()
+        return [ModelFile(base / "model.safetensors", SAFETENSORS_SHA256),
+                ModelFile(base / "tokenizer.json", TOKENIZER_SHA256)]
+    return []

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import __version__
-from daemon.cli import billing, call, keys, ledger, tenants, users
+from daemon.cli import backup, billing, call, doctor, keys, ledger, tenants, users
 from daemon.cli.errors import CommandFailed
 from daemon.cli.output import print_json
 from daemon.cli.parsing import add_command, state_dir_parent
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.register(sub, parents)
     billing.register(sub, parents)
     ledger.register(sub, parents)
+    doctor.register(sub, parents)
+    backup.register(sub, parents)
     add_command(sub, "peers", parents, "federated peers this hub knows", cmd_peers)
     return parser
 

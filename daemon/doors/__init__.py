@@ -4,5 +4,6 @@
 - ``ws_clients.py`` — ``ClientSockets``: /v1/ws authentication (upgrade or first frame), in-flight cap, calls
 - ``http3.py``   — ``Http3Door`` (aioquic): HTTP/3 over UDP, the same ``HttpApi``
 - ``grpc.py``    — ``GrpcDoor`` (grpc.aio): the ``Hub`` service, health and reflection
+- ``reflection.py`` — gRPC server reflection v1 beside v1alpha (grpcio-reflection ships only v1alpha)
 - ``_compat.py`` — every reach into a library's private attributes, each guarded by a unit test
 """

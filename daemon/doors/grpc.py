@@ -7,7 +7,7 @@ contract's error body as an ``ErrorBody`` message in the trailer ``democratic-ai
 The caller's deadline becomes the envelope's TTL (the sooner of it and the message's
 ``ttl``); a call the client cancels is cancelled in the pipeline (grpc.aio cancels the
 handler task), so its queued work never runs.  The standard health service follows
-``/ready``; server reflection is on.
+``/ready``; server reflection is on, v1 and v1alpha (reflection.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from daemon.api.http_api import HttpApi
 from daemon.core.decoding import MAX_DEPTH, check_value
@@ -38,6 +37,7 @@ from daemon.core.envelope import (
 from daemon.core.errors import HubError, PayloadTooLarge, ValidationError
 from daemon.core.pipeline import Pipeline
 from daemon.doors._compat import AsyncHealthServicer
+from daemon.doors.reflection import enable_reflection
 from daemon.runtime.config import GrpcConfig, parse_listen
 from daemon.runtime.tls import TlsPair
 from proto import mcp_v2_pb2 as pb
@@ -331,8 +331,7 @@ class GrpcDoor:
         ])
         server.add_generic_rpc_handlers((self.servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+        enable_reflection(server, (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             if self.tls is None:

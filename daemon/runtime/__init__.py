@@ -12,6 +12,7 @@ The top, which imports everything:
 
 - ``assembly.py`` — opens the stateful parts in order (tenancy, authenticator, ledger, usage gate)
 - ``hub.py``      — ``Hub``: start order, READY, SIGHUP reload, SIGTERM drain, ordered shutdown
-- ``systemd.py``  — sd_notify (systemd-python, or the NOTIFY_SOCKET datagram)
-- ``logs.py``     — JSON log lines carrying the trace id
+- ``systemd.py``  — sd_notify (systemd-python, or the NOTIFY_SOCKET datagram): READY, STATUS, RELOADING,
+  STOPPING, and the ``Watchdog`` that pings from the event loop
+- ``logs.py``     — JSON log lines carrying the trace id; journald's native fields under systemd
 """

@@ -34,6 +34,7 @@ from daemon.runtime.tls import TlsPair, ensure_pair
 
 if TYPE_CHECKING:
     from daemon.doors.http import HttpDoor
+    from daemon.metering.ledger.process import LedgerProcess
 
 log = logging.getLogger("democratic_ai.hub")
 
@@ -42,6 +43,8 @@ class HubStopped(Unavailable):
     """The hub ran, then stopped on a failure it cannot serve through (the ledger lost): exit non-zero."""
 
 ENDPOINTS_FILE = "endpoints.json"
+#: how often READY, held back while the ledger writer restarts, looks again
+LEDGER_POLL_S = 0.05
 
 
 class Door(Protocol):
@@ -128,11 +131,15 @@ class Hub:
             loop.add_signal_handler(sig, handler)
         try:
             async with contextlib.AsyncExitStack() as stack:
+                # first in, last out: the loop keeps pinging systemd's watchdog through start and drain
+                await stack.enter_async_context(systemd.Watchdog.from_environment())
                 await self._start(stack)
                 await self._serve_until_shutdown()
                 self.state = "draining"
-                systemd.notify("STOPPING=1")
+                in_flight = self.pipeline.in_flight if self.pipeline is not None else 0
+                systemd.notify("STOPPING=1", systemd.status(f"draining: {in_flight} calls in flight"))
                 await self._stop()
+                systemd.notify(systemd.status("stopping modules, closing the ledger and tenancy"))
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -164,7 +171,7 @@ class Hub:
 
     async def reload(self) -> None:
         """SIGHUP: re-read the config file and apply the [modules] section."""
-        systemd.notify("RELOADING=1")
+        systemd.notify(*systemd.reloading(), systemd.status("reloading modules"))
         try:
             fresh = HubConfig.from_toml(self.config_path) if self.config_path else self.config
             assert self.host is not None
@@ -179,13 +186,14 @@ class Hub:
             log.info("modules reloaded", extra={"modules": sorted(h.module_id for h in self.host.handles())})
         finally:
             # READY=1 after RELOADING=1 whatever happened: without it systemd shows the unit reloading forever
-            systemd.notify("READY=1")
+            systemd.notify("READY=1", self._serving_status())
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         from daemon.runtime.assembly import announce_bootstrap_key, open_parts
 
         config = self.config
         state_dir = prepare_state_dir(config.state_dir)
+        systemd.notify(systemd.status("opening tenancy and the usage ledger"))
         parts = await open_parts(config, state_dir, self.metrics, stack, on_ledger_lost=self._ledger_lost)
         # admin commands (invoice, usage) without --config bill with the plans this hub serves with
         save_plans(state_dir, config.plans)
@@ -193,6 +201,7 @@ class Hub:
         if parts.bootstrap_key:
             announce_bootstrap_key(parts.bootstrap_key, state_dir)  # on a terminal only, never to a log
         self.host = ModuleHost(config.modules, state_dir)
+        systemd.notify(systemd.status(f"loading modules: {', '.join(config.modules.enabled) or 'none'}"))
         await self.host.start()
         stack.push_async_callback(self.host.stop)
         self.pipeline = Pipeline(authenticator=parts.authenticator, usage=parts.usage, host=self.host,
@@ -201,6 +210,7 @@ class Hub:
                       metrics_token=config.http.metrics_token)
         parts.mount_admin(api)
         self.doors = self._build_doors(api)
+        systemd.notify(systemd.status("starting doors"))
         for door in self.doors:
             await door.start()
             stack.push_async_callback(door.close)  # closed in reverse, even if a later door fails
@@ -208,8 +218,29 @@ class Hub:
         # what start-up built lives as long as the hub: keep the collector from re-scanning it
         gc.freeze()
         self.state = "open"
-        systemd.notify("READY=1")
+        if await self._ledger_up(parts.ledger):
+            # every door listens (start returned bound) and the ledger writer is up: systemd may count on us
+            systemd.notify("READY=1", self._serving_status())
         log.info("hub ready", extra={"state_dir": str(state_dir), **self._endpoints().to_dict()})
+
+    def _serving_status(self) -> str:
+        handles = self.host.handles() if self.host is not None else []
+        failed = len(self.host.failed) if self.host is not None else 0
+        return systemd.status(f"serving: {len(handles)} modules" + (f", {failed} failed to load" if failed else ""))
+
+    async def _ledger_up(self, ledger: LedgerProcess) -> bool:
+        """Wait while the ledger writer is being restarted (it died while modules loaded); True once up.
+
+        Bounded by ``[ledger] restart_within_s``: it comes back, or it is lost and ``shutdown`` is set.
+        """
+        if ledger.healthy:
+            return True
+        systemd.notify(systemd.status("waiting for the usage ledger writer"))
+        while not ledger.healthy and not self.shutdown.is_set():
+            # the ledger process offers no event for "up again"; this runs only in that rare case
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.shutdown.wait(), LEDGER_POLL_S)
+        return ledger.healthy
 
     def _build_doors(self, api: HttpApi) -> list[Door]:
         """HTTP/1.1 + WebSocket always, MCP on its routes, HTTP/3 and gRPC when enabled."""

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_tools import protoc
 
 from daemon.cli.clients.grpc import grpc_error_body
 from proto import mcp_v2_pb2 as pb
 from proto import mcp_v2_pb2_grpc as pb_grpc
 from tests.support.doorclients import Hub, mcp_message, metric
-from tests.support.hubproc import HubProcess
+from tests.support.hubproc import ROOT, HubProcess
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +82,39 @@ async def test_health_follows_ready_and_reflection_names_the_services(doors: Hub
             names = {s.name for s in answer.list_services_response.service}
             break
     assert {"democratic_ai.v2.Hub", "grpc.health.v1.Health"} <= names
+
+
+def reflection_v1_client(tmp_path: Path) -> tuple[Any, Any]:
+    """The request and response classes of reflection v1, compiled from the published proto's fields into a
+    pool of their own: nothing is shared with the hub's server side."""
+    fixtures = ROOT / "tests" / "fixtures"
+    out = tmp_path / "reflection_v1.pb"
+    assert protoc.main(["protoc", f"-I{fixtures}", f"--descriptor_set_out={out}",
+                        str(fixtures / "grpc_reflection_v1.proto")]) == 0
+    pool = descriptor_pool.DescriptorPool()
+    for file in descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file:
+        pool.Add(file)
+    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionRequest")),
+            message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionResponse")))
+
+
+async def test_reflection_v1_lists_and_describes_the_hub_as_grpcurl_asks(doors: Hub, tmp_path: Path) -> None:
+    request, response = reflection_v1_client(tmp_path)
+    async with channel(doors) as ch:
+        info = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                request_serializer=request.SerializeToString,
+                                response_deserializer=response.FromString)
+        stream = info(iter([request(list_services=""),
+                            request(file_containing_symbol="democratic_ai.v2.Hub"),
+                            request(file_containing_symbol="grpc.reflection.v1.ServerReflection")]), timeout=30)
+        listed, hub_file, reflection_file = [answer async for answer in stream]
+    assert {"democratic_ai.v2.Hub", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= {s.name for s in listed.list_services_response.service}
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in hub_file.file_descriptor_response.file_descriptor_proto]
+    hub = next(svc for f in files if f.package == "democratic_ai.v2" for svc in f.service if svc.name == "Hub")
+    assert {"Call", "CallStream", "ListCapabilities"} <= {m.name for m in hub.method}
+    (v1,) = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in reflection_file.file_descriptor_response.file_descriptor_proto]
+    assert (v1.name, v1.package, v1.service[0].method[0].input_type) == (
+        "grpc/reflection/v1/reflection.proto", "grpc.reflection.v1", ".grpc.reflection.v1.ServerReflectionRequest")

@@ -282,17 +282,15 @@ def test_an_unusable_ledger_stops_the_start_with_a_clear_message(tmp_path) -> No
 
 
 async def test_a_reload_that_fails_keeps_serving_and_reports_ready_again(tmp_path, monkeypatch) -> None:
-    import socket
     import subprocess
     import sys
+    import time
 
     from tests.support.hubproc import ROOT
+    from tests.support.sdnotify import NotifySocket
 
-    path = tmp_path / "notify.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
-        listener.bind(str(path))
-        listener.settimeout(30)
-        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    with NotifySocket(tmp_path / "notify.sock") as listener:
+        monkeypatch.setenv("NOTIFY_SOCKET", str(listener.path))
         config = write_config(tmp_path / "hub.toml", modules=("echo",))
         hub = HubProcess(tmp_path, config).start()
         # a remote module takes the id a built-in module will want at the next reload
@@ -300,12 +298,17 @@ async def test_a_reload_that_fails_keeps_serving_and_reports_ready_again(tmp_pat
             [sys.executable, "-m", "tests.support.remote_module_proc", hub.url, hub.admin_key, "text.summarize"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            assert listener.recv(4096) == b"READY=1"
+            listener.until("READY", "1")
             assert remote.stdout is not None and remote.stdout.readline().strip() == "attached"
             write_config(config, modules=("echo", "text.summarize"))
+            before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
             hub.signal(signal.SIGHUP)
-            assert listener.recv(4096) == b"RELOADING=1"
-            assert listener.recv(4096) == b"READY=1"  # systemd sees the hub back, not stuck reloading
+            reloading = listener.receive()
+            assert reloading["RELOADING"] == "1" and reloading["STATUS"] == "reloading modules"
+            # systemd pairs RELOADING=1 with the moment it was sent, on the one monotonic clock of the machine
+            assert before <= int(reloading["MONOTONIC_USEC"]) <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            back = listener.receive()  # systemd sees the hub back, not stuck reloading
+            assert back == {"READY": "1", "STATUS": "serving: 2 modules, 1 failed to load"}
             async with aiohttp.ClientSession(headers={"X-API-Key": hub.admin_key}) as session:
                 async with session.post(f"{hub.url}/v1/call", json={"action": "echo", "payload": {"ok": 1}}) as resp:
                     assert resp.status == 200

@@ -24,6 +24,8 @@ class HubProcess:
     endpoints: dict[str, Any] = field(default_factory=dict)
     admin_key: str = ""
     log_path: Path | None = None
+    #: a command the hub runs under (``[..., "--"]``): a sandbox, as its service manager would set one
+    wrapper: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -44,7 +46,7 @@ class HubProcess:
         log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "serve", "--config", str(self.config_path),
+            [*self.wrapper, sys.executable, "-m", "daemon.cli", "serve", "--config", str(self.config_path),
              "--state-dir", str(self.state_dir)],
             cwd=ROOT, stdout=log, stderr=log, env=env,
         )

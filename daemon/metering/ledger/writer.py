@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -282,7 +283,10 @@ class UsageLedger:
             log.warning("ledger idle check failed: %s", exc)
 
     def _open(self) -> None:
+        fresh = not Path(self.path).exists()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if fresh:
+            os.chmod(self.path, 0o600)  # every tenant's usage is in here, as tenancy.db holds its keys
         apply_pragmas(conn)
         if self.max_page_count is not None:
             conn.execute(f"PRAGMA max_page_count={int(self.max_page_count)}")

@@ -69,6 +69,15 @@ async def test_receipt_is_the_committed_entry(tmp_path: Path) -> None:
     assert row == (receipt.hash, '{"audio_s":2.5}')
 
 
+async def test_the_ledger_and_its_journal_are_readable_by_the_hub_alone(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    async with UsageLedger(path) as ledger:
+        await ledger.append(ev())
+        modes = {f.name: f.stat().st_mode & 0o777 for f in tmp_path.iterdir() if f.name.startswith("ledger.db")}
+    assert modes["ledger.db"] == 0o600
+    assert all(mode == 0o600 for mode in modes.values()), modes  # -wal and -shm hold the same usage
+
+
 async def test_no_update_or_delete_path(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     await fill(path, 2)

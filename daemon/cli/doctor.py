@@ -1,0 +1,208 @@
+"""``democratic-ai doctor``: is this hub fit to serve?  One line per finding, what to do beside each.
+
+It checks the config (loaded as ``serve`` would), each door's port (free, or held by the running
+hub whose /health answers), the state dir's owner and modes, the enabled modules' model files
+(sha256), the ledger's chain, the TLS certificates' expiry, the systemd unit's security score
+(when ``systemd-analyze`` and the unit file are there) and federation (none yet, and it says so).
+
+Exit codes: 0 when nothing is an error (warnings allowed), 1 when any finding is an error, 2 for
+bad input (an unknown option).  A bad config is an error finding, not exit 2: the report goes on
+with the embedded defaults, so one run shows everything that is wrong.  The checks themselves are
+plain functions in checks.py; this file gathers what they need from the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import socket
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from daemon.cli.checks import (
+    Finding,
+    check_certificate,
+    check_federation,
+    check_ledger,
+    check_models,
+    check_modes,
+    check_port,
+    check_unit_score,
+    parse_security_score,
+)
+from daemon.cli.errors import CommandFailed
+from daemon.cli.output import print_json
+from daemon.cli.parsing import SubParsers, add_command
+from daemon.core.errors import ConfigError
+from daemon.runtime.config import HubConfig, StateConfig, parse_listen
+from daemon.runtime.listen import serves_tls
+from daemon.runtime.tls import default_paths
+
+#: where the package and an operator put the unit; the first that exists is scored
+UNIT_PATHS = ("/etc/systemd/system/democratic-ai.service", "/lib/systemd/system/democratic-ai.service",
+              "/usr/lib/systemd/system/democratic-ai.service")
+#: the package's config file, read when --config is not given and it exists
+PACKAGED_CONFIG = Path("/etc/democratic-ai/hub.toml")
+_PROBE_TIMEOUT_S = 3.0
+
+
+def load_config(path: str | None, state_dir: str | None) -> tuple[HubConfig, Finding]:
+    """The config ``serve`` would run with and a finding on it; a bad file gives the defaults and an error."""
+    chosen = path if path is not None else (str(PACKAGED_CONFIG) if PACKAGED_CONFIG.is_file() else None)
+    try:
+        config = HubConfig.from_toml(chosen)
+        finding = Finding("ok", f"config {chosen}: loaded" if chosen else "config: none given, embedded defaults")
+    except ConfigError as exc:
+        config = HubConfig.from_toml(None)
+        finding = Finding("error", f"config {chosen}: {exc}; the other checks used the embedded defaults",
+                          "fix the key it names (`democratic-ai serve` refuses this file)")
+    if state_dir:
+        config = config.with_overrides(state=StateConfig(dir=state_dir))
+    return config, finding
+
+
+def running_hub(state_dir: Path) -> tuple[set[int], bool, Finding]:
+    """The ports endpoints.json names, whether that hub's /health answers, and a finding on it."""
+    try:
+        endpoints = json.loads((state_dir / "endpoints.json").read_text())
+    except (OSError, ValueError):
+        return set(), False, Finding("ok", "no hub running on this state dir (no endpoints.json)")
+    ports = {int(url.rsplit(":", 1)[1]) for key in ("http", "http3", "grpc")
+             if isinstance(url := endpoints.get(key), str) and url.rsplit(":", 1)[-1].isdigit()}
+    url = str(endpoints.get("http", ""))
+    try:
+        from daemon.runtime.tls import client_context
+
+        ca = endpoints.get("ca_file")
+        context = client_context(Path(ca) if ca else None) if url.startswith("https") else None
+        with urllib.request.urlopen(f"{url}/health", timeout=_PROBE_TIMEOUT_S, context=context) as resp:
+            healthy = resp.status == 200
+    except (OSError, ValueError):
+        healthy = False
+    if healthy:
+        return ports, True, Finding("ok", f"hub running (pid {endpoints.get('pid')}): {url}/health answers")
+    return ports, False, Finding("warn", f"endpoints.json names {url} (pid {endpoints.get('pid')}) but its /health "
+                                 "does not answer", "a hub that stopped uncleanly leaves it: start the hub again")
+
+
+def bind_error(host: str, port: int, *, udp: bool) -> str | None:
+    """None when ``host:port`` can be bound now (it is released at once), else why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as sock:
+            sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def port_findings(config: HubConfig, hub_ports: set[int], hub_healthy: bool) -> list[Finding]:
+    """One finding per enabled door's listen address."""
+    doors = [("http", config.http.listen, False)]
+    if config.http3.enabled:
+        doors.append(("http3", config.http3.listen, True))
+    if config.grpc.enabled:
+        doors.append(("grpc", config.grpc.listen, False))
+    findings = []
+    for door, listen, udp in doors:
+        host, port = parse_listen(listen)
+        error = bind_error(host, port, udp=udp) if port else None
+        findings.append(check_port(door, listen, bind_error=error, hub_ports=hub_ports, hub_healthy=hub_healthy,
+                                   port=port))
+    return findings
+
+
+def model_findings(config: HubConfig) -> list[Finding]:
+    """Each enabled module's shipped model files against their manifest."""
+    from modules.model_files import ModelFile, ModelLoadError, shipped
+
+    files: dict[str, list[ModelFile]] = {}
+    missing: dict[str, str] = {}
+    for module in config.modules.enabled:
+        try:
+            files[module] = shipped(module, config.modules.options.get(module))
+        except ModelLoadError as exc:
+            missing[module] = str(exc)
+    return check_models(files, missing)
+
+
+def certificate_findings(config: HubConfig, now: datetime.datetime) -> list[Finding]:
+    """The certificates the doors that serve TLS would use: the configured ones, else the self-signed pair."""
+    own, _ = default_paths(config.state_dir)
+    served = []
+    if config.http3.enabled:
+        served.append(config.http3.certificate)
+    if serves_tls(config.http):
+        served.append(config.http.certificate)
+    if config.grpc.enabled and serves_tls(config.grpc):
+        served.append(config.grpc.certificate)
+    paths = {Path(p) if p else own for p in served}
+    return [check_certificate(p, now, self_signed=p == own) for p in sorted(paths)]
+
+
+def unit_finding(unit: str | None) -> Finding:
+    """The unit's ``systemd-analyze security --offline=yes`` score, or why it was not scored."""
+    analyze = shutil.which("systemd-analyze")
+    path = Path(unit) if unit else next((Path(p) for p in UNIT_PATHS if Path(p).is_file()), None)
+    if analyze is None:
+        return Finding("ok", "unit score: not checked (systemd-analyze is not installed)")
+    if path is None or not path.is_file():
+        where = unit or ", ".join(UNIT_PATHS)
+        return Finding("ok", f"unit score: not checked (no unit file at {where})")
+    try:
+        done = subprocess.run([analyze, "security", "--offline=yes", str(path)], capture_output=True, text=True,
+                              timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Finding("warn", f"unit {path}: systemd-analyze did not run ({exc})", "run it by hand")
+    output = done.stdout + done.stderr
+    return check_unit_score(path, parse_security_score(output), output)
+
+
+def run_checks(args: argparse.Namespace) -> list[Finding]:
+    """Every check, in the order an operator would fix them."""
+    from daemon.metering.ledger.chain import verify
+    from daemon.metering.ledger.writer import LEDGER_FILE
+
+    config, config_finding = load_config(args.config, args.state_dir)
+    state_dir = config.state_dir
+    hub_ports, healthy, hub_finding = running_hub(state_dir)
+    ledger = state_dir / LEDGER_FILE
+    return [
+        config_finding,
+        hub_finding,
+        *port_findings(config, hub_ports, healthy),
+        *check_modes(state_dir, euid=os.geteuid()),
+        *model_findings(config),
+        check_ledger(verify(ledger), ledger),
+        *certificate_findings(config, datetime.datetime.now(datetime.UTC)),
+        unit_finding(args.unit),
+        check_federation(),
+    ]
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Print every finding (a line each, or ``--json``); exit 1 when any is an error."""
+    findings = run_checks(args)
+    errors = sum(1 for f in findings if f.level == "error")
+    if args.json:
+        print_json({"ok": errors == 0, "findings": [f.to_dict() for f in findings]})
+    else:
+        for finding in findings:
+            print(finding.line())
+    if errors:
+        raise CommandFailed(f"doctor found {errors} error(s)")
+    return 0
+
+
+def register(subparsers: SubParsers, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``doctor``."""
+    doctor = add_command(subparsers, "doctor", parents, "check this hub's config, ports, files, models, "
+                         "ledger, certificates and unit; exit 1 on any error", cmd_doctor)
+    doctor.add_argument("--config", help=f"TOML config file (default: {PACKAGED_CONFIG} if it exists, "
+                        "else the embedded defaults)")
+    doctor.add_argument("--unit", help="the systemd unit file to score (default: the installed one)")
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
