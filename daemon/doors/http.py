@@ -16,27 +16,23 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi, error_response
-from daemon.core.envelope import Credentials, Principal, new_trace_id
+from daemon.core.envelope import Credentials, new_trace_id
 from daemon.core.errors import (
     HubError,
     InternalError,
     PayloadTooLarge,
-    PermissionDenied,
-    Unauthenticated,
     ValidationError,
 )
 from daemon.core.pipeline import Pipeline
 from daemon.doors._compat import answer_parse_errors, bound_sockets
 from daemon.doors.ws_clients import ClientSockets
+from daemon.hosting.attachment import Attachment
 from daemon.hosting.module_host import ModuleHost
-from daemon.hosting.remote_module import RemoteModule
 from daemon.runtime.config import HttpConfig, parse_listen
 from daemon.runtime.tls import TlsPair, server_context
 
 log = logging.getLogger("democratic_ai.http")
 
-ATTACH_PERMISSION = "module:create"
-PLATFORM_PERMISSION = "*"  # held by super_admin only: a module for every tenant
 WS_PATHS = ("/v1/ws", "/v1/modules/attach")
 #: one header's value (an API key, a JWT) may be this long; a longer one is VALIDATION_ERROR (400)
 MAX_HEADER_BYTES = 16384
@@ -162,40 +158,41 @@ class HttpDoor:
 
     # -- WebSocket for remote modules -------------------------------------------------------
     async def attach_socket(self, request: web.Request) -> web.StreamResponse:
-        """A remote module's socket: needs module:create; its first frame (10 s) registers it; served until it closes.
+        """A remote module's socket: its first frame (10 s) registers it; served until it closes.
 
-        A super_admin's module is platform-wide; anyone else's serves its own tenant's calls only.
-        A taken module id, or a tenant module claiming a platform action, is PERMISSION_DENIED.
-        The attaching credential is re-checked every ``attach_recheck_s``: once it no longer
-        holds (key revoked, tenant suspended, token expired) the socket is closed with 1008 and
-        the reason.  On close the module is detached and its calls end ModuleGone.
+        Who may attach, whom the module serves and the watch on the attaching credential are
+        ``hosting/attachment.py``'s; this moves frames.  A refused knock gets the error body; a
+        credential that stops holding closes the socket with 1008 and the reason.
         """
-        ip = request.remote or ""
-        ua = request.headers.get("User-Agent", "")
         credentials = Credentials.from_headers(request.headers.get("X-API-Key"), request.headers.get("Authorization"))
+        attachment = Attachment(self.host, self.pipeline.auth, credentials, ip=request.remote or "",
+                                user_agent=request.headers.get("User-Agent", ""), recheck_s=self.attach_recheck_s,
+                                max_concurrency=self.remote_concurrency)
         try:
-            principal = await self.pipeline.authenticate(credentials, ip=ip, user_agent=ua)
-            self.pipeline.auth.authorize(principal, ATTACH_PERMISSION)
+            await attachment.admit()
         except HubError as exc:
             return self._write_plain(error_response(exc, ""))
-        tenant_id = None if self._is_platform(principal) else principal.tenant_id
         ws = web.WebSocketResponse(heartbeat=15, max_msg_size=self.config.max_body_bytes)
         await ws.prepare(request)
         self._sockets.add(ws)
-        module: RemoteModule | None = None
         watch: asyncio.Task[None] | None = None
+
+        async def send(out: dict[str, Any]) -> None:
+            await ws.send_str(json.dumps(out, separators=(",", ":")))
+
+        async def close(exc: HubError) -> None:
+            if not ws.closed:
+                await send({"type": "error", **exc.to_body("")})
+                # a close reason fits in 123 bytes; cut on a character, not inside one
+                reason = f"{exc.code}: {exc.message}".encode()[:120].decode(errors="ignore").encode()
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
+
         try:
             first = await ws.receive(timeout=10)
             frame = json.loads(first.data) if first.type is WSMsgType.TEXT else None
-
-            async def send(out: dict[str, Any]) -> None:
-                await ws.send_str(json.dumps(out, separators=(",", ":")))
-
-            module = self.host.attach(frame, send, owner=principal.subject, tenant_id=tenant_id,
-                                      max_concurrency=self.remote_concurrency)
+            module = attachment.register(frame, send)
             await send({"type": "registered", "module_id": module.module_id})
-            watch = asyncio.create_task(self._watch_attacher(ws, module, credentials, ip, ua),
-                                        name=f"attach-watch-{module.module_id}")
+            watch = asyncio.create_task(attachment.watch(close), name=f"attach-watch-{module.module_id}")
             async for message in ws:
                 if message.type is WSMsgType.TEXT:
                     with contextlib.suppress(ValueError):
@@ -205,53 +202,13 @@ class HttpDoor:
         except (HubError, ValueError, TimeoutError) as exc:
             error = exc if isinstance(exc, HubError) else ValidationError(f"bad registration: {exc}")
             if not ws.closed:
-                await ws.send_str(json.dumps({"type": "error", **error.to_body("")}))
+                await send({"type": "error", **error.to_body("")})
         finally:
             self._sockets.discard(ws)
-            if module is not None:
-                self.host.detach(module)
+            attachment.end()
             if watch is not None:
                 watch.cancel()  # a watcher that is closing the socket has nothing left worth waiting for
                 await asyncio.wait([watch])
             if not ws.closed:
                 await ws.close()
         return ws
-
-    def _is_platform(self, principal: Principal) -> bool:
-        """Only the ``*`` grant (super_admin) attaches modules that serve every tenant."""
-        try:
-            self.pipeline.auth.authorize(principal, PLATFORM_PERMISSION)
-        except PermissionDenied:
-            return False
-        return True
-
-    async def _watch_attacher(self, ws: web.WebSocketResponse, module: RemoteModule, credentials: Credentials,
-                              ip: str, ua: str) -> None:
-        """Re-check the attaching credential as the authenticator re-checks API keys; close the socket when it fails.
-
-        A cached credential costs a dict lookup; the authenticator drops its cache within a
-        second of a revocation or suspension (in this process at once), and the next tick here
-        then reads the database and fails.
-        """
-        while not ws.closed:
-            await asyncio.sleep(self.attach_recheck_s)
-            try:
-                principal = await self.pipeline.authenticate(credentials, ip=ip, user_agent=ua)
-                self.pipeline.auth.authorize(principal, ATTACH_PERMISSION)
-                if (module.tenant_id is None) != self._is_platform(principal) or (
-                        module.tenant_id is not None and principal.tenant_id != module.tenant_id):
-                    raise PermissionDenied("the attaching credential no longer holds this module's scope")
-            except (Unauthenticated, PermissionDenied) as exc:
-                log.warning("remote module detached: its credential no longer holds",
-                            extra={"module_id": module.module_id, "code": exc.code, "reason": exc.message})
-                self.host.detach(module)  # no call may reach it from here on
-                if not ws.closed:
-                    await ws.send_str(json.dumps({"type": "error", **exc.to_body("")}))
-                    # a close reason fits in 123 bytes; cut on a character, not inside one
-                    reason = f"{exc.code}: {exc.message}".encode()[:120].decode(errors="ignore").encode()
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a locked or busy tenancy store: keep the module, ask again next tick
-                log.exception("re-checking a remote module's credential failed", extra={"module_id": module.module_id})
