@@ -40,37 +40,33 @@ from daemon.runtime.config import LedgerConfig
 SECTION = "## Ledger group commit"
 
 
+async def drive(ledger: UsageLedger | LedgerProcess, callers: int, per_caller: int) -> float:
+    """``callers`` concurrent callers, each awaiting ``per_caller`` appends: durable events/s."""
+
+    async def caller(i: int) -> None:
+        for _ in range(per_caller):
+            await ledger.append(UsageEvent(tenant_id=f"tenant-{i % 8}", subject=f"key:k{i}",
+                                           action="text.summarize", module="text.summarize",
+                                           plan="starter", compute_ms=12.5, bytes_in=512, bytes_out=256))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(callers)))
+    return callers * per_caller / (time.perf_counter() - started)
+
+
 async def group_commit(path: Path, callers: int, per_caller: int) -> tuple[float, float]:
+    """The in-thread writer: events/s and the mean batch size."""
     registry = CollectorRegistry()
     async with UsageLedger(path, LedgerConfig(), registry) as ledger:
-
-        async def caller(i: int) -> None:
-            for _ in range(per_caller):
-                await ledger.append(UsageEvent(tenant_id=f"tenant-{i % 8}", subject=f"key:k{i}",
-                                               action="text.summarize", module="text.summarize",
-                                               plan="starter", compute_ms=12.5, bytes_in=512, bytes_out=256))
-
-        started = time.perf_counter()
-        await asyncio.gather(*(caller(i) for i in range(callers)))
-        elapsed = time.perf_counter() - started
+        rate = await drive(ledger, callers, per_caller)
     batches = registry.get_sample_value("democratic_ai_ledger_batch_size_count") or 1
-    return callers * per_caller / elapsed, callers * per_caller / batches
+    return rate, callers * per_caller / batches
 
 
 async def through_the_pipe(path: Path, callers: int, per_caller: int) -> float:
     """The shipped path: the hub's side of the pipe to the writer's own process."""
     async with LedgerProcess(path, LedgerConfig()) as ledger:
-
-        async def caller(i: int) -> None:
-            for _ in range(per_caller):
-                await ledger.append(UsageEvent(tenant_id=f"tenant-{i % 8}", subject=f"key:k{i}",
-                                               action="text.summarize", module="text.summarize",
-                                               plan="starter", compute_ms=12.5, bytes_in=512, bytes_out=256))
-
-        started = time.perf_counter()
-        await asyncio.gather(*(caller(i) for i in range(callers)))
-        elapsed = time.perf_counter() - started
-    return callers * per_caller / elapsed
+        return await drive(ledger, callers, per_caller)
 
 
 def bare_executemany(source: Path, target: Path) -> float:
