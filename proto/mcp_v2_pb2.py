@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cmcp_v2.proto\x12\x10\x64\x65mocratic_ai.v2\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x07\x43ontext\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0c\n\x04\x61uth\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\"\xff\x03\n\nMCPMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.democratic_ai.v2.MessageType\x12\x18\n\x10source_module_id\x18\x03 \x01(\t\x12\x18\n\x10target_module_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12*\n\x07\x63ontext\x18\x06 \x01(\x0b\x32\x19.democratic_ai.v2.Context\x12%\n\x07payload\x18\x07 \x01(\x0b\x32\x14.google.protobuf.Any\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\t \x01(\t\x12:\n\x07headers\x18\n \x03(\x0b\x32).democratic_ai.v2.MCPMessage.HeadersEntry\x12\x15\n\x08priority\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12\x0b\n\x03ttl\x18\x0c \x01(\x05\x12\x13\n\x0borigin_node\x18\r \x01(\t\x12\x11\n\thop_count\x18\x0e \x01(\x05\x12\x15\n\rvisited_nodes\x18\x0f \x03(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_priority\"$\n\x07Receipt\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04hash\x18\x02 \x01(\t\"\x96\x01\n\x0c\x43\x61llResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x0e\n\x06module\x18\x03 \x01(\t\x12&\n\x06result\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12*\n\x07receipt\x18\x05 \x01(\x0b\x32\x19.democratic_ai.v2.Receipt\"S\n\x08Progress\x12\x10\n\x08progress\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\x12$\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"u\n\nStreamPart\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.democratic_ai.v2.ProgressH\x00\x12/\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1e.democratic_ai.v2.CallResponseH\x00\x42\x06\n\x04part\"\x19\n\x17ListCapabilitiesRequest\"\xc8\x01\n\x0e\x43\x61pabilityInfo\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tstreaming\x18\x05 \x01(\x08\x12\x0f\n\x07modules\x18\x06 \x03(\t\x12\x0e\n\x06origin\x18\x07 \x01(\t\"R\n\x18ListCapabilitiesResponse\x12\x36\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0b\x32 .democratic_ai.v2.CapabilityInfo\"f\n\tErrorBody\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08trace_id\x18\x04 \x01(\t*}\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07REQUEST\x10\x01\x12\x0c\n\x08RESPONSE\x10\x02\x12\t\n\x05\x45VENT\x10\x03\x12\t\n\x05\x45RROR\x10\x04\x12\x0f\n\x0bSTREAM_PART\x10\x05\x12\x0e\n\nSTREAM_END\x10\x06\x32\x82\x02\n\x03Hub\x12\x44\n\x04\x43\x61ll\x12\x1c.democratic_ai.v2.MCPMessage\x1a\x1e.democratic_ai.v2.CallResponse\x12J\n\nCallStream\x12\x1c.democratic_ai.v2.MCPMessage\x1a\x1c.democratic_ai.v2.StreamPart0\x01\x12i\n\x10ListCapabilities\x12).democratic_ai.v2.ListCapabilitiesRequest\x1a*.democratic_ai.v2.ListCapabilitiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cmcp_v2.proto\x12\x10\x64\x65mocratic_ai.v2\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x07\x43ontext\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0c\n\x04\x61uth\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\"\xff\x03\n\nMCPMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.democratic_ai.v2.MessageType\x12\x18\n\x10source_module_id\x18\x03 \x01(\t\x12\x18\n\x10target_module_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12*\n\x07\x63ontext\x18\x06 \x01(\x0b\x32\x19.democratic_ai.v2.Context\x12%\n\x07payload\x18\x07 \x01(\x0b\x32\x14.google.protobuf.Any\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\t \x01(\t\x12:\n\x07headers\x18\n \x03(\x0b\x32).democratic_ai.v2.MCPMessage.HeadersEntry\x12\x15\n\x08priority\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12\x0b\n\x03ttl\x18\x0c \x01(\x05\x12\x13\n\x0borigin_node\x18\r \x01(\t\x12\x11\n\thop_count\x18\x0e \x01(\x05\x12\x15\n\rvisited_nodes\x18\x0f \x03(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_priority\"Q\n\x07Receipt\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12+\n\x04peer\x18\x03 \x01(\x0b\x32\x1d.democratic_ai.v2.PeerReceipt\"6\n\x0bPeerReceipt\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04hash\x18\x03 \x01(\t\"\xa9\x01\n\x0c\x43\x61llResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x0e\n\x06module\x18\x03 \x01(\t\x12&\n\x06result\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12*\n\x07receipt\x18\x05 \x01(\x0b\x32\x19.democratic_ai.v2.Receipt\x12\x11\n\tserved_by\x18\x06 \x01(\t\"S\n\x08Progress\x12\x10\n\x08progress\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\x12$\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"u\n\nStreamPart\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.democratic_ai.v2.ProgressH\x00\x12/\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1e.democratic_ai.v2.CallResponseH\x00\x42\x06\n\x04part\"\x19\n\x17ListCapabilitiesRequest\"\xc8\x01\n\x0e\x43\x61pabilityInfo\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tstreaming\x18\x05 \x01(\x08\x12\x0f\n\x07modules\x18\x06 \x03(\t\x12\x0e\n\x06origin\x18\x07 \x01(\t\"R\n\x18ListCapabilitiesResponse\x12\x36\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0b\x32 .democratic_ai.v2.CapabilityInfo\"f\n\tErrorBody\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08trace_id\x18\x04 \x01(\t*}\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07REQUEST\x10\x01\x12\x0c\n\x08RESPONSE\x10\x02\x12\t\n\x05\x45VENT\x10\x03\x12\t\n\x05\x45RROR\x10\x04\x12\x0f\n\x0bSTREAM_PART\x10\x05\x12\x0e\n\nSTREAM_END\x10\x06\x32\x82\x02\n\x03Hub\x12\x44\n\x04\x43\x61ll\x12\x1c.democratic_ai.v2.MCPMessage\x1a\x1e.democratic_ai.v2.CallResponse\x12J\n\nCallStream\x12\x1c.democratic_ai.v2.MCPMessage\x1a\x1c.democratic_ai.v2.StreamPart0\x01\x12i\n\x10ListCapabilities\x12).democratic_ai.v2.ListCapabilitiesRequest\x1a*.democratic_ai.v2.ListCapabilitiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MCPMESSAGE_HEADERSENTRY']._loaded_options = None
   _globals['_MCPMESSAGE_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_MESSAGETYPE']._serialized_start=1550
-  _globals['_MESSAGETYPE']._serialized_end=1675
+  _globals['_MESSAGETYPE']._serialized_start=1670
+  _globals['_MESSAGETYPE']._serialized_end=1795
   _globals['_CONTEXT']._serialized_start=124
   _globals['_CONTEXT']._serialized_end=221
   _globals['_MCPMESSAGE']._serialized_start=224
@@ -45,21 +45,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MCPMESSAGE_HEADERSENTRY']._serialized_start=676
   _globals['_MCPMESSAGE_HEADERSENTRY']._serialized_end=722
   _globals['_RECEIPT']._serialized_start=737
-  _globals['_RECEIPT']._serialized_end=773
-  _globals['_CALLRESPONSE']._serialized_start=776
-  _globals['_CALLRESPONSE']._serialized_end=926
-  _globals['_PROGRESS']._serialized_start=928
-  _globals['_PROGRESS']._serialized_end=1011
-  _globals['_STREAMPART']._serialized_start=1013
-  _globals['_STREAMPART']._serialized_end=1130
-  _globals['_LISTCAPABILITIESREQUEST']._serialized_start=1132
-  _globals['_LISTCAPABILITIESREQUEST']._serialized_end=1157
-  _globals['_CAPABILITYINFO']._serialized_start=1160
-  _globals['_CAPABILITYINFO']._serialized_end=1360
-  _globals['_LISTCAPABILITIESRESPONSE']._serialized_start=1362
-  _globals['_LISTCAPABILITIESRESPONSE']._serialized_end=1444
-  _globals['_ERRORBODY']._serialized_start=1446
-  _globals['_ERRORBODY']._serialized_end=1548
-  _globals['_HUB']._serialized_start=1678
-  _globals['_HUB']._serialized_end=1936
+  _globals['_RECEIPT']._serialized_end=818
+  _globals['_PEERRECEIPT']._serialized_start=820
+  _globals['_PEERRECEIPT']._serialized_end=874
+  _globals['_CALLRESPONSE']._serialized_start=877
+  _globals['_CALLRESPONSE']._serialized_end=1046
+  _globals['_PROGRESS']._serialized_start=1048
+  _globals['_PROGRESS']._serialized_end=1131
+  _globals['_STREAMPART']._serialized_start=1133
+  _globals['_STREAMPART']._serialized_end=1250
+  _globals['_LISTCAPABILITIESREQUEST']._serialized_start=1252
+  _globals['_LISTCAPABILITIESREQUEST']._serialized_end=1277
+  _globals['_CAPABILITYINFO']._serialized_start=1280
+  _globals['_CAPABILITYINFO']._serialized_end=1480
+  _globals['_LISTCAPABILITIESRESPONSE']._serialized_start=1482
+  _globals['_LISTCAPABILITIESRESPONSE']._serialized_end=1564
+  _globals['_ERRORBODY']._serialized_start=1566
+  _globals['_ERRORBODY']._serialized_end=1668
+  _globals['_HUB']._serialized_start=1798
+  _globals['_HUB']._serialized_end=2056
 # @@protoc_insertion_point(module_scope)

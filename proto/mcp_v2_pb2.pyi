@@ -85,26 +85,40 @@ class MCPMessage(_message.Message):
     def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[MessageType, str]] = ..., source_module_id: _Optional[str] = ..., target_module_id: _Optional[str] = ..., action: _Optional[str] = ..., context: _Optional[_Union[Context, _Mapping]] = ..., payload: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., ttl: _Optional[int] = ..., origin_node: _Optional[str] = ..., hop_count: _Optional[int] = ..., visited_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("seq", "hash")
+    __slots__ = ("seq", "hash", "peer")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
     seq: int
     hash: str
-    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ...) -> None: ...
+    peer: PeerReceipt
+    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ..., peer: _Optional[_Union[PeerReceipt, _Mapping]] = ...) -> None: ...
+
+class PeerReceipt(_message.Message):
+    __slots__ = ("node", "seq", "hash")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    seq: int
+    hash: str
+    def __init__(self, node: _Optional[str] = ..., seq: _Optional[int] = ..., hash: _Optional[str] = ...) -> None: ...
 
 class CallResponse(_message.Message):
-    __slots__ = ("id", "correlation_id", "module", "result", "receipt")
+    __slots__ = ("id", "correlation_id", "module", "result", "receipt", "served_by")
     ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     MODULE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     id: str
     correlation_id: str
     module: str
     result: _struct_pb2.Value
     receipt: Receipt
-    def __init__(self, id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., module: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
+    served_by: str
+    def __init__(self, id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., module: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("progress", "message", "data")

@@ -32,6 +32,7 @@ from daemon.core.errors import (
     InternalError,
     MethodNotAllowed,
     NotFound,
+    PermissionDenied,
     RateLimited,
     Unauthenticated,
     Unavailable,
@@ -131,12 +132,17 @@ def error_response(exc: HubError, trace_id: str) -> ApiResponse:
 
 def result_body(result: CallResult) -> bytes:
     """The /v1/call answer, with the already-encoded result spliced in (no second encode)."""
-    receipt = (b'{"seq":%d,"hash":"%s"}' % (result.receipt.seq, result.receipt.hash.encode())
-               if result.receipt else b"null")
+    if result.receipt is None:
+        receipt = b"null"
+    elif result.receipt.peer is None:
+        receipt = b'{"seq":%d,"hash":"%s"}' % (result.receipt.seq, result.receipt.hash.encode())
+    else:
+        receipt = json.dumps(result.receipt.to_dict(), separators=(",", ":")).encode()
     return b"".join((
         b'{"id":', _text(result.id), b',"correlation_id":', _text(result.correlation_id),
         b',"module":', _text(result.module), b',"result":', result.result_json,
-        b',"receipt":', receipt, b"}",
+        b',"receipt":', receipt,
+        b',"served_by":' + _text(result.served_by) if result.served_by else b"", b"}",
     ))
 
 
@@ -265,11 +271,14 @@ class HttpApi:
         self.metrics = metrics
         self.readiness = readiness
         self.usage = usage
+        #: the fleet's peers as operators see them; None on a hub with no fleet
+        self.peers: Callable[[], list[dict[str, Any]]] | None = None
         self._routes: list[Route] = []
         self._exact: dict[str, Route] = {}
         self.add("/v1/call", POST=self.post_call)
         self.add("/v1/capabilities", GET=self.get_capabilities)
         self.add("/v1/usage", GET=self.get_usage)
+        self.add("/v1/peers", GET=self.get_peers)
         self.add("/health", GET=self.get_health)
         self.add("/ready", GET=self.get_ready)
         self.add("/metrics", GET=self.get_metrics)
@@ -351,6 +360,15 @@ class HttpApi:
         failed = [{"module": f.name, "error": f.error} if operator else {"module": f.name}
                   for f in self.pipeline.host.failed.values()]
         return ApiResponse.json({"capabilities": [c.to_dict() for c in capabilities], "failed_modules": failed})
+
+    async def get_peers(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        """/v1/peers (operators): the fleet's peers, their state, round trip, advert age and capabilities."""
+        principal = await self.pipeline.authenticate(request.credentials, ip=request.remote,
+                                                     user_agent=request.header("user-agent"))
+        if not is_cross_tenant(principal.permissions):
+            raise PermissionDenied("the fleet's peers are for the hub's operators (super_admin)")
+        return ApiResponse.json({"node_id": self.pipeline.node_id,
+                                 "peers": self.peers() if self.peers is not None else []})
 
     async def get_usage(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
         """/v1/usage?period= (billing:read): the tenant's usage report; NOT_FOUND when billing is off."""

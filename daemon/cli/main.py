@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from daemon import __version__
-from daemon.cli import backup, billing, call, doctor, keys, ledger, tenants, users
+from daemon.cli import backup, billing, call, doctor, fleet, keys, ledger, peers, tenants, users
 from daemon.cli.errors import CommandFailed
-from daemon.cli.output import print_json
 from daemon.cli.parsing import add_command, state_dir_parent
 from daemon.core.errors import HubError
-from daemon.runtime.config import state_dir_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.register(sub, parents)
     doctor.register(sub, parents)
     backup.register(sub, parents)
-    add_command(sub, "peers", parents, "federated peers this hub knows", cmd_peers)
+    fleet.register(sub, parents)
+    peers.register(sub, parents)
     return parser
 
 
@@ -87,13 +85,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CommandFailed(str(exc)) from exc
     except (OSError, HubError) as exc:  # a taken port, an unusable state dir or ledger
         raise CommandFailed(f"cannot start: {exc}") from exc
-    return 0
-
-
-def cmd_peers(args: argparse.Namespace) -> int:
-    """The federated peers the running hub last wrote to the state dir (none when it wrote none)."""
-    path = state_dir_of(args) / "peers.json"
-    print_json({"peers": json.loads(path.read_text()) if path.exists() else []})
     return 0
 
 

@@ -128,10 +128,12 @@ class CallRequest:
     door: str = "http"
     trace_id: str = ""
     bytes_in: int = 0
-    # federation
+    # federation: set only on a call a fleet peer forwarded here
     origin_node: str = ""
     hop_count: int = 0
     visited: tuple[str, ...] = ()
+    #: the origin node's signed on-behalf-of assertion, passed on unchanged when the call hops again
+    assertion: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,7 @@ class Envelope:
     origin_node: str = ""
     hop_count: int = 0
     visited: tuple[str, ...] = ()
+    assertion: bytes = b""
 
     @staticmethod
     def new_id() -> str:
@@ -170,10 +173,27 @@ class Receipt:
 
     seq: int
     hash: str
+    #: a forwarded call: the serving peer's node id and its own receipt, inside the origin's
+    peer: PeerReceipt | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``receipt`` object of a reply: ``{"seq", "hash"}``."""
-        return {"seq": self.seq, "hash": self.hash}
+        """The ``receipt`` object of a reply: ``{"seq", "hash"}`` (+ ``"peer"`` for a forwarded call)."""
+        if self.peer is None:
+            return {"seq": self.seq, "hash": self.hash}
+        return {"seq": self.seq, "hash": self.hash, "peer": self.peer.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReceipt:
+    """The receipt a serving peer gave for a call this hub forwarded: its node id and its ledger entry."""
+
+    node: str
+    seq: int
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"node", "seq", "hash"}``."""
+        return {"node": self.node, "seq": self.seq, "hash": self.hash}
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,16 +210,34 @@ class CallResult:
     result_json: bytes = b"null"
     #: headers a door should add to the reply (RateLimit-* and the like)
     headers: dict[str, str] = field(default_factory=dict)
+    #: the node id of the peer that served a forwarded call; "" when this hub served it
+    served_by: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """The reply body: ids, module, result and receipt (``usage`` and ``headers`` stay out)."""
-        return {
+        """The reply body: ids, module, result and receipt (+ ``served_by``; ``usage`` and ``headers`` stay out)."""
+        body = {
             "id": self.id,
             "correlation_id": self.correlation_id,
             "module": self.module,
             "result": self.result,
             "receipt": self.receipt.to_dict() if self.receipt else None,
         }
+        if self.served_by:
+            body["served_by"] = self.served_by
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """What a peer answered for a forwarded call, before the origin records it in its own ledger."""
+
+    served_by: str  # the serving peer's node id
+    module: str  # the module that ran it there
+    result: Any
+    result_json: bytes
+    usage: dict[str, float]
+    compute_ms: float
+    receipt: PeerReceipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +280,8 @@ class ServingModule:
 class CapabilityEntry:
     """One action this hub serves, with every module that serves it (federation adverts carry these).
 
-    ``origin`` is "local" when only in-process modules serve it, "remote" when an attached module does.
+    ``origin`` is "local" when only in-process modules serve it, "remote" when an attached module does,
+    and "peer:<node id>" for a capability only a federated peer serves (``modules`` then names the peers).
     """
 
     action: str

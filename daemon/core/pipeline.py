@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from daemon.core.decoding import OFFLOAD_BYTES
@@ -25,6 +26,7 @@ from daemon.core.envelope import (
     CapabilityEntry,
     Credentials,
     Envelope,
+    Forwarded,
     MessageType,
     Principal,
     ProgressPart,
@@ -50,6 +52,7 @@ from daemon.core.ports import (
     ModuleSet,
     NoPeers,
     UsageGate,
+    not_found,
 )
 from daemon.core.router import ACTION_MAX_LENGTH, check_action
 from modules.sdk import Call, CapabilitySpec, Progress
@@ -102,48 +105,81 @@ class Pipeline:
                    user_agent: str = "") -> CallResult:
         """A unary call: the final result (a streaming capability is drained)."""
         with _CallScope(self, request) as scope:
-            envelope, handle = await self._admit_stages(scope, request, credentials, ip, user_agent)
-            if handle is None:
-                return await self._elsewhere(envelope)
-            admission = await self.usage.admit(envelope)
-            try:
-                tried: set[str] = set()
-                while True:
-                    try:
-                        return await self._execute(envelope, handle, admission)
-                    except ModuleGone:
-                        handle = self._another(envelope, handle, tried, yielded=False)
-            finally:
-                self.usage.release(admission)  # a no-op once the call is recorded
+            principal = await self.authenticate(credentials, ip=ip, user_agent=user_agent)
+            return await self._call(scope, request, principal, self.usage)
 
     async def stream(
         self, request: CallRequest, credentials: Credentials, *, ip: str = "", user_agent: str = "",
     ) -> AsyncGenerator[ProgressPart | CallResult, None]:
         """Progress parts, then the final CallResult."""
         with _CallScope(self, request) as scope:
-            envelope, handle = await self._admit_stages(scope, request, credentials, ip, user_agent)
-            if handle is None:
-                yield await self._elsewhere(envelope)
-                return
-            admission = await self.usage.admit(envelope)
-            try:
-                tried: set[str] = set()
-                while True:
-                    yielded = False
-                    try:
-                        async for part in self._execute_stream(envelope, handle, admission):
-                            yielded = True
-                            yield part
-                        return
-                    except ModuleGone:
-                        handle = self._another(envelope, handle, tried, yielded=yielded)
-            finally:
-                self.usage.release(admission)
+            principal = await self.authenticate(credentials, ip=ip, user_agent=user_agent)
+            async for part in self._stream(scope, request, principal, self.usage):
+                yield part
 
-    async def _admit_stages(self, scope: _CallScope, request: CallRequest, credentials: Credentials,
-                            ip: str, user_agent: str) -> tuple[Envelope, ModuleHandle | None]:
-        """authenticate -> authorize -> envelope -> route -> input check; None: not served here."""
-        principal = await self.authenticate(credentials, ip=ip, user_agent=user_agent)
+    async def call_for_peer(self, request: CallRequest, principal: Principal, usage: UsageGate) -> CallResult:
+        """A call a fleet peer forwarded.
+
+        ``principal`` is the origin's caller as the peer's signed assertion states it, and ``usage``
+        records the call as served for that peer: the origin already admitted it against the
+        caller's own limits and credits.
+        """
+        with _CallScope(self, request) as scope:
+            return await self._call(scope, request, principal, usage)
+
+    async def stream_for_peer(self, request: CallRequest, principal: Principal,
+                              usage: UsageGate) -> AsyncGenerator[ProgressPart | CallResult, None]:
+        """``call_for_peer`` for a streaming capability."""
+        with _CallScope(self, request) as scope:
+            async for part in self._stream(scope, request, principal, usage):
+                yield part
+
+    async def _call(self, scope: _CallScope, request: CallRequest, principal: Principal,
+                    usage: UsageGate) -> CallResult:
+        envelope, handle = await self._admit_stages(scope, request, principal)
+        if handle is None:
+            if envelope.type is MessageType.EVENT:
+                return await self._broadcast(envelope, usage)
+            return await self._forward(envelope, usage)
+        admission = await usage.admit(envelope)
+        try:
+            tried: set[str] = set()
+            while True:
+                try:
+                    return await self._execute(envelope, handle, admission, usage)
+                except ModuleGone:
+                    handle = self._another(envelope, handle, tried, yielded=False)
+        finally:
+            usage.release(admission)  # a no-op once the call is recorded
+
+    async def _stream(self, scope: _CallScope, request: CallRequest, principal: Principal,
+                      usage: UsageGate) -> AsyncIterator[ProgressPart | CallResult]:
+        envelope, handle = await self._admit_stages(scope, request, principal)
+        if handle is None:
+            if envelope.type is MessageType.EVENT:
+                yield await self._broadcast(envelope, usage)
+            else:
+                async for part in self._forward_stream(envelope, usage):
+                    yield part
+            return
+        admission = await usage.admit(envelope)
+        try:
+            tried: set[str] = set()
+            while True:
+                yielded = False
+                try:
+                    async for part in self._execute_stream(envelope, handle, admission, usage):
+                        yielded = True
+                        yield part
+                    return
+                except ModuleGone:
+                    handle = self._another(envelope, handle, tried, yielded=yielded)
+        finally:
+            usage.release(admission)
+
+    async def _admit_stages(self, scope: _CallScope, request: CallRequest,
+                            principal: Principal) -> tuple[Envelope, ModuleHandle | None]:
+        """authorize -> envelope -> route -> input check; None: not served here (an event, or a peer's action)."""
         self.auth.authorize(principal, CALL_PERMISSION)
         envelope = self._envelope(request, principal, scope.trace_id)
         if self.host.router.has_action(envelope.action):
@@ -152,6 +188,9 @@ class Pipeline:
             return envelope, None
         module_id = self.host.router.route(envelope.action, envelope.target, tenant_id=envelope.principal.tenant_id)
         if module_id is None:
+            if not self.forwarder.serves(envelope):
+                raise not_found(envelope)  # before admission: a call nobody can serve costs nothing
+            scope.action_label = "forwarded"
             return envelope, None
         handle = self.host.handle(module_id)
         # bad input is refused before it costs a rate-limit token, a credit or a queue slot; a large
@@ -162,12 +201,50 @@ class Pipeline:
             handle.check_input(envelope.action, envelope.payload)
         return envelope, handle
 
-    async def _elsewhere(self, envelope: Envelope) -> CallResult:
-        """EVENT broadcast, or an action no local module has (federation)."""
-        if envelope.type is MessageType.EVENT:
-            return await self._broadcast(envelope)
-        async with asyncio.timeout_at(envelope.deadline):
-            return await self.forwarder.forward(envelope)
+    async def _forward(self, envelope: Envelope, usage: UsageGate) -> CallResult:
+        """An action only a peer serves: admitted here against the caller's own limits and credits,
+        served there, and recorded here as served-by-peer with the peer's receipt inside ours."""
+        admission = await usage.admit(envelope)
+        try:
+            async with asyncio.timeout_at(envelope.deadline):
+                forwarded = await self.forwarder.forward(envelope)
+            return await self._record_forwarded(envelope, forwarded, admission, usage)
+        finally:
+            usage.release(admission)
+
+    async def _forward_stream(self, envelope: Envelope,
+                              usage: UsageGate) -> AsyncIterator[ProgressPart | CallResult]:
+        admission = await usage.admit(envelope)
+        try:
+            stream = self.forwarder.forward_stream(envelope)
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout_at(envelope.deadline):
+                            part = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                    if isinstance(part, ProgressPart):
+                        yield part
+                    else:
+                        yield await self._record_forwarded(envelope, part, admission, usage)
+                        return
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]  # closing it cancels the call at the peer
+            raise Unavailable("the peer ended the stream without an answer")
+        finally:
+            usage.release(admission)
+
+    async def _record_forwarded(self, envelope: Envelope, forwarded: Forwarded, admission: Admission,
+                                usage: UsageGate) -> CallResult:
+        module = f"peer:{forwarded.served_by}/{forwarded.module}"[:256]
+        receipt = await usage.record(envelope, module, forwarded.usage, forwarded.compute_ms,
+                                     len(forwarded.result_json), admission)
+        return CallResult(
+            id=envelope.id, correlation_id=envelope.correlation_id, module=forwarded.module,
+            result=forwarded.result, receipt=replace(receipt, peer=forwarded.receipt), usage=forwarded.usage,
+            result_json=forwarded.result_json, headers=admission.headers, served_by=forwarded.served_by,
+        )
 
     def _another(self, envelope: Envelope, handle: ModuleHandle, tried: set[str], *, yielded: bool) -> ModuleHandle:
         """A remote module dropped the call: another module with the action may take it."""
@@ -189,14 +266,23 @@ class Pipeline:
     async def capabilities(self, principal: Principal) -> list[CapabilityEntry]:
         """What this caller's calls can reach (module:read): each action once, with the modules that serve it.
 
-        That is the platform-wide modules and the caller's own tenant's, never another tenant's.
+        That is the platform-wide modules and the caller's own tenant's, never another tenant's, and
+        what only the fleet's peers serve.
         """
         self.auth.authorize(principal, READ_PERMISSION)
+        entries = self.own_capabilities(principal.tenant_id)
+        here = {entry.action for entry in entries}
+        # what this hub serves itself it serves itself; the rest the peers may
+        entries += [entry for entry in self.forwarder.capabilities() if entry.action not in here]
+        return sorted(entries, key=lambda entry: entry.action)
+
+    def own_capabilities(self, tenant_id: str = "") -> list[CapabilityEntry]:
+        """What this hub's own modules serve for ``tenant_id``; "" gives the platform-wide ones (adverts)."""
         specs: dict[str, CapabilitySpec] = {}
         serving: dict[str, list[ServingModule]] = {}
         router = self.host.router
         for handle in self.host.handles():
-            if not router.visible(handle.module_id, principal.tenant_id):
+            if not router.visible(handle.module_id, tenant_id):
                 continue  # another tenant's module: for this caller it does not exist
             for action, spec in handle.capabilities.items():
                 specs.setdefault(action, spec)  # the first module's declaration describes the action
@@ -209,6 +295,17 @@ class Pipeline:
             )
             for action, spec in sorted(specs.items())
         ]
+
+    def load(self) -> tuple[float, int]:
+        """(calls running or queued per slot, free slots) over this hub's platform modules, for adverts."""
+        stats = self.host.stats()
+        slots = busy = 0
+        for handle in self.host.handles():
+            if self.host.router.visible(handle.module_id, ""):
+                running, queued = stats.get(handle.module_id, (0, 0))
+                slots += handle.concurrency
+                busy += running + queued
+        return (busy / slots if slots else 0.0), max(0, slots - busy)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def drain(self, grace: float) -> bool:
@@ -268,13 +365,15 @@ class Pipeline:
             origin_node=request.origin_node or self.node_id,
             hop_count=request.hop_count,
             visited=request.visited,
+            assertion=request.assertion,
         )
 
     def _call_for(self, envelope: Envelope) -> Call:
         return Call(id=envelope.id, action=envelope.action, tenant_id=envelope.principal.tenant_id,
                     trace_id=envelope.trace_id, headers=envelope.headers)
 
-    async def _execute(self, envelope: Envelope, handle: ModuleHandle, admission: Admission) -> CallResult:
+    async def _execute(self, envelope: Envelope, handle: ModuleHandle, admission: Admission,
+                       usage: UsageGate) -> CallResult:
         call = self._call_for(envelope)
         async with self.host.scheduler(handle.module_id).slot(envelope.priority, envelope.deadline):
             started = time.perf_counter()
@@ -284,10 +383,10 @@ class Pipeline:
                 async with asyncio.timeout_at(envelope.deadline):
                     result = await handle.invoke(envelope.action, envelope.payload, call)
             compute_ms = (time.perf_counter() - started) * 1000
-        return await self._record(envelope, handle, call, result, compute_ms, admission)
+        return await self._record(envelope, handle, call, result, compute_ms, admission, usage)
 
-    async def _execute_stream(self, envelope: Envelope, handle: ModuleHandle,
-                              admission: Admission) -> AsyncIterator[ProgressPart | CallResult]:
+    async def _execute_stream(self, envelope: Envelope, handle: ModuleHandle, admission: Admission,
+                              usage: UsageGate) -> AsyncIterator[ProgressPart | CallResult]:
         call = self._call_for(envelope)
         # the deadline bounds each await, never a yield: a timeout must not fire in the consumer
         async with self.host.scheduler(handle.module_id).slot(envelope.priority, envelope.deadline):
@@ -308,13 +407,13 @@ class Pipeline:
             finally:
                 await stream.aclose()  # type: ignore[attr-defined]
             compute_ms = (time.perf_counter() - started) * 1000
-        yield await self._record(envelope, handle, call, result, compute_ms, admission)
+        yield await self._record(envelope, handle, call, result, compute_ms, admission, usage)
 
     async def _record(self, envelope: Envelope, handle: ModuleHandle, call: Call, result: Any,
-                      compute_ms: float, admission: Admission) -> CallResult:
+                      compute_ms: float, admission: Admission, usage: UsageGate) -> CallResult:
         """Usage is durable before the caller hears the answer."""
         result_json = encode_json(result)
-        receipt = await self.usage.record(envelope, handle.module_id, call.usage, compute_ms, len(result_json),
+        receipt = await usage.record(envelope, handle.module_id, call.usage, compute_ms, len(result_json),
                                           admission)
         return CallResult(
             id=envelope.id,
@@ -327,12 +426,12 @@ class Pipeline:
             headers=admission.headers,
         )
 
-    async def _broadcast(self, envelope: Envelope) -> CallResult:
+    async def _broadcast(self, envelope: Envelope, usage: UsageGate) -> CallResult:
         """EVENT: deliver to every module with the action; answer how many took it."""
         module_ids = self.host.router.broadcast(envelope.action, tenant_id=envelope.principal.tenant_id)
         if not module_ids:
             raise CapabilityNotFound(f"no module listens for the event {envelope.action!r}")
-        admission = await self.usage.admit(envelope)
+        admission = await usage.admit(envelope)
 
         async def deliver(module_id: str) -> str | None:
             handle = self.host.handle(module_id)
@@ -348,7 +447,7 @@ class Pipeline:
         delivered = [m for m in await asyncio.gather(*(deliver(m) for m in module_ids)) if m]
         result = {"delivered": len(delivered), "modules": delivered}
         result_json = encode_json(result)
-        receipt = await self.usage.record(envelope, "broadcast", {}, 0.0, len(result_json), admission)
+        receipt = await usage.record(envelope, "broadcast", {}, 0.0, len(result_json), admission)
         return CallResult(envelope.id, envelope.correlation_id, "broadcast", result, receipt,
                           result_json=result_json, headers=admission.headers)
 

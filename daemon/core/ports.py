@@ -7,7 +7,7 @@ provides them:
 - ``UsageGate`` and its ``Admission`` — ``metering/gate.py``
 - ``ModuleSet`` and ``ModuleHandle`` — ``hosting/module_host.py`` (local modules) and
   ``hosting/remote_module.py`` (attached ones, which raise ``ModuleGone``)
-- ``Forwarder`` — federation; ``NoPeers`` until a hub has peers
+- ``Forwarder`` — ``federation/forwarder.py``; ``NoPeers`` on a hub with no fleet
 - ``CallObserver`` — ``runtime/metrics.py`` (``HubMetrics``)
 """
 
@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from daemon.core.envelope import CallResult, Credentials, Envelope, Principal, Receipt
+from daemon.core.envelope import CapabilityEntry, Credentials, Envelope, Forwarded, Principal, ProgressPart, Receipt
 from daemon.core.errors import CapabilityNotFound, Unavailable
 from daemon.core.router import Router
 from daemon.core.scheduler import ModuleScheduler
@@ -125,22 +125,57 @@ class ModuleSet(Protocol):
 
 
 class Forwarder(Protocol):
-    """Where a call goes when no local module has its action (federation)."""
+    """Where a call goes when no local module has its action (federation).
 
-    async def forward(self, envelope: Envelope) -> CallResult:
-        """Serve ``envelope`` elsewhere; CAPABILITY_NOT_FOUND when nobody can."""
+    The pipeline asks ``serves`` first, so a call no peer can take is refused before it is
+    admitted; then it admits the call against the caller's own limits and credits, forwards it
+    and records the peer's answer in this hub's ledger (served-by-peer).
+    """
+
+    def serves(self, envelope: Envelope) -> bool:
+        """True when some peer advertises ``envelope``'s action and the call may still hop."""
+        ...
+
+    async def forward(self, envelope: Envelope) -> Forwarded:
+        """Have a peer serve ``envelope``; CAPABILITY_NOT_FOUND, UNAVAILABLE or the peer's own error."""
+        ...
+
+    def forward_stream(self, envelope: Envelope) -> AsyncIterator[ProgressPart | Forwarded]:
+        """A streaming call served by a peer: its progress parts, then its answer; closing it cancels there."""
+        ...
+
+    def capabilities(self) -> list[CapabilityEntry]:
+        """What the peers serve that this hub does not, for /v1/capabilities (origin "peer:<node id>")."""
         ...
 
 
 class NoPeers:
-    """The federation hook until peers exist: nothing to forward to."""
+    """The federation hook of a hub with no fleet: nothing to forward to."""
 
-    async def forward(self, envelope: Envelope) -> CallResult:
+    def serves(self, envelope: Envelope) -> bool:
+        """Never."""
+        return False
+
+    async def forward(self, envelope: Envelope) -> Forwarded:
         """Always CAPABILITY_NOT_FOUND."""
-        raise CapabilityNotFound(
-            f"no module on this hub or its peers has the capability {envelope.action!r}",
-            {"action": envelope.action},
-        )
+        raise not_found(envelope)
+
+    async def forward_stream(self, envelope: Envelope) -> AsyncIterator[ProgressPart | Forwarded]:
+        """Always CAPABILITY_NOT_FOUND."""
+        raise not_found(envelope)
+        yield  # pragma: no cover - makes this an async generator
+
+    def capabilities(self) -> list[CapabilityEntry]:
+        """None."""
+        return []
+
+
+def not_found(envelope: Envelope) -> CapabilityNotFound:
+    """The one CAPABILITY_NOT_FOUND of a call that neither this hub nor its peers can serve."""
+    return CapabilityNotFound(
+        f"no module on this hub or its peers has the capability {envelope.action!r}",
+        {"action": envelope.action},
+    )
 
 
 class CallObserver(Protocol):

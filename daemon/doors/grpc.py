@@ -129,9 +129,13 @@ def to_value(result_json: bytes) -> struct_pb2.Value:
 
 def call_response(result: CallResult) -> pb.CallResponse:
     """A CallResult as the proto's CallResponse; ``receipt`` is left unset when the result has none."""
-    receipt = pb.Receipt(seq=result.receipt.seq, hash=result.receipt.hash) if result.receipt else None
+    receipt = None
+    if result.receipt is not None:
+        peer = result.receipt.peer
+        receipt = pb.Receipt(seq=result.receipt.seq, hash=result.receipt.hash,
+                             peer=pb.PeerReceipt(node=peer.node, seq=peer.seq, hash=peer.hash) if peer else None)
     return pb.CallResponse(id=result.id, correlation_id=result.correlation_id, module=result.module,
-                           result=to_value(result.result_json), receipt=receipt)
+                           result=to_value(result.result_json), receipt=receipt, served_by=result.served_by)
 
 
 def progress_part(part: ProgressPart) -> pb.StreamPart:

@@ -6,6 +6,8 @@ gate.py — UsageGate: admission (the key's and the plan's rate limits, prepaid 
     reserved) before a call; ``record`` writes its usage and debit to the ledger after it.
 billing.py — plans as data: Invoice/InvoiceLine from a period's UsageTotals, UsageReporter
     (``GET /v1/usage``), ``export_usage`` for ``tenant export``.
+served.py — ServedForPeers: the gate of calls fleet peers forward here (bounded per origin node,
+    recorded as kind ``served``, no credits: the origin bills its caller).
 plans.py — ``plans.json`` in the state dir: the plans the hub serves with, for admin commands.
 ledger/ — the append-only, hash-chained usage ledger (see ledger/__init__.py).
 """

@@ -128,18 +128,77 @@ class McpConfig:
 
 
 @dataclass(frozen=True)
-class P2pConfig:
-    """``[p2p]``: accepted and type-checked, but nothing in the hub reads it yet (reserved for federation)."""
+class NodeConfig:
+    """``[node]``: this hub as its fleet knows it."""
 
-    enabled: bool = False
+    #: the site name peers see and ``[federation] allow`` matches; "" means the host name
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """``[fleet]``: whom this hub trusts.  With no certificate and no trusted keys it federates with nobody."""
+
+    #: the node certificate ``fleet join`` installed; "" means <state dir>/fleet/node.cert
+    cert: str = ""
+    #: node public keys (base64) accepted without a certificate (labs, tests)
+    trusted_keys: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class P2pConfig:
+    """``[p2p]``: the libp2p node that carries adverts and forwarded calls between fleet peers."""
+
+    #: false keeps the hub alone even when it holds a certificate
+    enabled: bool = True
     listen: str = "/ip4/127.0.0.1/tcp/4701"
+    #: peers to dial at start and keep dialling: multiaddrs ending in /p2p/<node id>
+    bootstrap: list[str] = field(default_factory=list)
+    #: how often capabilities are re-announced; an advert expires after 3 intervals
+    advert_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
 class MdnsConfig:
-    """``[mdns]``: accepted and type-checked, but nothing in the hub reads it yet (reserved for federation)."""
+    """``[mdns]``: finding fleet peers on the LAN with no configuration (a hint: the certificate decides)."""
 
     enabled: bool = True
+    #: the IP addresses to announce and browse on; [] means the host of ``[p2p] listen``
+    interfaces: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """``[federation]``: what this hub forwards to its peers and what it serves for them."""
+
+    #: false: never forward a call to a peer (this hub still serves its peers)
+    forward: bool = True
+    #: a call travels at most this many hops
+    max_hops: int = 3
+    #: origin site name (or "*") -> the actions (or "*") it may call here
+    allow: dict[str, list[str]] = field(default_factory=lambda: {"*": ["*"]})
+    #: calls one origin node may have running here at once; past it the answer is UNAVAILABLE
+    max_in_flight_per_peer: int = 64
+    #: a forwarded call with no deadline of its own gives up on a silent peer after this
+    call_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    """``[billing]``: this hub's part in fleet billing; a site syncs its ledger to the central node."""
+
+    #: "site" (pushes its usage) or "central" (receives every site's and bills across them)
+    role: str = "site"
+    #: the node id of the central billing node; "" means this site syncs to nobody
+    central: str = ""
+    #: how often a site pushes what the centre has not acknowledged
+    sync_interval_s: float = 5.0
+    #: ledger rows in one batch
+    batch_max: int = 1000
+    #: the central node's HTTP door (https://host:port), for a centre outside the fleet's libp2p network
+    central_url: str = ""
+    #: a late event for a closed month still counts in it this many days after the month's end
+    grace_days: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -253,8 +312,12 @@ class HubConfig:
     http3: Http3Config = field(default_factory=Http3Config)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     mcp: McpConfig = field(default_factory=McpConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     p2p: P2pConfig = field(default_factory=P2pConfig)
     mdns: MdnsConfig = field(default_factory=MdnsConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    billing: BillingConfig = field(default_factory=BillingConfig)
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
@@ -330,6 +393,27 @@ class HubConfig:
                 raise ConfigError(f"{key}: {exc}") from None
         if self.auth.login_threads < 1 or self.auth.login_queue < 0:
             raise ConfigError("auth.login_threads: must be >= 1 (and auth.login_queue >= 0)")
+        if not self.p2p.listen.startswith("/"):
+            raise ConfigError(f"p2p.listen: {self.p2p.listen!r} is not a multiaddr like /ip4/0.0.0.0/tcp/4701")
+        for i, addr in enumerate(self.p2p.bootstrap):
+            if not addr.startswith("/") or "/p2p/" not in addr:
+                raise ConfigError(f"p2p.bootstrap[{i}]: {addr!r} must be a multiaddr ending in /p2p/<node id>")
+        if not 0.05 <= self.p2p.advert_interval_s <= 3600:
+            raise ConfigError("p2p.advert_interval_s: must be between 0.05 and 3600 seconds")
+        if not 1 <= self.federation.max_hops <= 16:
+            raise ConfigError("federation.max_hops: must be 1..16")
+        if self.federation.max_in_flight_per_peer <= 0 or not self.federation.call_timeout_s > 0:
+            raise ConfigError("federation.max_in_flight_per_peer and call_timeout_s: must be positive")
+        if len(self.node.name) > 64 or any(c in self.node.name for c in "/\n"):
+            raise ConfigError("node.name: at most 64 characters, no '/' or newline")
+        if self.billing.role not in ("site", "central"):
+            raise ConfigError(f"billing.role: {self.billing.role!r} is not 'site' or 'central'")
+        if not 0.05 <= self.billing.sync_interval_s <= 3600 or not 1 <= self.billing.batch_max <= 5000:
+            raise ConfigError("billing.sync_interval_s (0.05..3600) or billing.batch_max (1..5000) is out of range")
+        if self.billing.central_url and not re.match(r"^https?://[^/?#\s]+$", self.billing.central_url.rstrip("/")):
+            raise ConfigError("billing.central_url: must be http(s)://host[:port] with no path")
+        if not 0 <= self.billing.grace_days <= 366:
+            raise ConfigError("billing.grace_days: must be 0..366")
         if not self.plans:
             raise ConfigError("plans: at least one plan is needed")
         for name, plan in self.plans.items():

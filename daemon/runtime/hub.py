@@ -35,6 +35,8 @@ from daemon.runtime.tls import TlsPair, ensure_pair
 if TYPE_CHECKING:
     from daemon.doors.http import HttpDoor
     from daemon.metering.ledger.process import LedgerProcess
+    from daemon.runtime.assembly import Parts
+    from federation.service import Federation
 
 log = logging.getLogger("democratic_ai.hub")
 
@@ -74,11 +76,14 @@ class Endpoints:
     grpc: str | None
     #: the hub's self-signed certificate, for clients to trust, when a door serves it; else None
     ca_file: str | None = None
+    #: the libp2p multiaddrs fleet peers dial (with /p2p/<node id>); empty when the hub federates with nobody
+    p2p: tuple[str, ...] = ()
+    node_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The endpoints.json body the CLI and tests read, with this process's pid."""
         return {"http": self.http, "http3": self.http3, "grpc": self.grpc, "ca_file": self.ca_file,
-                "pid": os.getpid()}
+                "p2p": list(self.p2p), "node_id": self.node_id, "pid": os.getpid()}
 
 
 def prepare_state_dir(path: Path) -> Path:
@@ -108,6 +113,7 @@ class Hub:
         self.http_door: HttpDoor
         self.http3_door: Door | None = None
         self.grpc_door: Door | None = None
+        self.federation: Federation | None = None
 
     def readiness(self) -> dict[str, Any]:
         """The /ready report: ready once open, every enabled module tried and the ledger healthy."""
@@ -209,6 +215,7 @@ class Hub:
         api = HttpApi(self.pipeline, self.metrics, readiness=self.readiness, usage=parts.reports,
                       metrics_token=config.http.metrics_token)
         parts.mount_admin(api)
+        await self._join_fleet(parts, state_dir, api, stack)
         self.doors = self._build_doors(api)
         systemd.notify(systemd.status("starting doors"))
         for door in self.doors:
@@ -222,6 +229,39 @@ class Hub:
             # every door listens (start returned bound) and the ledger writer is up: systemd may count on us
             systemd.notify("READY=1", self._serving_status())
         log.info("hub ready", extra={"state_dir": str(state_dir), **self._endpoints().to_dict()})
+
+    async def _join_fleet(self, parts: Parts, state_dir: Path, api: HttpApi,
+                          stack: contextlib.AsyncExitStack) -> None:
+        """Federation, when this hub holds a fleet certificate (or trusted keys) and ``[p2p]`` is on.
+
+        Started after the pipeline (peers' calls run through it) and before the doors; closed
+        before the modules stop, so a peer's call in flight ends while its module is still there.
+        """
+        from daemon.metering.served import ServedForPeers
+        from federation.identity import IdentityError, NodeIdentity, load_trust
+
+        config = self.config
+        identity = NodeIdentity.load_or_create(state_dir)
+        assert self.pipeline is not None
+        self.pipeline.node_id = identity.peer_id
+        try:
+            trust = load_trust(state_dir, config.fleet.cert, config.fleet.trusted_keys, identity=identity)
+        except IdentityError as exc:  # a damaged certificate or a bad trusted key: fix the file, not a crash
+            raise ConfigError(f"fleet: {exc}") from None
+        if not (config.p2p.enabled and trust.federates):
+            log.info("no fleet certificate or trusted keys: this hub federates with nobody",
+                     extra={"node_id": identity.peer_id})
+            return
+        from federation.service import Federation  # imports libp2p: only a hub that federates pays for it
+
+        systemd.notify(systemd.status("joining the fleet"))
+        served = ServedForPeers(parts.ledger, max_in_flight_per_peer=config.federation.max_in_flight_per_peer)
+        self.federation = Federation(config=config, identity=identity, trust=trust, pipeline=self.pipeline,
+                                     served=served, registry=self.metrics.registry)
+        await self.federation.start(state_dir)
+        stack.push_async_callback(self.federation.close)
+        self.pipeline.forwarder = self.federation.forwarder
+        api.peers = self.federation.views
 
     def _serving_status(self) -> str:
         handles = self.host.handles() if self.host is not None else []
@@ -294,7 +334,9 @@ class Hub:
         return Endpoints(http=url("https" if pairs[0] else "http", config.http.listen, self.http_door) or "",
                          http3=url("https", config.http3.listen, self.http3_door),
                          grpc=url("grpcs" if pairs[2] else "grpc", config.grpc.listen, self.grpc_door),
-                         ca_file=str(own.resolve()) if own is not None else None)
+                         ca_file=str(own.resolve()) if own is not None else None,
+                         p2p=tuple(self.federation.addrs) if self.federation is not None else (),
+                         node_id=self.pipeline.node_id if self.pipeline is not None else "")
 
     def _write_endpoints(self, state_dir: Path) -> None:
         """Where each door really listens (port 0 in config picks a free one): for the CLI and tests."""

@@ -18,7 +18,17 @@ from typing import Any
 
 from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi
 from daemon.api.mcp.endpoint import McpEndpoint
-from daemon.core.envelope import CallResult, Credentials, Envelope, Principal, Receipt
+from daemon.core.envelope import (
+    CapabilityEntry,
+    Credentials,
+    Envelope,
+    Forwarded,
+    PeerReceipt,
+    Principal,
+    ProgressPart,
+    Receipt,
+    ServingModule,
+)
 from daemon.core.errors import PermissionDenied, Unauthenticated
 from daemon.core.pipeline import Pipeline
 from daemon.core.ports import Admission, NoPeers
@@ -95,15 +105,44 @@ class FakeUsageGate:
 
 
 class RecordingForwarder:
-    """The federation hook with no peers, remembering each action it was asked to forward."""
+    """The federation hook: a fleet whose one peer serves the actions in ``peer_results`` (none by default).
+
+    It remembers each action it was asked about, and answers as a peer would: the peer's node id,
+    its module, the result and the peer's own receipt.
+    """
+
+    PEER = "12D3KooWPeerNodeForTests"
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.forwarded: list[Envelope] = []
+        self.peer_results: dict[str, Any] = {}
 
-    async def forward(self, envelope: Envelope) -> CallResult:
-        """Remember, then CAPABILITY_NOT_FOUND as ``NoPeers`` answers."""
+    def serves(self, envelope: Envelope) -> bool:
+        """True for the actions in ``peer_results``."""
         self.asked.append(envelope.action)
-        return await NoPeers().forward(envelope)
+        return envelope.action in self.peer_results
+
+    async def forward(self, envelope: Envelope) -> Forwarded:
+        """The peer's canned answer, or CAPABILITY_NOT_FOUND as ``NoPeers`` answers."""
+        if envelope.action not in self.peer_results:
+            return await NoPeers().forward(envelope)
+        self.forwarded.append(envelope)
+        result = self.peer_results[envelope.action]
+        return Forwarded(served_by=self.PEER, module="peer-echo", result=result,
+                         result_json=json.dumps(result).encode(), usage={}, compute_ms=1.0,
+                         receipt=PeerReceipt(self.PEER, 7, "ab" * 32))
+
+    async def forward_stream(self, envelope: Envelope) -> AsyncIterator[ProgressPart | Forwarded]:
+        """One progress part, then the answer."""
+        yield ProgressPart(envelope.id, 0.5, "half way at the peer")
+        yield await self.forward(envelope)
+
+    def capabilities(self) -> list[CapabilityEntry]:
+        """The peer's actions, as /v1/capabilities lists them."""
+        return [CapabilityEntry(action=action, description="", input_schema={}, output_schema={}, streaming=False,
+                                modules=(ServingModule(self.PEER, "peer"),), origin=f"peer:{self.PEER}")
+                for action in sorted(self.peer_results)]
 
 
 class OrderModule(Module):

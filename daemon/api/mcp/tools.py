@@ -68,6 +68,8 @@ def tool_result(rpc: Rpc, result: CallResult) -> dict[str, Any]:
                            "isError": False}
     if rpc.modern:
         out["resultType"] = "complete"
+    if result.served_by:
+        out["_meta"] = {"democratic-ai/served_by": result.served_by}
     return out
 
 

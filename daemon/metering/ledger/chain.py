@@ -35,7 +35,7 @@ SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
     seq        INTEGER PRIMARY KEY,      -- assigned by the one writer, 1, 2, 3 ...
     event_id   TEXT    NOT NULL UNIQUE,  -- UUID; a replayed event cannot be billed twice
-    kind       TEXT    NOT NULL,         -- 'usage' | 'top_up' | 'account'
+    kind       TEXT    NOT NULL,         -- 'usage' | 'top_up' | 'account' | 'served'
     tenant_id  TEXT    NOT NULL,
     subject    TEXT    NOT NULL,         -- opaque 'user:<id>' / 'key:<prefix>', never an email
     plan       TEXT    NOT NULL,

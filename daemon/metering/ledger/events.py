@@ -16,8 +16,11 @@ from decimal import Decimal, InvalidOperation
 from daemon.core.envelope import new_uuid
 from daemon.core.errors import ValidationError
 
-__all__ = ["MAX_BYTES", "MAX_CALLS", "MAX_COMPUTE_MS", "MAX_TOP_UP", "MAX_UNIT", "MAX_UNITS", "UsageEvent",
+__all__ = ["KINDS", "MAX_BYTES", "MAX_CALLS", "MAX_COMPUTE_MS", "MAX_TOP_UP", "MAX_UNIT", "MAX_UNITS", "UsageEvent",
            "check_measurements", "top_up_event"]
+
+#: "served": a call this hub ran for a fleet peer; the peer's own ledger bills its caller, so no credits
+KINDS = ("usage", "top_up", "account", "served")
 
 # bounds on one event: beyond these a module is misreporting, not working hard
 MAX_CALLS = 1_000_000
@@ -38,7 +41,7 @@ class UsageEvent:
     action: str
     module: str = ""
     plan: str = ""
-    kind: str = "usage"  # "usage" | "top_up" | "account" (opens a prepaid balance at 0)
+    kind: str = "usage"  # "usage" | "top_up" | "account" (opens a prepaid balance at 0) | "served" (for a peer)
     api_calls: int = 1
     compute_ms: float = 0.0
     bytes_in: int = 0
@@ -57,7 +60,7 @@ class UsageEvent:
         if "@" in self.subject:
             # the ledger outlives people: only opaque ids, so deleting a user leaves anonymous billing
             raise ValidationError("usage event: subject must be an opaque id, not an email")
-        if self.kind not in ("usage", "top_up", "account"):
+        if self.kind not in KINDS:
             raise ValidationError(f"usage event: unknown kind {self.kind!r}")
         _bounded("api_calls", self.api_calls, MAX_CALLS, integer=True)
         _bounded("bytes_in", self.bytes_in, MAX_BYTES, integer=True)
@@ -66,8 +69,8 @@ class UsageEvent:
             raise ValidationError("usage event: credits must be a finite Decimal")
         if self.kind == "usage" and self.credits > 0:
             raise ValidationError("usage event: a call can only debit credits")
-        if self.kind == "account" and self.credits != 0:
-            raise ValidationError("account event: carries no credits")
+        if self.kind in ("account", "served") and self.credits != 0:
+            raise ValidationError(f"{self.kind} event: carries no credits")
         if self.kind == "top_up" and not 0 < self.credits <= MAX_TOP_UP:
             raise ValidationError(f"top-up: amount must be > 0 and <= {MAX_TOP_UP}")
         if not math.isfinite(self.ts) or self.ts < 0:

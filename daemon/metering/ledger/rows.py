@@ -18,7 +18,7 @@ class LedgerRow(NamedTuple):
 
     seq: int  # 1, 2, 3 ... assigned by the one writer
     event_id: str  # UUID; a replayed event cannot be billed twice
-    kind: str  # "usage" | "top_up" | "account"
+    kind: str  # "usage" | "top_up" | "account" | "served" (run for a fleet peer)
     tenant_id: str
     subject: str  # opaque "user:<id>" / "key:<prefix>", never an email
     plan: str

@@ -84,3 +84,36 @@ async def test_a_call_whose_deadline_passes_while_queued_never_runs(hub: InProce
     assert hub.order.ran == ["busy"]
     assert [r.action for r in hub.gate.recorded] == ["order.run"]  # the expired call was never recorded
     assert len(hub.gate.released) == 2  # ...and its admission was handed back
+
+
+async def test_an_action_only_a_peer_serves_is_admitted_here_forwarded_and_recorded_as_served_by_it(
+        hub: InProcessHub) -> None:
+    hub.forwarder.peer_results["peer.only"] = {"answer": 42}
+    result = await hub.pipeline.call(CallRequest(action="peer.only", payload={"q": 1}), CREDS)
+    assert result.result == {"answer": 42} and result.served_by == hub.forwarder.PEER
+    # admitted against the caller's own limits, recorded in this hub's ledger as served by the peer
+    assert hub.gate.admitted == ["peer.only"]
+    assert hub.gate.recorded == [Recorded("peer.only", f"peer:{hub.forwarder.PEER}/peer-echo", "key:test",
+                                          len(b'{"answer": 42}'))]
+    assert result.receipt is not None and result.receipt.peer is not None
+    assert result.receipt.to_dict()["peer"] == {"node": hub.forwarder.PEER, "seq": 7, "hash": "ab" * 32}
+    assert result.to_dict()["served_by"] == hub.forwarder.PEER
+    # the envelope that went out keeps the caller's tenant, trace and this hub as the origin
+    (sent,) = hub.forwarder.forwarded
+    assert sent.principal.subject == "key:test" and sent.trace_id
+
+
+async def test_a_streaming_call_a_peer_serves_streams_its_progress_then_its_answer(hub: InProcessHub) -> None:
+    hub.forwarder.peer_results["peer.stream"] = "done"
+    parts = [part async for part in hub.pipeline.stream(CallRequest(action="peer.stream"), CREDS)]
+    assert [type(p).__name__ for p in parts] == ["ProgressPart", "CallResult"]
+    assert parts[-1].served_by == hub.forwarder.PEER  # type: ignore[union-attr]
+    assert hub.gate.admitted == ["peer.stream"] and len(hub.gate.recorded) == 1
+
+
+async def test_capabilities_list_what_only_peers_serve_with_their_origin(hub: InProcessHub) -> None:
+    hub.forwarder.peer_results["peer.only"] = {}
+    hub.forwarder.peer_results["echo"] = {}  # served here too: this hub's own entry wins
+    entries = {e.action: e for e in await hub.pipeline.capabilities(await hub.pipeline.authenticate(CREDS))}
+    assert entries["peer.only"].origin == f"peer:{hub.forwarder.PEER}"
+    assert entries["echo"].origin == "local"

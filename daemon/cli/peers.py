@@ -1,0 +1,50 @@
+"""``democratic-ai peers``: the fleet peers the running hub knows, as it last wrote them to the state dir.
+
+The hub writes ``peers.json`` once per advert interval (``federation/service.py``); this command
+reads it, so it works without credentials and without the hub's ports, as ``doctor`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from daemon.cli.errors import CommandFailed
+from daemon.cli.output import note, print_json, print_table
+from daemon.cli.parsing import SubParsers, add_command
+from daemon.runtime.config import state_dir_of
+
+PEERS_FILE = "peers.json"
+
+
+def register(subparsers: SubParsers, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``peers``."""
+    peers = add_command(subparsers, "peers", parents, "the fleet peers this hub knows: node id, site, state, "
+                        "round trip, advert age, capabilities", cmd_peers)
+    peers.add_argument("--json", action="store_true", help="print the peers as JSON")
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    """Print the peers from ``peers.json``; none when the hub federates with nobody or is not running."""
+    path = state_dir_of(args) / PEERS_FILE
+    try:
+        peers: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
+    except (OSError, ValueError) as exc:
+        raise CommandFailed(f"cannot read {path}: {exc}") from exc
+    if args.json:
+        print_json({"peers": peers})
+        return 0
+    if not peers:
+        note("no peers: the hub is not running, or it holds no fleet certificate (see `democratic-ai fleet join`)")
+        return 0
+    print_table(["NODE", "SITE", "STATE", "RTT_MS", "ADVERT_AGE_S", "LOAD", "CAPABILITIES"], [
+        [p.get("node_id", ""), p.get("site", ""), p.get("state", ""), _number(p.get("rtt_ms")),
+         _number(p.get("advert_age_s")), _number(p.get("load")), ",".join(p.get("capabilities") or []) or "-"]
+        for p in peers
+    ])
+    return 0
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
