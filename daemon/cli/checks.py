@@ -10,11 +10,12 @@ should be looked at.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cryptography import x509
 
@@ -22,12 +23,18 @@ from daemon.metering.ledger.chain import VerifyResult
 from daemon.runtime.tls import RENEW_BEFORE
 from modules.model_files import ModelFile, ModelLoadError, verify
 
+if TYPE_CHECKING:  # federation (pynacl, msgpack) loads only when doctor runs, not with every CLI command
+    from federation.identity import NodeIdentity
+
 Level = Literal["ok", "warn", "error"]
 
 #: state-dir files only the hub's user may read: keys, the JWT secret, password hashes, the ledger
 SECRET_FILES = ("bootstrap-admin.key", "jwt.secret", "tls/http3-key.pem", "tenancy.db", "ledger.db")
 #: the unit's ``systemd-analyze security`` exposure above which doctor warns (issue 12's bar)
 UNIT_SCORE_MAX = 2.0
+#: a fleet certificate ending sooner than this is a warning: time for the operator to sign a new one
+CERT_RENEW_DAYS = 30
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _SCORE = re.compile(r"Overall exposure level for \S+:\s*([0-9.]+)")
 
 
@@ -182,9 +189,176 @@ def check_unit_score(unit: Path, score: float | None, output: str) -> Finding:
     return Finding("ok", f"unit {unit}: exposure {score}")
 
 
-def check_federation() -> Finding:
-    """Peers, their clock skew and the central billing link: federation is not built, so there are none."""
-    return Finding("ok", "peers, clock skew, central billing: no peers configured (federation is not built yet)")
+def check_node_key(path: Path) -> tuple[Finding, NodeIdentity | None]:
+    """The node key and the node id it gives; the key too, for the certificate check (None if unusable).
+
+    Absent is a warning (the hub makes it at first start); readable beyond its owner, unreadable or
+    not a 32-byte seed is an error: the key is who this hub is to its fleet.
+    """
+    from federation.identity import SEED_BYTES, NodeIdentity
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return Finding("warn", f"node key {path} does not exist: this hub has no node id yet",
+                       "nothing: it is made at first start (`democratic-ai node id` makes it now)"), None
+    except OSError as exc:
+        return Finding("error", f"node key {path} cannot be read ({exc.strerror or exc})",
+                       "run doctor as the hub's user"), None
+    if not stat.S_ISREG(st.st_mode):
+        return Finding("error", f"node key {path} is not a file", f"remove {path}: the hub makes a new key "
+                       "(and a new node id, which the fleet must sign again)"), None
+    try:
+        with path.open("rb") as handle:
+            seed = handle.read(SEED_BYTES + 1)
+    except OSError as exc:
+        return Finding("error", f"node key {path} cannot be read ({exc.strerror or exc})",
+                       "run doctor as the hub's user"), None
+    if len(seed) != SEED_BYTES:
+        return Finding("error", f"node key {path} is {len(seed)} bytes, not a {SEED_BYTES}-byte Ed25519 seed",
+                       "restore it from a backup (democratic-ai restore), or remove it for a new node id "
+                       "that the fleet must sign again"), None
+    identity = NodeIdentity(seed)
+    if st.st_mode & 0o077:
+        return Finding("error", f"node key {path} is mode {_mode(st.st_mode)}, readable beyond its owner "
+                       f"(node id {identity.peer_id})", f"chmod 600 {path}"), identity
+    return Finding("ok", f"node key {path}: 0600, node id {identity.peer_id}"), identity
+
+
+def check_fleet_certificate(path: Path, identity: NodeIdentity | None, now: float, *,
+                            configured: bool = False, trusted_keys: bool = False) -> Finding:
+    """The node certificate: absent is fine (no fleet); bad, not this node's or expired is an error.
+
+    ``configured`` says ``[fleet] cert`` names ``path``: a file named there and missing is a warning,
+    since the operator meant the hub to join a fleet.  Ending within CERT_RENEW_DAYS is a warning.
+    ``trusted_keys`` says ``[fleet] trusted_keys`` is set: without a certificate those are the peers.
+    """
+    from federation.identity import CERT_SKEW_S, SECONDS_A_DAY, IdentityError, load_certificate
+    if not path.exists():
+        alone = ("only the nodes of [fleet] trusted_keys are this hub's peers" if trusted_keys
+                 else "this hub federates with nobody")
+        if configured:
+            return Finding("warn", f"[fleet] cert names {path}, which does not exist: {alone}",
+                           "correct [fleet] cert, or remove it and install the certificate with "
+                           "`democratic-ai fleet join --cert FILE`")
+        return Finding("ok", f"no fleet certificate: {alone}")
+    renew = ("ask the fleet's operator for a new certificate (`democratic-ai fleet sign`) and install it with "
+             "`democratic-ai fleet join --cert FILE`")
+    try:
+        cert = load_certificate(path)
+    except IdentityError as exc:  # unreadable, not a certificate, or not signed by its fleet key
+        return Finding("error", f"fleet certificate {exc}", renew)
+    fleet = f"fleet {cert.fleet_name} ({cert.fleet_id})"
+    if identity is None or cert.node_public_key != identity.public_key:
+        this = f"this node {identity.peer_id}" if identity is not None else "this hub's node key (none usable)"
+        return Finding("error", f"fleet certificate {path} ({fleet}) is for node {cert.node_id}, not {this}",
+                       "install the certificate signed for this node's key (`democratic-ai node id` prints it): "
+                       + renew)
+    ends = _day(cert.expires_at)
+    if now >= cert.expires_at:
+        return Finding("error", f"fleet certificate {path} ({fleet}) expired on {ends}: peers refuse this hub",
+                       renew)
+    if now < cert.issued_at - CERT_SKEW_S:
+        return Finding("error", f"fleet certificate {path} ({fleet}) is valid only from {_day(cert.issued_at)}: "
+                       "this machine's clock is behind the operator's", "set the clock right (NTP)")
+    left = cert.expires_at - now
+    if left < CERT_RENEW_DAYS * SECONDS_A_DAY:
+        return Finding("warn", f"fleet certificate {path} ({fleet}) ends on {ends}, in {int(left // SECONDS_A_DAY)}"
+                       " days", renew)
+    return Finding("ok", f"{fleet}: site {cert.site}, role {cert.role}, certificate valid until {ends}")
+
+
+def check_trusted_keys(keys: list[str]) -> list[Finding]:
+    """``[fleet] trusted_keys``: each a base64 public key or a node id; one that is not stops the hub."""
+    from federation.identity import IdentityError, public_key_from_text
+    findings = []
+    for index, text in enumerate(keys):
+        try:
+            public_key_from_text(text)
+        except IdentityError as exc:
+            findings.append(Finding("error", f"[fleet] trusted_keys[{index}]: {exc}",
+                                    "write each as the public key or node id `democratic-ai node id` prints "
+                                    "on that hub (the hub refuses to start with this one)"))
+    if keys and not findings:
+        findings.append(Finding("ok", f"[fleet] trusted_keys: {len(keys)} node key(s) trusted without a certificate"))
+    return findings
+
+
+def parse_tcp_multiaddr(text: str, *, dns: bool = False) -> tuple[str, int, str]:
+    """``(host, port, peer id or "")`` of ``/ip4|ip6/<ip>/tcp/<port>[/p2p/<node id>]``; ValueError saying why.
+
+    With ``dns``, ``/dns|dns4|dns6/<name>`` may name the host too (a dialled address; a listen
+    address must be an IP).  Plain text parsing: the CLI does not load libp2p.
+    """
+    from federation.identity import IdentityError, public_key_from_peer_id
+    parts = text.split("/")
+    if len(parts) not in (5, 7) or parts[0] != "" or parts[3] != "tcp":
+        raise ValueError("it must look like /ip4/<address>/tcp/<port>" + ("/p2p/<node id>" if dns else ""))
+    kind, host, port_text = parts[1], parts[2], parts[4]
+    if kind in ("ip4", "ip6"):
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address") from None
+        if ip.version != int(kind[-1]):
+            raise ValueError(f"{host} is not an IPv{kind[-1]} address")
+    elif not (dns and kind in ("dns", "dns4", "dns6") and _HOSTNAME.fullmatch(host)):
+        raise ValueError(f"/{kind}/{host} is not " + ("an IP address or a DNS name" if dns else "an IP address"))
+    if not port_text.isdecimal() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{port_text!r} is not a TCP port")
+    peer_id = ""
+    if len(parts) == 7:
+        if parts[5] != "p2p":
+            raise ValueError(f"/{parts[5]}/ where /p2p/<node id> was expected")
+        peer_id = parts[6]
+        try:
+            public_key_from_peer_id(peer_id)
+        except IdentityError:
+            raise ValueError(f"{peer_id[:60]!r} is not a node id (12D3KooW...)") from None
+    return host, int(port_text), peer_id
+
+
+def check_p2p_listen(listen: str, *, enabled: bool, federates: bool, bind_error: str | None,
+                     hub_ports: set[int], hub_healthy: bool) -> Finding:
+    """``[p2p] listen``: well-formed, and (when the hub would federate) free or held by the running hub."""
+    if not enabled:
+        return Finding("ok", "p2p: off ([p2p] enabled = false): this hub federates with nobody")
+    try:
+        _, port, peer_id = parse_tcp_multiaddr(listen)
+    except ValueError as exc:  # it stops the hub only once it federates
+        return Finding("error" if federates else "warn", f"[p2p] listen {listen!r}: {exc}",
+                       "write it like /ip4/0.0.0.0/tcp/4701")
+    if peer_id:
+        return Finding("error" if federates else "warn", f"[p2p] listen {listen!r} names a node id",
+                       "drop the /p2p/ part: a hub listens as its own node key")
+    if not federates:
+        return Finding("ok", f"p2p {listen}: not started (no fleet certificate or trusted keys)")
+    return check_port("p2p", listen, bind_error=bind_error, hub_ports=hub_ports, hub_healthy=hub_healthy, port=port)
+
+
+def check_bootstrap(addrs: list[str], own_id: str | None) -> list[Finding]:
+    """``[p2p] bootstrap``: each a multiaddr ending in a node id; this node's own id is a warning."""
+    findings = []
+    for index, addr in enumerate(addrs):
+        try:
+            _, _, peer_id = parse_tcp_multiaddr(addr, dns=True)
+        except ValueError as exc:
+            findings.append(Finding("error", f"[p2p] bootstrap[{index}] {addr!r}: {exc}; the hub can never dial it",
+                                    "write it like /ip4/192.0.2.10/tcp/4701/p2p/12D3KooW... (the peer's "
+                                    "address and the node id `democratic-ai node id` prints there)"))
+            continue
+        if not peer_id:
+            findings.append(Finding("error", f"[p2p] bootstrap[{index}] {addr!r} names no node id",
+                                    "end it with /p2p/<node id> (`democratic-ai node id` prints it on that hub)"))
+        elif peer_id == own_id:
+            findings.append(Finding("warn", f"[p2p] bootstrap[{index}] {addr!r} is this node itself",
+                                    "remove it: a hub does not dial itself"))
+    if addrs and not findings:
+        findings.append(Finding("ok", f"[p2p] bootstrap: {len(addrs)} peer address(es), well-formed"))
+    return findings
+
+
+def _day(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d")
 
 
 def _mode(mode: int) -> str:

@@ -3,7 +3,9 @@
 It checks the config (loaded as ``serve`` would), each door's port (free, or held by the running
 hub whose /health answers), the state dir's owner and modes, the enabled modules' model files
 (sha256), the ledger's chain, the TLS certificates' expiry, the systemd unit's security score
-(when ``systemd-analyze`` and the unit file are there) and federation (none yet, and it says so).
+(when ``systemd-analyze`` and the unit file are there) and federation: the node key and node id,
+the fleet certificate (signed, for this node's key, not expired), ``[fleet] trusted_keys``, the
+``[p2p] listen`` port and the ``[p2p] bootstrap`` addresses.
 
 Exit codes: 0 when nothing is an error (warnings allowed), 1 when any finding is an error, 2 for
 bad input (an unknown option).  A bad config is an error finding, not exit 2: the report goes on
@@ -20,19 +22,25 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
 from daemon.cli.checks import (
     Finding,
+    check_bootstrap,
     check_certificate,
-    check_federation,
+    check_fleet_certificate,
     check_ledger,
     check_models,
     check_modes,
+    check_node_key,
+    check_p2p_listen,
     check_port,
+    check_trusted_keys,
     check_unit_score,
     parse_security_score,
+    parse_tcp_multiaddr,
 )
 from daemon.cli.errors import CommandFailed
 from daemon.cli.output import print_json
@@ -89,11 +97,17 @@ def running_hub(state_dir: Path) -> tuple[set[int], bool, Finding]:
                                  "does not answer", "a hub that stopped uncleanly leaves it: start the hub again")
 
 
-def bind_error(host: str, port: int, *, udp: bool) -> str | None:
-    """None when ``host:port`` can be bound now (it is released at once), else why not."""
+def bind_error(host: str, port: int, *, udp: bool, reuse_addr: bool = False) -> str | None:
+    """None when ``host:port`` can be bound now (it is released at once), else why not.
+
+    ``reuse_addr`` binds as a listener that sets SO_REUSEADDR does (libp2p's): a port left in
+    TIME_WAIT by the last run is free to it, a live listener still is not.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as sock:
+            if reuse_addr:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
     except OSError as exc:
         return exc.strerror or str(exc)
@@ -144,6 +158,50 @@ def certificate_findings(config: HubConfig, now: datetime.datetime) -> list[Find
     return [check_certificate(p, now, self_signed=p == own) for p in sorted(paths)]
 
 
+def hub_p2p_ports(state_dir: Path) -> set[int]:
+    """The TCP ports of the p2p multiaddrs the running hub wrote to endpoints.json (none if it does not federate)."""
+    try:
+        addrs = json.loads((state_dir / "endpoints.json").read_text()).get("p2p") or []
+    except (OSError, ValueError, AttributeError):
+        return set()
+    ports = set()
+    for addr in addrs if isinstance(addrs, list) else []:
+        try:
+            ports.add(parse_tcp_multiaddr(str(addr))[1])
+        except ValueError:
+            continue
+    return ports
+
+
+def fleet_findings(config: HubConfig, hub_healthy: bool, now: float) -> list[Finding]:
+    """The node key and id, the fleet certificate, trusted keys, the p2p port and the bootstrap addresses."""
+    from federation.identity import NODE_KEY_FILE, cert_path_of
+
+    state_dir = config.state_dir
+    key_finding, identity = check_node_key(state_dir / NODE_KEY_FILE)
+    cert_path = cert_path_of(state_dir, config.fleet.cert)
+    # as the hub decides at start: a certificate file (good or not: a bad one stops it) or trusted keys
+    federates = cert_path.exists() or bool(config.fleet.trusted_keys)
+    listen = config.p2p.listen
+    error = None
+    if config.p2p.enabled and federates:
+        try:
+            host, port, _ = parse_tcp_multiaddr(listen)
+        except ValueError:
+            pass  # check_p2p_listen says what is wrong with it
+        else:
+            error = bind_error(host, port, udp=False, reuse_addr=True) if port else None
+    return [
+        key_finding,
+        check_fleet_certificate(cert_path, identity, now, configured=bool(config.fleet.cert),
+                                trusted_keys=bool(config.fleet.trusted_keys)),
+        *check_trusted_keys(config.fleet.trusted_keys),
+        check_p2p_listen(listen, enabled=config.p2p.enabled, federates=federates, bind_error=error,
+                         hub_ports=hub_p2p_ports(state_dir), hub_healthy=hub_healthy),
+        *check_bootstrap(config.p2p.bootstrap, identity.peer_id if identity is not None else None),
+    ]
+
+
 def unit_finding(unit: str | None) -> Finding:
     """The unit's ``systemd-analyze security --offline=yes`` score, or why it was not scored."""
     analyze = shutil.which("systemd-analyze")
@@ -180,7 +238,7 @@ def run_checks(args: argparse.Namespace) -> list[Finding]:
         check_ledger(verify(ledger), ledger),
         *certificate_findings(config, datetime.datetime.now(datetime.UTC)),
         unit_finding(args.unit),
-        check_federation(),
+        *fleet_findings(config, healthy, time.time()),
     ]
 
 
@@ -201,7 +259,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def register(subparsers: SubParsers, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``doctor``."""
     doctor = add_command(subparsers, "doctor", parents, "check this hub's config, ports, files, models, "
-                         "ledger, certificates and unit; exit 1 on any error", cmd_doctor)
+                         "ledger, certificates, unit and fleet membership; exit 1 on any error", cmd_doctor)
     doctor.add_argument("--config", help=f"TOML config file (default: {PACKAGED_CONFIG} if it exists, "
                         "else the embedded defaults)")
     doctor.add_argument("--unit", help="the systemd unit file to score (default: the installed one)")

@@ -1,4 +1,4 @@
-"""What ``democratic-ai doctor`` finds in a state dir, a certificate, model files and a unit's score."""
+"""What ``democratic-ai doctor`` finds in a state dir, a certificate, model files, a unit's score and a fleet."""
 
 from __future__ import annotations
 
@@ -7,16 +7,25 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from daemon.cli.checks import (
     Finding,
+    check_bootstrap,
     check_certificate,
+    check_fleet_certificate,
     check_models,
     check_modes,
+    check_node_key,
+    check_p2p_listen,
     check_port,
+    check_trusted_keys,
     check_unit_score,
     parse_security_score,
+    parse_tcp_multiaddr,
 )
 from daemon.runtime.tls import make_self_signed
+from federation.identity import CERT_FILE, NODE_KEY_FILE, FleetKey, NodeIdentity, install_certificate
 from modules.model_files import ModelFile
 
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
@@ -113,3 +122,154 @@ def test_the_units_score_is_read_from_systemd_analyze_and_judged_against_2() -> 
     assert check_unit_score(unit, 8.3, output).level == "warn"
     assert check_unit_score(unit, 1.1, output).level == "ok"
     assert check_unit_score(unit, None, "Failed to parse").level == "warn"
+
+
+# -- the fleet: node key, certificate, trusted keys, p2p ------------------------------------------
+DAY = 86400.0
+FLEET_NOW = NOW.timestamp()
+
+
+def joined(state: Path, fleet: FleetKey, *, site: str = "paris", days: int = 365, issued: float = FLEET_NOW,
+           identity: NodeIdentity | None = None) -> NodeIdentity:
+    """A hub's state dir holding its node key and a certificate ``fleet join`` installed."""
+    identity = identity or NodeIdentity.load_or_create(state)
+    cert = fleet.sign_node(identity.public_key, site, days=days, now=issued)
+    install_certificate(state, cert.to_text(), identity)
+    return identity
+
+
+def test_a_hub_without_a_certificate_federates_with_nobody_and_that_is_fine(tmp_path: Path) -> None:
+    identity = NodeIdentity.load_or_create(tmp_path)
+    key, loaded = check_node_key(tmp_path / NODE_KEY_FILE)
+    assert key.level == "ok" and identity.peer_id in key.what and loaded == identity
+    cert = check_fleet_certificate(tmp_path / CERT_FILE, identity, FLEET_NOW)
+    assert (cert.level, cert.what) == ("ok", "no fleet certificate: this hub federates with nobody")
+    keys_only = check_fleet_certificate(tmp_path / CERT_FILE, identity, FLEET_NOW, trusted_keys=True)
+    assert keys_only.level == "ok" and "trusted_keys" in keys_only.what
+    # named in [fleet] cert but missing: the operator meant to join a fleet
+    named = check_fleet_certificate(tmp_path / "elsewhere.cert", identity, FLEET_NOW, configured=True)
+    assert named.level == "warn" and "fleet join" in named.fix
+
+
+def test_a_valid_certificate_names_the_fleet_site_role_and_end(tmp_path: Path) -> None:
+    fleet = FleetKey.generate("acme")
+    identity = joined(tmp_path, fleet, site="lyon")
+    found = check_fleet_certificate(tmp_path / CERT_FILE, identity, FLEET_NOW + DAY)
+    assert found.level == "ok", found
+    assert f"fleet acme ({fleet.fleet_id})" in found.what
+    assert "site lyon" in found.what and "role site" in found.what and "valid until 2027-06-01" in found.what
+
+
+def test_a_certificate_of_another_node_is_an_error_naming_both_nodes(tmp_path: Path) -> None:
+    fleet = FleetKey.generate("acme")
+    identity = NodeIdentity.load_or_create(tmp_path)
+    other = NodeIdentity.generate()
+    # copied from another hub by hand (``fleet join`` would have refused it)
+    path = tmp_path / CERT_FILE
+    path.parent.mkdir(mode=0o700)
+    path.write_text(fleet.sign_node(other.public_key, "lyon", now=FLEET_NOW).to_text())
+    found = check_fleet_certificate(path, identity, FLEET_NOW)
+    assert found.level == "error"
+    assert f"for node {other.peer_id}, not this node {identity.peer_id}" in found.what
+    assert "node id" in found.fix
+    # a certificate with no usable node key beside it cannot be this hub's either
+    assert check_fleet_certificate(path, None, FLEET_NOW).level == "error"
+
+
+def test_an_expired_certificate_is_an_error_and_one_ending_within_30_days_a_warning(tmp_path: Path) -> None:
+    fleet = FleetKey.generate("acme")
+    joined(tmp_path, fleet, days=365, issued=FLEET_NOW - 400 * DAY)
+    identity = NodeIdentity.load_or_create(tmp_path)
+    expired = check_fleet_certificate(tmp_path / CERT_FILE, identity, FLEET_NOW)
+    assert expired.level == "error" and "expired on 2026-04-27" in expired.what and "fleet sign" in expired.fix
+    ending = check_fleet_certificate(tmp_path / CERT_FILE, identity, FLEET_NOW - 50 * DAY)
+    assert ending.level == "warn" and "in 15 days" in ending.what
+    early = check_fleet_certificate(tmp_path / CERT_FILE, identity, FLEET_NOW - 401 * DAY)
+    assert early.level == "error" and "clock" in early.what
+
+
+def test_a_tampered_or_garbage_certificate_is_an_error(tmp_path: Path) -> None:
+    fleet = FleetKey.generate("acme")
+    identity = joined(tmp_path, fleet)
+    path = tmp_path / CERT_FILE
+    text = path.read_text()
+    # the same certificate with its site changed and the fleet's signature kept
+    cert = fleet.sign_node(identity.public_key, "paris", now=FLEET_NOW)
+    forged = type(cert)(cert.fleet_public_key, cert.fleet_id, cert.fleet_name, cert.node_public_key, "rome",
+                        cert.role, cert.issued_at, cert.expires_at, cert.signature)
+    path.write_text(forged.to_text())
+    bad = check_fleet_certificate(path, identity, FLEET_NOW)
+    assert bad.level == "error" and "signature" in bad.what
+    path.write_text(text[:40])  # cut short
+    cut = check_fleet_certificate(path, identity, FLEET_NOW)
+    assert cut.level == "error" and "not a node certificate" in cut.what
+
+
+def test_a_node_key_absent_is_a_warning_and_open_or_corrupt_an_error(tmp_path: Path) -> None:
+    path = tmp_path / NODE_KEY_FILE
+    absent, none = check_node_key(path)
+    assert absent.level == "warn" and "first start" in absent.fix and none is None
+    identity = NodeIdentity.load_or_create(tmp_path)
+    path.chmod(0o644)
+    open_key, loaded = check_node_key(path)
+    assert (open_key.level, open_key.fix) == ("error", f"chmod 600 {path}") and loaded == identity
+    path.write_bytes(b"short")
+    path.chmod(0o600)
+    corrupt, none = check_node_key(path)
+    assert corrupt.level == "error" and "5 bytes" in corrupt.what and none is None
+
+
+def test_trusted_keys_are_node_keys_or_ids_and_a_bad_one_is_named() -> None:
+    identity = NodeIdentity.generate()
+    assert check_trusted_keys([]) == []
+    assert [f.level for f in check_trusted_keys([identity.public_key_b64, identity.peer_id])] == ["ok"]
+    bad = check_trusted_keys([identity.peer_id, "not-a-key"])
+    assert [(f.level, f.what.split(":")[0]) for f in bad] == [("error", "[fleet] trusted_keys[1]")]
+
+
+def test_p2p_listen_is_checked_only_when_the_hub_would_federate() -> None:
+    def p2p(listen: str, federates: bool = True, bind_error: str | None = None,
+            hub: frozenset[int] = frozenset()) -> Finding:
+        return check_p2p_listen(listen, enabled=True, federates=federates, bind_error=bind_error, hub_ports=set(hub),
+                                hub_healthy=True)
+
+    assert p2p("/ip4/0.0.0.0/tcp/4701").level == "ok"
+    assert p2p("/ip4/0.0.0.0/tcp/4701", bind_error="Address already in use", hub=frozenset({4701})).level == "ok"
+    taken = p2p("/ip4/0.0.0.0/tcp/4701", bind_error="Address already in use")
+    assert taken.level == "error" and "ss -ltnup" in taken.fix
+    assert p2p("/ip4/0.0.0.0/tcp/4701", federates=False, bind_error="Address already in use").level == "ok"
+    assert p2p("/ip4/localhost/tcp/4701").level == "error"
+    assert p2p("/ip4/localhost/tcp/4701", federates=False).level == "warn"
+    off = check_p2p_listen("junk", enabled=False, federates=True, bind_error=None, hub_ports=set(),
+                           hub_healthy=False)
+    assert off.level == "ok" and "off" in off.what
+
+
+def test_bootstrap_addresses_must_end_in_a_node_id() -> None:
+    me, peer = NodeIdentity.generate(), NodeIdentity.generate()
+    good = [f"/ip4/192.0.2.10/tcp/4701/p2p/{peer.peer_id}", f"/dns4/hub.example/tcp/4701/p2p/{peer.peer_id}"]
+    assert [f.level for f in check_bootstrap(good, me.peer_id)] == ["ok"]
+    assert check_bootstrap([], me.peer_id) == []
+    found = check_bootstrap([
+        "/ip4/192.0.2.10/tcp/4701",
+        "/ip4/192.0.2.10/tcp/99999/p2p/" + peer.peer_id,
+        "/ip4/192.0.2.10/tcp/4701/p2p/QmNotAnEd25519Key",
+        f"/ip4/127.0.0.1/tcp/4701/p2p/{me.peer_id}",
+    ], me.peer_id)
+    assert [(f.level, f.what.split(" ")[1]) for f in found] == [
+        ("error", "bootstrap[0]"), ("error", "bootstrap[1]"), ("error", "bootstrap[2]"), ("warn", "bootstrap[3]")]
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("/ip4/127.0.0.1/tcp/4701", ("127.0.0.1", 4701, "")),
+    ("/ip6/::1/tcp/0", ("::1", 0, "")),
+])
+def test_listen_multiaddrs_are_parsed_without_libp2p(text: str, parsed: tuple[str, int, str]) -> None:
+    assert parse_tcp_multiaddr(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["", "/ip4/127.0.0.1", "/ip4/::1/tcp/1", "/ip4/1.2.3.4/udp/1",
+                                  "/dns4/hub.example/tcp/1", "/ip4/1.2.3.4/tcp/-1", "ip4/1.2.3.4/tcp/1/x/y"])
+def test_bad_listen_multiaddrs_are_refused_with_a_reason(text: str) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        parse_tcp_multiaddr(text)
