@@ -13,6 +13,8 @@ service.py — ``Federation``: the parts assembled for one hub, and the task tha
 transport/ — libp2p (Noise, yamux, identify, ping) in its own trio thread behind one bridge; the
     only code that imports libp2p or trio.
 discovery/ — mDNS with python-zeroconf on the hub's loop; parsing its records is pure.
+sync/ — usage to the central billing node: sealed batches, a site's outbox, the centre's receiver,
+    the HTTPS fallback.
 
 Only ``daemon.core`` and runtime's leaves are imported from the daemon (import-linter checks it);
 ``runtime/hub.py`` wires a ``Federation`` in when the hub holds a fleet certificate.

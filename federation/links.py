@@ -44,6 +44,8 @@ from federation.sealing import Opened, ReplayGuard, SealError, open_sealed, seal
 
 log = logging.getLogger("democratic_ai.federation")
 
+#: what a ``call`` frame may carry: a forwarded call, or a usage batch for the central node
+REQUEST_KINDS = (wire.CALL, wire.USAGE)
 #: replies a call may have waiting unread before the peer counts as flooding it
 MAX_QUEUED_REPLIES = 256
 
@@ -61,9 +63,13 @@ class Transport(Protocol):
 
 
 class CallHandler(Protocol):
-    """The serving side: a call a trusted peer sent, answered as reply frames (parts, then result or error)."""
+    """The serving side: a request a trusted peer sent, answered as reply frames (parts, then result or error).
 
-    def serve(self, peer: TrustedPeer, call: Opened) -> AsyncIterator[dict[str, Any]]:
+    A request is a forwarded call (sealed kind ``call``) or, at the central node, a usage batch
+    (sealed kind ``usage``); ``sealed`` is the frame's sealed bytes as they came.
+    """
+
+    def serve(self, peer: TrustedPeer, call: Opened, sealed: bytes) -> AsyncIterator[dict[str, Any]]:
         """Reply frames without their ``id``; the last one is ``result`` or ``error``."""
         ...
 
@@ -222,17 +228,17 @@ class Links:
                 f"the peer already has {len(serving)} calls open on this hub", retry_after=1))}))
             return
         try:
-            opened = self._open(peer, frame, wire.CALL)
+            opened = self._open(peer, frame, *REQUEST_KINDS)
         except SealError as exc:
             self._send(peer.peer_id, wire.encode({"id": call_id, **_error(PermissionDenied(
                 f"the call's signature does not hold: {exc.reason}", {"reason": exc.reason}))}))
             return
-        task = asyncio.get_running_loop().create_task(self._serve(peer, call_id, opened))
+        task = asyncio.get_running_loop().create_task(self._serve(peer, call_id, opened, frame["sealed"]))
         serving[call_id] = task
         task.add_done_callback(lambda _: serving.pop(call_id, None))
 
-    async def _serve(self, peer: TrustedPeer, call_id: int, call: Opened) -> None:
-        replies = self.handler.serve(peer, call)
+    async def _serve(self, peer: TrustedPeer, call_id: int, call: Opened, sealed: bytes) -> None:
+        replies = self.handler.serve(peer, call, sealed)
         try:
             async for reply in replies:
                 if not self._send(peer.peer_id, wire.encode({**reply, "id": call_id})):
@@ -266,10 +272,10 @@ class Links:
         self._greet(peer_id)  # they dialled us: they hear our hello too
         self._on_peer(peer, opened.body)
 
-    def _open(self, peer: TrustedPeer, frame: dict[str, Any], kind: str) -> Opened:
+    def _open(self, peer: TrustedPeer, frame: dict[str, Any], *kinds: str) -> Opened:
         opened = open_sealed(wire.field(frame, "sealed", bytes), now=self._clock(), guard=self.guard,
                              expect_sender=peer.public_key)
-        if opened.kind != kind:
+        if opened.kind not in kinds:
             raise SealError("malformed")
         return opened
 

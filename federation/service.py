@@ -23,13 +23,14 @@ import random
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from daemon.core.errors import PermissionDenied, Unavailable, error_from_body
 from daemon.core.pipeline import Pipeline
 from daemon.core.ports import UsageGate
 from daemon.runtime.config import HubConfig
@@ -42,13 +43,17 @@ from federation.links import Links
 from federation.peers import PeerTable
 from federation.sealing import Opened, ReplayGuard
 from federation.serving import PeerCalls
+from federation.sync.outbox import SyncOutbox
+from federation.sync.receiver import SyncReceiver
 from federation.transport import Libp2pNode
 
 log = logging.getLogger("democratic_ai.federation")
 
 PEERS_FILE = "peers.json"
-#: the bridge to trio hands work between two threads on every call; the default 5 ms switch interval
-#: makes each hand-over wait for the other thread's time slice (measured: half the throughput)
+#: the bridge to trio hands work between two threads on every call; with the default 5 ms switch
+#: interval a hand-over can wait out the other thread's time slice.  The bridge alone moves 30 % more
+#: round trips at 0.5 ms; whole hubs on this 2-core box showed no difference beyond noise
+#: (docs/benchmarks.md, "Federation"), so this is the cheap side of a measured trade.
 SWITCH_INTERVAL_S = 0.0005
 
 
@@ -76,7 +81,10 @@ class Federation:
         self.table = PeerTable(advert_interval_s=self.interval)
         self.transport = Libp2pNode(identity.seed, [config.p2p.listen], on_frame=self._on_frame,
                                     on_link=self._on_link, on_link_lost=self._on_link_lost)
-        self.links = Links(identity=identity, trust=trust, transport=self.transport, handler=self._serving(served),
+        #: the central node's receiver of usage batches (runtime sets it on a central node), and a site's outbox
+        self.receiver: SyncReceiver | None = None
+        self.outbox: SyncOutbox | None = None
+        self.links = Links(identity=identity, trust=trust, transport=self.transport, handler=_Requests(self),
                            hello=self._hello, on_peer=self._on_peer, on_advert=self._on_advert,
                            on_lost=self._on_lost, on_refused=self._on_refused,
                            max_calls_per_peer=2 * config.federation.max_in_flight_per_peer, clock=clock)
@@ -93,6 +101,8 @@ class Federation:
         self._dialling: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._mdns: Any = None
+
+        self.calls = self._serving(served)
 
     def _serving(self, served: UsageGate) -> PeerCalls:
         fed = self.config.federation
@@ -111,6 +121,8 @@ class Federation:
         if self.config.mdns.enabled:
             await self._start_mdns()
         self._spawn(self._tend())
+        if self.outbox is not None:
+            self._spawn(self.outbox.run())
         log.info("federation up", extra={"node_id": self.node_id, "site": self.site, "addrs": self.addrs,
                                          "fleet": self.trust.own.fleet_id if self.trust.own else ""})
 
@@ -141,6 +153,19 @@ class Federation:
             log.warning("mDNS discovery unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
             self._mdns = None
 
+    async def send_batch(self, sealed: bytes) -> int:
+        """A site's usage batch to its central node over the fleet link; the seq the centre acknowledged."""
+        central = self.config.billing.central
+        async for reply in self.links.exchange(central, sealed):
+            if reply["t"] == wire.RESULT:
+                acked = reply.get("acked")
+                if type(acked) is not int:
+                    raise Unavailable("the central node answered without an acknowledged seq")
+                return acked
+            if reply["t"] == wire.ERROR:
+                raise error_from_body({"error": reply})
+        raise Unavailable("the central node ended the exchange without an answer")
+
     # -- what operators see ---------------------------------------------------------------------
     def views(self) -> list[dict[str, Any]]:
         """``democratic-ai peers`` and GET /v1/peers: every known peer with its state and capabilities."""
@@ -151,14 +176,17 @@ class Federation:
         tick = min(1.0, self.interval / 4)
         while True:
             now = time.monotonic()
-            for node_id in self.table.expire(now):
-                log.info("peer's adverts expired: its routes are gone", extra={"peer": node_id})
-            self._advertise(now)
-            self._redial(now)
-            if now >= self._next_ping:
-                self._next_ping = now + self.interval
-                self._spawn(self._ping_all())
-                self._spawn(self._write_peers())
+            try:
+                for node_id in self.table.expire(now):
+                    log.info("peer's adverts expired: its routes are gone", extra={"peer": node_id})
+                self._advertise(now)
+                self._redial(now)
+                if now >= self._next_ping:
+                    self._next_ping = now + self.interval
+                    self._spawn(self._ping_all())
+                    self._spawn(self._write_peers())
+            except Exception:  # one bad tick must not end the fleet's tending for the life of the hub
+                log.exception("tending the fleet failed; trying again next tick")
             await asyncio.sleep(tick)
 
     def _advert(self) -> Advert:
@@ -214,7 +242,12 @@ class Federation:
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a federation task failed", exc_info=task.exception())
 
     # -- callbacks ----------------------------------------------------------------------------
     def _on_frame(self, peer_id: str, frame: bytes) -> None:
@@ -266,6 +299,24 @@ class Federation:
         addr = hint.addrs[0]
         if addr not in self._dialling:
             self._spawn(self._dial(addr if "/p2p/" in addr else f"{addr}/p2p/{hint.node_id}"))
+
+
+class _Requests:
+    """``Links``' handler: forwarded calls go to ``PeerCalls``, usage batches to the central node's receiver."""
+
+    def __init__(self, federation: Federation) -> None:
+        self.federation = federation
+
+    async def serve(self, peer: TrustedPeer, call: Opened, sealed: bytes) -> AsyncIterator[dict[str, Any]]:
+        """The reply frames for one request of ``peer``."""
+        if call.kind != wire.USAGE:
+            async for reply in self.federation.calls.serve(peer, call, sealed):
+                yield reply
+            return
+        receiver = self.federation.receiver
+        if receiver is None:
+            raise PermissionDenied("this hub is not the fleet's central billing node")
+        yield {"t": wire.RESULT, "acked": await receiver.receive(sealed, sender=peer.peer_id)}
 
 
 def _peer_of(addr: str) -> str:

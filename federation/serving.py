@@ -64,7 +64,7 @@ class PeerCalls:
         self.max_hops = max_hops
         self._clock = clock
 
-    async def serve(self, peer: TrustedPeer, call: Opened) -> AsyncIterator[dict[str, Any]]:
+    async def serve(self, peer: TrustedPeer, call: Opened, sealed: bytes = b"") -> AsyncIterator[dict[str, Any]]:
         """Reply frames for ``call``: progress parts, then ``result``; refusals raise HubError (an ``error`` frame)."""
         request, principal = self.admit(peer, call.body)
         started = time.perf_counter()

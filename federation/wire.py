@@ -6,7 +6,8 @@ Every frame is a map with a type ``t``:
   the first frame each side sends on a new link, and nothing else is read before it is accepted.
 - ``advert`` — ``sealed``: the sender's capabilities (``federation/adverts.py``), signed.
 - ``call``   — ``id``, ``sealed``: a forwarded call, signed by the sender, with the origin's signed
-  on-behalf-of assertion inside.
+  on-behalf-of assertion inside; or (sealed kind ``usage``) a site's usage batch for its central
+  node, answered by a ``result`` with ``acked``.
 - ``part``   — ``id``, ``progress``, ``message``, ``data``: progress of a streaming call.
 - ``result`` — ``id``, ``module``, ``result_json``, ``usage``, ``compute_ms``, ``receipt``.
 - ``error``  — ``id``, ``code``, ``message``, ``details``: the contract's error, end to end.
@@ -26,6 +27,8 @@ import msgpack
 MAX_FRAME = 8 << 20
 
 HELLO, ADVERT, CALL, PART, RESULT, ERROR, CANCEL = "hello", "advert", "call", "part", "result", "error", "cancel"
+#: the sealed kind of a usage batch a site sends its central node in a ``call`` frame (federation/sync/)
+USAGE = "usage"
 TYPES = frozenset((HELLO, ADVERT, CALL, PART, RESULT, ERROR, CANCEL))
 #: the frames that answer a call, by the call's ``id``
 REPLIES = frozenset((PART, RESULT, ERROR))

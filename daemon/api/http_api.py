@@ -273,12 +273,15 @@ class HttpApi:
         self.usage = usage
         #: the fleet's peers as operators see them; None on a hub with no fleet
         self.peers: Callable[[], list[dict[str, Any]]] | None = None
+        #: the central billing node's receiver of sealed usage batches; None elsewhere
+        self.sync_batch: Callable[[bytes], Awaitable[int]] | None = None
         self._routes: list[Route] = []
         self._exact: dict[str, Route] = {}
         self.add("/v1/call", POST=self.post_call)
         self.add("/v1/capabilities", GET=self.get_capabilities)
         self.add("/v1/usage", GET=self.get_usage)
         self.add("/v1/peers", GET=self.get_peers)
+        self.add("/v1/sync/batch", POST=self.post_sync_batch)
         self.add("/health", GET=self.get_health)
         self.add("/ready", GET=self.get_ready)
         self.add("/metrics", GET=self.get_metrics)
@@ -369,6 +372,16 @@ class HttpApi:
             raise PermissionDenied("the fleet's peers are for the hub's operators (super_admin)")
         return ApiResponse.json({"node_id": self.pipeline.node_id,
                                  "peers": self.peers() if self.peers is not None else []})
+
+    async def post_sync_batch(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
+        """/v1/sync/batch (central node): a site's sealed usage batch; ``{"acked": seq}`` once it is durable.
+
+        No API key: the batch proves itself (the site's node key and its fleet certificate, checked
+        by the receiver). NOT_FOUND on a hub that is not the central node.
+        """
+        if self.sync_batch is None:
+            raise NotFound("this hub is not a central billing node")
+        return ApiResponse.json({"acked": await self.sync_batch(request.body)})
 
     async def get_usage(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
         """/v1/usage?period= (billing:read): the tenant's usage report; NOT_FOUND when billing is off."""

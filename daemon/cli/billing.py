@@ -9,6 +9,11 @@ the file's true head under SQLite's write lock, so it is safe beside a running d
 
 Tenants are looked up in tenancy.db read-only, by name, without opening the TenancyStore:
 billing never writes there.
+
+On the central billing node, ``invoice --all-sites`` bills a tenant (the same id at every site)
+from ``central.db``, the rows every site synced there: one invoice whose usage totals all sites,
+and each site's share beside it.  ``usage`` takes sub-commands from the caller
+(``usage export``, see sync.py) while ``usage --tenant NAME`` stays as it was.
 """
 
 from __future__ import annotations
@@ -18,16 +23,24 @@ import asyncio
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.cli.errors import CliError
 from daemon.cli.ledger import ledger_path
 from daemon.cli.output import print_json
 from daemon.cli.parsing import SubParsers, add_command, add_config_option, add_group
 from daemon.runtime.config import HubConfig, PlanConfig, state_dir_of
+
+if TYPE_CHECKING:
+    from daemon.metering.billing import Invoice
+
+#: ``register``'s hook that adds sub-commands under ``usage`` (``usage export``): gets the
+#: sub-parsers of ``usage`` and the parents every leaf takes
+UsageSubcommands = Callable[[SubParsers, list[argparse.ArgumentParser]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +115,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
     """A tenant's usage summary for a month (default: this month, UTC), with its credits."""
     from daemon.metering.billing import current_period, invoice_from_file, report
 
+    if not args.tenant:  # not required by argparse, so that ``usage export`` needs no tenant
+        raise CliError("usage: --tenant NAME is required (or: usage export --format cloudevents)")
     config = HubConfig.from_toml(getattr(args, "config", None))
     state_dir = _state_dir(args, config)
     tenant = find_tenant(state_dir, args.tenant)
@@ -123,6 +138,8 @@ def cmd_invoice(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args, config)
     tenant = find_tenant(state_dir, args.tenant)
     plan_name, plan = _plan(args, config, state_dir, tenant)
+    if args.all_sites:
+        return _all_sites_invoice(args, state_dir, tenant, plan_name, plan)
     inv = invoice_from_file(_need_ledger(state_dir), tenant.id, plan_name, plan, args.period,
                             tenant.timezone, tenant.name)
     if sys.stdout.isatty() and not args.json:
@@ -130,6 +147,44 @@ def cmd_invoice(args: argparse.Namespace) -> int:
     else:
         print_json(inv.to_dict())
     return 0
+
+
+def _all_sites_invoice(args: argparse.Namespace, state_dir: Path, tenant: TenantRow, plan_name: str,
+                       plan: PlanConfig) -> int:
+    """``invoice --all-sites``: the tenant's invoice from every site's rows in central.db, with each site's share.
+
+    The central ledger files each row under a billing period (a late row past the grace days
+    under the month it arrived in, as an adjustment), and the invoice takes the rows filed under its own.
+    """
+    from daemon.cli.sync import open_central
+    from daemon.metering.billing import build_invoice, metric_quantities, parse_period
+    from daemon.metering.central import combine_totals
+
+    bounds = parse_period(args.period)
+    central = open_central(state_dir)
+    names = {site.node_id: site.name for site in central.sites()}
+    site_totals = central.totals(tenant.id, bounds.label)  # a year: its twelve months
+    inv = build_invoice(combine_totals(tenant.id, site_totals.values()), plan_name, plan, bounds,
+                        tenant.timezone, tenant.name)
+    sites = [{"node_id": node_id, "name": names.get(node_id, ""), "events": totals.events,
+              "usage": {metric: f"{quantity:f}" for metric, quantity in metric_quantities(totals).items()}}
+             for node_id, totals in sorted(site_totals.items(), key=lambda item: (names.get(item[0], ""), item[0]))]
+    if sys.stdout.isatty() and not args.json:
+        print(inv.render_table())
+        print(_sites_table(inv, sites))
+    else:
+        print_json({**inv.to_dict(), "sites": sites})
+    return 0
+
+
+def _sites_table(inv: Invoice, sites: list[dict[str, Any]]) -> str:
+    """Each metric of the invoice, then one line per site under it: where the usage came from."""
+    lines = ["", "By site:"]
+    for metric, total in inv.usage.items():
+        lines.append(f"  {metric}: {total:f}")
+        for site in sites:
+            lines.append(f"    {site['name'] or site['node_id']}  {site['usage'].get(metric, '0')}")
+    return "\n".join(lines)
 
 
 def _write(args: argparse.Namespace, kind: str) -> int:
@@ -173,16 +228,26 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: SubParsers, parents: list[argparse.ArgumentParser]) -> None:
-    """Add ``usage``, ``invoice`` and ``credits top-up | enable | balance``."""
+def register(subparsers: SubParsers, parents: list[argparse.ArgumentParser], *,
+             usage_subcommands: UsageSubcommands | None = None) -> None:
+    """Add ``usage``, ``invoice`` and ``credits top-up | enable | balance``.
+
+    ``usage_subcommands`` adds sub-commands under ``usage`` (main.py passes ``usage export``).  They
+    are optional: ``usage --tenant NAME`` (no sub-command) is the usage summary, as it always was.
+    """
     usage = add_command(subparsers, "usage", parents, "a tenant's usage summary", cmd_usage)
-    usage.add_argument("--tenant", required=True, metavar="NAME")
+    usage.add_argument("--tenant", metavar="NAME", help="the tenant (required without a sub-command)")
     usage.add_argument("--period", metavar="YYYY-MM", help="default: the current month (UTC)")
     add_config_option(usage)
+    if usage_subcommands is not None:
+        usage_subcommands(usage.add_subparsers(dest="usage_command", required=False, metavar="[export]"),
+                          parents)
 
     invoice = add_command(subparsers, "invoice", parents, "a tenant's invoice for a month", cmd_invoice)
     invoice.add_argument("--tenant", required=True, metavar="NAME")
     invoice.add_argument("--period", required=True, metavar="YYYY-MM")
+    invoice.add_argument("--all-sites", action="store_true",
+                         help="on the central billing node: one invoice across every site (from central.db)")
     invoice.add_argument("--json", action="store_true", help="JSON even on a terminal")
     add_config_option(invoice)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import __version__
-from daemon.cli import backup, billing, call, doctor, fleet, keys, ledger, peers, tenants, users
+from daemon.cli import backup, billing, call, doctor, fleet, keys, ledger, peers, sync, tenants, users
 from daemon.cli.errors import CommandFailed
 from daemon.cli.parsing import add_command, state_dir_parent
 from daemon.core.errors import HubError
@@ -35,12 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     tenants.register(sub, parents, export_extra=export_ledger)
     users.register(sub, parents)
     keys.register(sub, parents)
-    billing.register(sub, parents)
+    billing.register(sub, parents, usage_subcommands=sync.register_usage_export)
     ledger.register(sub, parents)
     doctor.register(sub, parents)
     backup.register(sub, parents)
     fleet.register(sub, parents)
     peers.register(sub, parents)
+    sync.register(sub, parents)
     return parser
 
 

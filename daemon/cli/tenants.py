@@ -28,7 +28,7 @@ def _create(store: TenancyStore, args: argparse.Namespace) -> int:
     plans = _plans(args)
     if args.plan not in plans:
         raise CliError(f"plan: {args.plan!r} is not one of {', '.join(plans)}")
-    tenant = store.create_tenant(args.name, args.plan)
+    tenant = store.create_tenant(args.name, args.plan, tenant_id=args.id)
     audit(store, "tenant.create", tenant.id, f"tenant:{tenant.id}")
     print(f"created tenant {tenant.name} (plan {tenant.plan}, id {tenant.id})")
     return 0
@@ -58,6 +58,8 @@ def register(subparsers: SubParsers, parents: list[argparse.ArgumentParser], *,
     p = add_command(tenants, "create", parents, "create a tenant", with_store(_create))
     p.add_argument("name")
     p.add_argument("--plan", default="starter", help="a plan from the config (default: starter)")
+    p.add_argument("--id", metavar="UUID",
+                   help="the tenant's id (default: a new one); give a tenant the same id at every site of a fleet")
     add_command(tenants, "list", parents, "list tenants", with_store(_list))
     p = add_command(tenants, "export", parents, "print everything held about a tenant, as JSON",
                     with_store(_export(export_extra)))

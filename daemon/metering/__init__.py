@@ -8,6 +8,8 @@ billing.py — plans as data: Invoice/InvoiceLine from a period's UsageTotals, U
     (``GET /v1/usage``), ``export_usage`` for ``tenant export``.
 served.py — ServedForPeers: the gate of calls fleet peers forward here (bounded per origin node,
     recorded as kind ``served``, no credits: the origin bills its caller).
+central.py — CentralLedger: the central billing node's ``central.db`` (every site's rows by
+    (site node id, seq), chain-checked, idempotent ingest), totals, settlement, CloudEvents export.
 plans.py — ``plans.json`` in the state dir: the plans the hub serves with, for admin commands.
 ledger/ — the append-only, hash-chained usage ledger (see ledger/__init__.py).
 """

@@ -197,6 +197,8 @@ class BillingConfig:
     batch_max: int = 1000
     #: the central node's HTTP door (https://host:port), for a centre outside the fleet's libp2p network
     central_url: str = ""
+    #: a CA file (PEM) to trust for ``central_url`` besides the system's: the centre's own self-signed certificate
+    central_ca: str = ""
     #: a late event for a closed month still counts in it this many days after the month's end
     grace_days: float = 5.0
 

@@ -15,10 +15,13 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client import Counter
 
 from daemon.api.http_api import HttpApi
 from daemon.core.errors import ConfigError, Unavailable
@@ -30,13 +33,16 @@ from daemon.runtime.config import GrpcConfig, HttpConfig, HubConfig
 from daemon.runtime.files import atomic_write
 from daemon.runtime.listen import parse_listen, serves_tls
 from daemon.runtime.metrics import HubMetrics
-from daemon.runtime.tls import TlsPair, ensure_pair
+from daemon.runtime.tls import TlsPair, client_context, ensure_pair
 
 if TYPE_CHECKING:
     from daemon.doors.http import HttpDoor
     from daemon.metering.ledger.process import LedgerProcess
     from daemon.runtime.assembly import Parts
+    from federation.identity import FleetTrust, NodeIdentity
     from federation.service import Federation
+    from federation.sync.outbox import SyncOutbox
+    from federation.sync.receiver import SyncReceiver
 
 log = logging.getLogger("democratic_ai.hub")
 
@@ -258,10 +264,63 @@ class Hub:
         served = ServedForPeers(parts.ledger, max_in_flight_per_peer=config.federation.max_in_flight_per_peer)
         self.federation = Federation(config=config, identity=identity, trust=trust, pipeline=self.pipeline,
                                      served=served, registry=self.metrics.registry)
+        if config.billing.role == "central":
+            self.federation.receiver = self._central_receiver(trust, state_dir, stack)
+            api.sync_batch = self.federation.receiver.receive
+        elif config.billing.central:
+            self.federation.outbox = self._outbox(identity, trust, state_dir, self.federation)
         await self.federation.start(state_dir)
         stack.push_async_callback(self.federation.close)
         self.pipeline.forwarder = self.federation.forwarder
         api.peers = self.federation.views
+
+    def _central_receiver(self, trust: FleetTrust, state_dir: Path, stack: contextlib.AsyncExitStack) -> SyncReceiver:
+        """The central node: every site's batches, checked, into ``central.db`` through one writer thread."""
+        from daemon.metering.central import CENTRAL_FILE, CentralLedger
+        from federation.sealing import ReplayGuard
+        from federation.sync.receiver import SyncReceiver
+
+        central = CentralLedger(state_dir / CENTRAL_FILE, grace_days=self.config.billing.grace_days,
+                                registry=self.metrics.registry)
+        writer = ThreadPoolExecutor(1, thread_name_prefix="central-ledger")
+        stack.callback(central.close)
+        stack.callback(writer.shutdown)
+        refusals = Counter("democratic_ai_sync_refusals", "Usage batches the central node refused, by reason",
+                           ["reason"], registry=self.metrics.registry)
+
+        async def ingest(site: str, name: str, rows: list[list[Any]]) -> int:
+            return await asyncio.get_running_loop().run_in_executor(writer, central.ingest, site, name, rows)
+
+        def refused(site: str, message: str) -> None:
+            refusals.labels("refused").inc()
+            log.error("a site's usage batch was refused", extra={"peer": site, "error": message})
+
+        return SyncReceiver(trust=trust, guard=ReplayGuard(), ingest=ingest, on_refused=refused,
+                            on_denied=lambda reason: refusals.labels(reason).inc())
+
+    def _outbox(self, identity: NodeIdentity, trust: FleetTrust, state_dir: Path,
+                federation: Federation) -> SyncOutbox:
+        """A site: its ledger pushed to the central node, over the fleet link or ``[billing] central_url``."""
+        from daemon.metering.ledger.reader import ledger_head, rows_after
+        from daemon.metering.ledger.writer import LEDGER_FILE
+        from federation.sync.http import post_batch
+        from federation.sync.outbox import SyncOutbox
+
+        billing = self.config.billing
+        ledger = state_dir / LEDGER_FILE
+        send: Callable[[bytes], Awaitable[int]] = federation.send_batch
+        if billing.central_url:
+            url = billing.central_url
+            context = client_context(Path(billing.central_ca)) if url.startswith("https:") else None
+
+            async def send_https(data: bytes) -> int:
+                return await post_batch(url, data, context)
+
+            send = send_https
+        return SyncOutbox(identity=identity, cert=trust.own, state_dir=state_dir,
+                          read_rows=lambda after, limit: rows_after(ledger, after, limit),
+                          head=lambda: ledger_head(ledger), send=send, interval_s=billing.sync_interval_s,
+                          batch_max=billing.batch_max, central=billing.central)
 
     def _serving_status(self) -> str:
         handles = self.host.handles() if self.host is not None else []

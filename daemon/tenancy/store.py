@@ -47,6 +47,17 @@ def family_key(family: str) -> str:
     return f"fam:{family}"
 
 
+def canonical_tenant_id(text: str) -> str:
+    """A tenant id given by an operator, as a UUID's canonical text; ValidationError if it is not a UUID."""
+    try:
+        if not isinstance(text, str) or len(text) > 64:
+            raise ValueError(text)
+        return str(uuid.UUID(text.strip()))
+    except ValueError:
+        raise ValidationError(f"id: {str(text)[:64]!r} is not a UUID (e.g. {uuid.UUID(int=0)})",
+                              {"field": "id"}) from None
+
+
 class TenancyStore(TenancyDatabase):
     """The tenancy database's queries.  ``async with TenancyStore(dir)`` in the daemon; plain calls in the CLI."""
 
@@ -74,9 +85,13 @@ class TenancyStore(TenancyDatabase):
     # tenants
 
     def _insert_tenant(
-        self, conn: sqlite3.Connection, name: str, plan: str, timezone: str, credits: bool
+        self, conn: sqlite3.Connection, name: str, plan: str, timezone: str, credits: bool,
+        tenant_id: str | None = None,
     ) -> Tenant:
-        tenant = Tenant(str(uuid.uuid4()), name, plan, "active", timezone, credits, iso(self._clock()))
+        tenant = Tenant(tenant_id or str(uuid.uuid4()), name, plan, "active", timezone, credits, iso(self._clock()))
+        if tenant_id is not None and conn.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,)).fetchone():
+            # checked first, inside the write transaction: the name's UNIQUE error would name the wrong field
+            raise Conflict(f"a tenant with id {tenant_id} already exists", {"field": "id"})
         try:
             conn.execute(
                 "INSERT INTO tenants (id, name, plan, status, timezone, credits_enabled, created_at)"
@@ -88,10 +103,18 @@ class TenancyStore(TenancyDatabase):
         return tenant
 
     def create_tenant(
-        self, name: str, plan: str = "starter", *, timezone: str = "UTC", credits_enabled: bool = False
+        self, name: str, plan: str = "starter", *, timezone: str = "UTC", credits_enabled: bool = False,
+        tenant_id: str | None = None,
     ) -> Tenant:
-        """A new active tenant; Conflict when the name is taken."""
+        """A new active tenant; Conflict when the name (or the id) is taken.
+
+        ``tenant_id`` gives the tenant a chosen id instead of a fresh one: a tenant is the same tenant
+        across a fleet when it has the same id at every site, and the central node bills by that id.
+        It must be a UUID; it is stored in its canonical form (lowercase, hyphenated).
+        """
         check_tenant_name(name)
+        if tenant_id is not None:
+            tenant_id = canonical_tenant_id(tenant_id)
         if not isinstance(plan, str) or not plan:
             raise ValidationError("plan: must be a plan name", {"field": "plan"})
         try:
@@ -99,7 +122,7 @@ class TenancyStore(TenancyDatabase):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
             raise ValidationError(f"timezone: {timezone!r} is not a time zone", {"field": "timezone"}) from None
         with self._write() as conn:
-            return self._insert_tenant(conn, name, plan, timezone, bool(credits_enabled))
+            return self._insert_tenant(conn, name, plan, timezone, bool(credits_enabled), tenant_id)
 
     def list_tenants(self) -> list[Tenant]:
         """Every tenant, by name (operators only: this crosses tenants)."""

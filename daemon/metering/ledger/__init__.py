@@ -5,6 +5,7 @@ events.py — UsageEvent, what a caller states, and its validation against the M
 chain.py — the schema, ``entry_hash``, ``chain_rows`` (events -> linked rows, sans-IO) and
     ``verify``, the end-to-end check of a file.
 totals.py — UsageTotals/``read_totals`` and ``read_balance``: read-only queries any process may run.
+reader.py — ``rows_after`` and ``ledger_head``: what a site's sync outbox and export read, read-only.
 writer.py — UsageLedger, the group-commit writer thread, and Ledger, the protocol the gate needs.
 process.py — LedgerProcess: the same writer in a child process, spoken to over msgpack frames;
     it starts a new writer when one dies and replays what the dead one did not answer.
