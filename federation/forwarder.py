@@ -17,6 +17,7 @@ served-by-peer.  Here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,6 +32,7 @@ from daemon.core.errors import (
     ValidationError,
     error_from_body,
 )
+from daemon.core.pipeline import each_by
 from daemon.core.ports import not_found
 from federation import wire
 from federation.identity import NodeCertificate, NodeIdentity
@@ -112,31 +114,29 @@ class PeerForwarder:
             started = self._monotonic()
             attempt_deadline = loop.time() + attempt_s
             yielded = False
-            replies = self.links.exchange(peer_id, self._sealed_call(envelope, attempt_s, stream))
+            # the attempt's deadline bounds each wait for the peer; leaving unfinished cancels it there
+            replies = each_by(self.links.exchange(peer_id, self._sealed_call(envelope, attempt_s, stream)),
+                              attempt_deadline)
             try:
-                while True:
-                    # the attempt's deadline bounds each wait for the peer, never a yield to the caller
-                    async with asyncio.timeout_at(attempt_deadline):
-                        reply = await anext(replies)
-                    if reply["t"] == wire.PART:
-                        yielded = True
-                        yield _progress(envelope, reply)
-                    elif reply["t"] == wire.RESULT:
-                        forwarded = _forwarded(reply)
-                        self.table.succeeded(peer_id, max(0.0, self._monotonic() - started
-                                                          - forwarded.compute_ms / 1000), self._monotonic())
-                        yield forwarded
-                        return
-                    else:
-                        raise error_from_body({"error": reply})
+                async with contextlib.aclosing(replies):
+                    async for reply in replies:
+                        if reply["t"] == wire.PART:
+                            yielded = True
+                            yield _progress(envelope, reply)
+                        elif reply["t"] == wire.RESULT:
+                            forwarded = _forwarded(reply)
+                            self.table.succeeded(peer_id, max(0.0, self._monotonic() - started
+                                                              - forwarded.compute_ms / 1000), self._monotonic())
+                            yield forwarded
+                            return
+                        else:
+                            raise error_from_body({"error": reply})
             except TimeoutError:
                 last = Unavailable(f"the peer {peer_id} did not answer within {attempt_s:.1f} s")
             except HubError as exc:
                 if exc.code not in FAILOVER_CODES:
                     raise
                 last = exc
-            finally:
-                await replies.aclose()  # type: ignore[attr-defined]  # an unfinished call is cancelled at the peer
             self.table.failed(peer_id, self._monotonic())
             if yielded:
                 raise last  # part of the stream reached the caller: another peer cannot take it over

@@ -69,6 +69,25 @@ def encode_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+async def each_by(stream: AsyncIterator[Any], deadline: float | None) -> AsyncGenerator[Any, None]:
+    """``stream``'s items, each wait for the next bounded by ``deadline`` (loop time; None: unbounded).
+
+    The deadline bounds each await, never a yield: a timeout must not fire in the consumer. The
+    stream is closed when this generator is: use it under ``contextlib.aclosing`` so that happens
+    at once however the iteration ends (finished, failed, or left early by the consumer).
+    """
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await anext(stream)
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
 class Pipeline:
     """The doors' one entry point: ``call``, ``stream`` and ``capabilities``; ``drain`` ends it."""
 
@@ -216,21 +235,15 @@ class Pipeline:
                               usage: UsageGate) -> AsyncIterator[ProgressPart | CallResult]:
         admission = await usage.admit(envelope)
         try:
-            stream = self.forwarder.forward_stream(envelope)
-            try:
-                while True:
-                    try:
-                        async with asyncio.timeout_at(envelope.deadline):
-                            part = await anext(stream)
-                    except StopAsyncIteration:
-                        break
+            # leaving early closes the forwarder's stream, which cancels the call at the peer
+            parts = each_by(self.forwarder.forward_stream(envelope), envelope.deadline)
+            async with contextlib.aclosing(parts):
+                async for part in parts:
                     if isinstance(part, ProgressPart):
                         yield part
                     else:
                         yield await self._record_forwarded(envelope, part, admission, usage)
                         return
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]  # closing it cancels the call at the peer
             raise Unavailable("the peer ended the stream without an answer")
         finally:
             usage.release(admission)
@@ -388,24 +401,16 @@ class Pipeline:
     async def _execute_stream(self, envelope: Envelope, handle: ModuleHandle, admission: Admission,
                               usage: UsageGate) -> AsyncIterator[ProgressPart | CallResult]:
         call = self._call_for(envelope)
-        # the deadline bounds each await, never a yield: a timeout must not fire in the consumer
         async with self.host.scheduler(handle.module_id).slot(envelope.priority, envelope.deadline):
             started = time.perf_counter()
             result: Any = None
-            stream = handle.stream(envelope.action, envelope.payload, call)
-            try:
-                while True:
-                    try:
-                        async with asyncio.timeout_at(envelope.deadline):
-                            part = await anext(stream)
-                    except StopAsyncIteration:
-                        break
+            parts = each_by(handle.stream(envelope.action, envelope.payload, call), envelope.deadline)
+            async with contextlib.aclosing(parts):  # closed at once however this generator ends
+                async for part in parts:
                     if isinstance(part, Progress):
                         yield ProgressPart(envelope.id, part.progress, part.message, part.data)
                     else:
                         result = part
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
             compute_ms = (time.perf_counter() - started) * 1000
         yield await self._record(envelope, handle, call, result, compute_ms, admission, usage)
 

@@ -269,6 +269,7 @@ class Hub:
             api.sync_batch = self.federation.receiver.receive
         elif config.billing.central:
             self.federation.outbox = self._outbox(identity, trust, state_dir, self.federation)
+            parts.ledger.on_committed = self.federation.outbox.wake  # usage reaches the centre in moments
         await self.federation.start(state_dir)
         stack.push_async_callback(self.federation.close)
         self.pipeline.forwarder = self.federation.forwarder

@@ -45,6 +45,8 @@ OUTBOX_FILE = "sync/outbox.json"
 MAX_STATE_BYTES = 64 << 10
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 60.0
+#: after ``wake()``, how long the outbox waits for more rows before it sends (a burst becomes one batch)
+COALESCE_S = 0.2
 #: how long a send may take before it counts as failed
 SEND_TIMEOUT_S = 30.0
 #: the longest error text kept (status, file)
@@ -325,7 +327,7 @@ class SyncOutbox:
         return min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, delay))
 
     async def _idle(self, delay: float) -> None:
-        """Wait ``delay`` or until ``wake()``, whichever is first."""
+        """Wait ``delay`` or until ``wake()``, whichever is first; after a wake, gather a moment's rows."""
         if not self._woken.is_set():
             waiter = asyncio.ensure_future(self._woken.wait())
             sleeper = asyncio.ensure_future(self._sleep(delay))
@@ -336,4 +338,7 @@ class SyncOutbox:
                     task.cancel()
                 # the children's own cancellation comes back as a result, never raised: ours still propagates
                 await asyncio.gather(waiter, sleeper, return_exceptions=True)
-        self._woken.clear()
+        if self._woken.is_set():
+            self._woken.clear()
+            # woken by new rows: a short pause lets a burst of calls travel as one batch, not one each
+            await self._sleep(min(COALESCE_S, delay))

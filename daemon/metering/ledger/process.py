@@ -92,6 +92,8 @@ class LedgerProcess:
         self._reader: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._pending: dict[int, _Sent] = {}
+        #: called after each committed event (a site's usage sync wakes on it); must be cheap, on the loop
+        self.on_committed: Callable[[], None] | None = None
         self._next_id = 0
         self._balances: dict[str, Decimal] = {}
         self._metrics = b""
@@ -326,6 +328,8 @@ class LedgerProcess:
                 if balance is not None:
                     self._balances[tenant_id] = Decimal(balance)
                 sent.future.set_result(Receipt(seq, digest))
+                if self.on_committed is not None:
+                    self.on_committed()
             else:
                 _, _, code, message = frame
                 sent.future.set_exception(ERRORS_BY_CODE.get(code, Unavailable)(message))

@@ -7,6 +7,7 @@ here (who may call whom, which peer serves, what each ledger records) never depe
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -283,3 +284,20 @@ async def test_an_error_of_the_peers_module_reaches_the_caller_with_its_code(tmp
             await call(a, "weather.now", "not an object")  # the peer's schema check refuses it
         assert caught.value.code == "VALIDATION_ERROR"
         assert a.gate.recorded == []  # nothing billed for a refused call
+
+
+async def test_a_replayed_advert_is_refused_and_the_link_that_carried_it_dropped(
+        tmp_path: Path, fleet: FleetKey) -> None:
+    network = MemoryNetwork()
+    async with member(network, tmp_path, "origin", [], fleet=fleet) as a, \
+            member(network, tmp_path, "far", [Weather()], fleet=fleet) as b:
+        await network.connect(a.node_id, b.node_id)
+        b.advertise()
+        await settle()
+        assert "weather.now" in a.table.actions(time.monotonic())
+        advert = next(frame for peer, frame in b.transport.sent
+                      if peer == a.node_id and wire.decode(frame)["t"] == wire.ADVERT)
+        a.links.on_frame(b.node_id, advert)  # the same signed advert, again
+        await settle()
+        assert "replay" in a.refusals
+        assert a.links.peer(b.node_id) is None
