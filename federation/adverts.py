@@ -29,6 +29,9 @@ MAX_SCHEMA_BYTES = 64 << 10  # each schema, as canonical JSON
 MAX_SCHEMA_DEPTH = 64  # nesting of objects and arrays in a schema
 MAX_DESCRIPTION = 4096
 MAX_ADDRS = 16
+#: fleet peers one advert may name, and addresses per peer
+MAX_PEER_HINTS = 32
+MAX_PEER_ADDRS = 4
 MAX_ADDR = 256
 MAX_SITE = 64
 MAX_VERSION = 32
@@ -119,6 +122,9 @@ class Advert:
     free_slots: int
     capabilities: tuple[AdvertisedCapability, ...]
     addrs: tuple[str, ...] = ()
+    #: the fleet peers the sender is linked to, as (node id, addresses): how a hub that bootstrapped
+    #: from one peer finds the rest of the fleet (a hint to dial; each still proves itself on its link)
+    peers: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def to_body(self) -> dict[str, Any]:
         """The msgpack-ready map sealed into an ``advert`` frame."""
@@ -131,6 +137,7 @@ class Advert:
             "free_slots": self.free_slots,
             "capabilities": [c.to_body() for c in self.capabilities],
             "addrs": list(self.addrs),
+            "peers": [[node_id, list(addrs)] for node_id, addrs in self.peers],
         }
 
     @classmethod
@@ -162,6 +169,7 @@ class Advert:
         for i, addr in enumerate(addrs):
             if not isinstance(addr, str) or not 0 < len(addr) <= MAX_ADDR or not addr.startswith("/"):
                 raise AdvertError(f"addrs[{i}]", f"must be a multiaddr of 1-{MAX_ADDR} characters")
+        peers = _peers(body.get("peers", []))
         raw = body.get("capabilities")
         if not isinstance(raw, list | tuple) or len(raw) > MAX_CAPABILITIES:
             raise AdvertError("capabilities", f"must be a list of at most {MAX_CAPABILITIES} capabilities")
@@ -173,11 +181,29 @@ class Advert:
                 raise AdvertError(f"capabilities[{i}].action", "is advertised twice")
             actions.add(capability.action)
             capabilities.append(capability)
-        return cls(node_id, site, seq, version, float(load), free_slots, tuple(capabilities), tuple(addrs))
+        return cls(node_id, site, seq, version, float(load), free_slots, tuple(capabilities), tuple(addrs), peers)
 
     def actions(self) -> frozenset[str]:
         """The action names this advert carries."""
         return frozenset(c.action for c in self.capabilities)
+
+
+def _peers(raw: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The ``peers`` field: at most MAX_PEER_HINTS entries of [node id, [at most 4 multiaddrs]]."""
+    if not isinstance(raw, list | tuple) or len(raw) > MAX_PEER_HINTS:
+        raise AdvertError("peers", f"must be a list of at most {MAX_PEER_HINTS} peers")
+    peers = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, list | tuple) or len(item) != 2:
+            raise AdvertError(f"peers[{i}]", "must be [node id, addresses]")
+        node_id, addrs = item
+        if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id) or len(node_id) > MAX_NODE_ID:
+            raise AdvertError(f"peers[{i}][0]", "must be a base58 peer id")
+        if not isinstance(addrs, list | tuple) or len(addrs) > MAX_PEER_ADDRS or not all(
+                isinstance(a, str) and 0 < len(a) <= MAX_ADDR and a.startswith("/") for a in addrs):
+            raise AdvertError(f"peers[{i}][1]", f"must be at most {MAX_PEER_ADDRS} multiaddrs")
+        peers.append((node_id, tuple(addrs)))
+    return tuple(peers)
 
 
 def next_seq(previous: int, wall_now: float) -> int:

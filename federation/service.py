@@ -9,6 +9,8 @@ closes it before the modules stop.  One task tends the fleet, once per tick:
 - expiry: a peer's advert older than 3 intervals is dropped with its routes;
 - redial: bootstrap peers and lost peers are dialled again with backoff and jitter (py-libp2p
   does not reconnect by itself);
+- peer exchange: each advert names the peers its sender is linked to, so a hub that bootstraps
+  from one peer dials the rest of the fleet (each still proves itself with its certificate);
 - round trips: each peer is pinged once per interval; the table weighs peers by it;
 - ``peers.json`` in the state dir: what ``democratic-ai peers`` prints.
 """
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import socket
 import sys
@@ -36,7 +39,7 @@ from daemon.core.ports import UsageGate
 from daemon.runtime.config import HubConfig
 from daemon.runtime.files import atomic_write
 from federation import wire
-from federation.adverts import Advert, AdvertError, capabilities_of
+from federation.adverts import MAX_PEER_ADDRS, MAX_PEER_HINTS, Advert, AdvertError, capabilities_of
 from federation.forwarder import PeerForwarder
 from federation.identity import FleetTrust, NodeIdentity, TrustedPeer
 from federation.links import Links
@@ -50,6 +53,9 @@ from federation.transport import Libp2pNode
 log = logging.getLogger("democratic_ai.federation")
 
 PEERS_FILE = "peers.json"
+#: a peer heard of (mDNS, another peer's advert) but not linked is dialled again at most this often
+HINT_RETRY_S = 30.0
+MAX_HINTED = 256
 #: the bridge to trio hands work between two threads on every call; with the default 5 ms switch
 #: interval a hand-over can wait out the other thread's time slice.  The bridge alone moves 30 % more
 #: round trips at 0.5 ms; whole hubs on this 2-core box showed no difference beyond noise
@@ -99,6 +105,7 @@ class Federation:
         self._next_ping = 0.0
         self._bootstrap_due: dict[str, tuple[float, float]] = {}  # addr -> (next try, backoff)
         self._dialling: set[str] = set()
+        self._hinted: dict[str, float] = {}  # node id -> when we last dialled it on a hint
         self._tasks: set[asyncio.Task[Any]] = set()
         self._mdns: Any = None
 
@@ -191,9 +198,13 @@ class Federation:
 
     def _advert(self) -> Advert:
         load, free = self.pipeline.load()
+        linked = {peer.peer_id for peer in self.links.peers()}
+        peers = tuple((view.node_id, tuple(view.addrs[:MAX_PEER_ADDRS]))
+                      for view in self.table.views(time.monotonic())
+                      if view.node_id in linked and view.addrs)[:MAX_PEER_HINTS]
         return Advert(node_id=self.node_id, site=self.site, seq=self._advert_seq, version=self.version,
                       load=load, free_slots=free, capabilities=capabilities_of(self.pipeline.own_capabilities()),
-                      addrs=tuple(self.addrs))
+                      addrs=tuple(self.addrs), peers=peers)
 
     def _advertise(self, now: float) -> None:
         capabilities = capabilities_of(self.pipeline.own_capabilities())
@@ -283,7 +294,9 @@ class Federation:
         if advert.node_id != peer.peer_id:
             self._on_refused("advert_for_another_node")
             return
-        self.table.apply_advert(advert, time.monotonic())
+        if self.table.apply_advert(advert, time.monotonic()):
+            for node_id, addrs in advert.peers:  # the fleet beyond our bootstrap peers: worth a dial
+                self._dial_hint(node_id, addrs)
 
     def _on_lost(self, peer_id: str) -> None:
         self.table.lost(peer_id, time.monotonic())
@@ -293,12 +306,23 @@ class Federation:
         self._refusals.labels(reason).inc()
 
     def _on_hint(self, hint: Any) -> None:
-        linked = {peer.peer_id for peer in self.links.peers()}
-        if hint.node_id in linked or not hint.addrs:
+        """An mDNS record: a peer to dial (it proves itself on the link)."""
+        self._dial_hint(hint.node_id, tuple(hint.addrs))
+
+    def _dial_hint(self, node_id: str, addrs: tuple[str, ...]) -> None:
+        """Dial a peer we heard of (mDNS, another peer's advert) unless linked, being dialled or tried lately."""
+        now = time.monotonic()
+        if node_id == self.node_id or not addrs or self.links.peer(node_id) is not None:
             return
-        addr = hint.addrs[0]
+        if now - self._hinted.get(node_id, -math.inf) < HINT_RETRY_S:
+            return
+        if len(self._hinted) >= MAX_HINTED:  # bounded: forget the longest-ago attempt
+            del self._hinted[min(self._hinted, key=self._hinted.__getitem__)]
+        self._hinted[node_id] = now
+        addr = addrs[0]
+        addr = addr if "/p2p/" in addr else f"{addr}/p2p/{node_id}"
         if addr not in self._dialling:
-            self._spawn(self._dial(addr if "/p2p/" in addr else f"{addr}/p2p/{hint.node_id}"))
+            self._spawn(self._dial(addr))
 
 
 class _Requests:

@@ -5,7 +5,9 @@ each in one step: the copy is the database as of one read transaction, so it hol
 made before it began (every receipt already acknowledged: usage is durable before the reply) and
 no half of a later one.  The ledger writer's own process keeps writing in WAL mode meanwhile.
 Beside them go the keys and certificates (jwt.secret, bootstrap-admin.key when still there,
-tls/*) and plans.json; runtime state (endpoints.json, peers.json, logs, the model cache) does not.
+tls/*, the node key and fleet certificate), plans.json and the usage sync's acknowledgement
+(central.db too, on a central billing node); runtime state (endpoints.json, peers.json, logs,
+the model cache) does not.
 ``manifest.json`` lists each file's sha256 and size and the hub's version.  Every file is 0600,
 DEST 0700.
 
@@ -36,9 +38,11 @@ from daemon.runtime.config import state_dir_of
 
 MANIFEST = "manifest.json"
 FORMAT = 1
-DATABASES = ("tenancy.db", "ledger.db")
-#: the other files a backup holds, when present; tls/ is taken whole
-KEY_FILES = ("jwt.secret", "bootstrap-admin.key", "plans.json")
+#: central.db only on a central billing node: every site's usage
+DATABASES = ("tenancy.db", "ledger.db", "central.db")
+#: the other files a backup holds, when present; tls/ is taken whole.  node.key is the hub's identity
+#: in its fleet (its certificate is for that key); sync/outbox.json is what the centre acknowledged
+KEY_FILES = ("jwt.secret", "bootstrap-admin.key", "plans.json", "node.key", "fleet/node.cert", "sync/outbox.json")
 TLS_DIR = "tls"
 _CHUNK = 1 << 20
 

@@ -187,6 +187,20 @@ async def test_a_stream_crosses_the_hop_part_by_part(members: dict[str, Member])
     assert outcome.code is None and outcome.progress == [0.25, 0.5, 0.75]
 
 
+async def test_a_hub_that_bootstraps_from_one_peer_finds_the_rest_of_the_fleet_through_it(
+        members: dict[str, Member], fleet_dir: Path, fleet: FleetKey) -> None:
+    left, right = members["left"], members["right"]
+    newcomer = enrol(fleet_dir, "newcomer", fleet, ("text.summarize",), bootstrap=[left.addr])
+    newcomer.hub.start()
+    try:
+        # right is named nowhere in its config: left's adverts carry the peers left is linked to
+        serving = await until(lambda: _both(serves_echo(newcomer), {left.node_id, right.node_id}),
+                              "the newcomer to reach right through left")
+        assert set(serving) == {left.node_id, right.node_id}
+    finally:
+        newcomer.hub.stop()
+
+
 async def test_a_hub_of_another_fleet_is_refused(members: dict[str, Member], fleet_dir: Path) -> None:
     origin = members["origin"]
     stranger = enrol(fleet_dir, "stranger", FleetKey.generate("elsewhere"), ("echo",), bootstrap=[origin.addr])

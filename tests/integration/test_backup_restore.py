@@ -138,3 +138,22 @@ def test_restore_refuses_a_tampered_backup_and_names_the_file(serving: HubProces
     assert done.returncode == 2
     assert "jwt.secret does not match its sha256" in done.stderr
     assert not restored.exists() or not any(restored.iterdir())
+
+
+def test_a_restored_hub_keeps_its_node_identity_and_fleet_certificate(serving: HubProcess, tmp_path: Path) -> None:
+    """Restoring a fleet member on new hardware must not make it a stranger: same node key, same certificate."""
+    import time
+
+    from federation.identity import FleetKey, NodeIdentity, install_certificate
+
+    identity = NodeIdentity.load_or_create(serving.state_dir)  # the hub made it at start
+    cert = FleetKey.generate("acme").sign_node(identity.public_key, "lab", now=time.time())
+    install_certificate(serving.state_dir, cert.to_text(), identity)
+    manifest = json.loads(cli_ok(serving.state_dir, "backup", str(tmp_path / "backup")))
+    assert {"node.key", "fleet/node.cert"} <= set(manifest["files"])
+
+    restored = tmp_path / "restored"
+    cli_ok(restored, "restore", str(tmp_path / "backup"))
+    assert json.loads(cli_ok(restored, "node", "id", "--json"))["node_id"] == identity.peer_id
+    assert (restored / "fleet" / "node.cert").read_text() == (serving.state_dir / "fleet" / "node.cert").read_text()
+    assert (restored / "node.key").stat().st_mode & 0o777 == 0o600

@@ -32,7 +32,8 @@ def entry(action: str, origin: str = "local", **kw: Any) -> CapabilityEntry:
 def good_body() -> dict[str, Any]:
     caps = capabilities_of([entry("text.summarize"), entry("audio.vad", streaming=True)])
     advert = Advert(node_id=NODE, site="lyon", seq=1_700_000_000_000_000, version="0.9.0", load=0.25, free_slots=3,
-                    capabilities=caps, addrs=("/ip4/10.0.0.2/tcp/4701",))
+                    capabilities=caps, addrs=("/ip4/10.0.0.2/tcp/4701",),
+                    peers=((NODE, ("/ip4/10.0.0.3/tcp/4701",)),))
     return advert.to_body()
 
 
@@ -105,6 +106,12 @@ def _set(path: str, value: Any) -> dict[str, Any]:
 
 BAD_FIELDS = [
     # (what the peer sent, field named)
+    ("peers not a list", _set("peers", "all of them"), "peers"),
+    ("too many peers", _set("peers", [[NODE, []]] * 33), "peers"),
+    ("a peer not a pair", _set("peers.0", [NODE]), "peers[0]"),
+    ("a peer's id not base58", _set("peers.0", ["12D3Koo0OIl", []]), "peers[0][0]"),
+    ("a peer's address not a multiaddr", _set("peers.0", [NODE, ["10.0.0.3:4701"]]), "peers[0][1]"),
+    ("a peer with too many addresses", _set("peers.0", [NODE, ["/ip4/10.0.0.3/tcp/1"] * 5]), "peers[0][1]"),
     ("node_id missing", _set("node_id", ...), "node_id"),
     ("node_id not base58", _set("node_id", "12D3Koo0OIl"), "node_id"),
     ("node_id too long", _set("node_id", "1" * 129), "node_id"),
