@@ -106,6 +106,7 @@ class Federation:
         self._bootstrap_due: dict[str, tuple[float, float]] = {}  # addr -> (next try, backoff)
         self._dialling: set[str] = set()
         self._hinted: dict[str, float] = {}  # node id -> when we last dialled it on a hint
+        self._skew: dict[str, float] = {}  # node id -> its clock minus ours, seconds (last advert)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._mdns: Any = None
 
@@ -176,7 +177,13 @@ class Federation:
     # -- what operators see ---------------------------------------------------------------------
     def views(self) -> list[dict[str, Any]]:
         """``democratic-ai peers`` and GET /v1/peers: every known peer with its state and capabilities."""
-        return [view.to_dict() for view in self.table.views(time.monotonic())]
+        views = [view.to_dict() for view in self.table.views(time.monotonic())]
+        for view in views:
+            # how far the peer's clock is from ours, from its last advert's timestamp (sealed messages
+            # beyond 30 s of skew are refused: doctor warns well before that)
+            skew = self._skew.get(view["node_id"])
+            view["clock_skew_s"] = round(skew, 3) if skew is not None else None
+        return views
 
     # -- tending ------------------------------------------------------------------------------
     async def _tend(self) -> None:
@@ -294,6 +301,8 @@ class Federation:
         if advert.node_id != peer.peer_id:
             self._on_refused("advert_for_another_node")
             return
+        rtt = next((v.rtt_ms for v in self.table.views(time.monotonic()) if v.node_id == peer.peer_id), None)
+        self._skew[peer.peer_id] = opened.sent_at - self._clock() + (rtt or 0.0) / 2000
         if self.table.apply_advert(advert, time.monotonic()):
             for node_id, addrs in advert.peers:  # the fleet beyond our bootstrap peers: worth a dial
                 self._dial_hint(node_id, addrs)

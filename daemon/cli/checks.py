@@ -15,7 +15,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 
@@ -24,7 +24,9 @@ from daemon.runtime.tls import RENEW_BEFORE
 from modules.model_files import ModelFile, ModelLoadError, verify
 
 if TYPE_CHECKING:  # federation (pynacl, msgpack) loads only when doctor runs, not with every CLI command
+    from daemon.metering.central import SiteStatus
     from federation.identity import NodeIdentity
+    from federation.sync.outbox import SyncState
 
 Level = Literal["ok", "warn", "error"]
 
@@ -34,6 +36,11 @@ SECRET_FILES = ("bootstrap-admin.key", "jwt.secret", "tls/http3-key.pem", "tenan
 UNIT_SCORE_MAX = 2.0
 #: a fleet certificate ending sooner than this is a warning: time for the operator to sign a new one
 CERT_RENEW_DAYS = 30
+#: a peer's clock this far from ours (seconds) is a warning; past federation.sealing.MAX_SKEW_S, an error
+SKEW_WARN_S = 5.0
+#: a site's sync error this recent is an error (the outbox retries within 60 s, so an older one is from a stopped
+#: hub); its oldest unacknowledged row older than this, a warning
+SYNC_STALE_S = 300.0
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _SCORE = re.compile(r"Overall exposure level for \S+:\s*([0-9.]+)")
 
@@ -355,6 +362,122 @@ def check_bootstrap(addrs: list[str], own_id: str | None) -> list[Finding]:
     if addrs and not findings:
         findings.append(Finding("ok", f"[p2p] bootstrap: {len(addrs)} peer address(es), well-formed"))
     return findings
+
+
+def check_peers(peers: list[dict[str, Any]] | None, *, hub_running: bool, bootstrap: bool) -> list[Finding]:
+    """Which peers the running hub links to, from its ``peers.json`` (None: absent or empty).
+
+    A hub not running says nothing about its peers (ok); one running with ``[p2p] bootstrap``
+    set and no peer yet is a warning; a peer whose link is down is a warning naming its site and
+    when the hub tries it again; the peers up are one ok line with their round trips.
+    """
+    if not hub_running:
+        return [Finding("ok", "peers and clock skew: unknown, the hub is not running (it writes peers.json)")]
+    if not peers:
+        if bootstrap:
+            return [Finding("warn", "no peer linked yet, though [p2p] bootstrap names some",
+                            "check each bootstrap address and node id, that the peer runs and its p2p port is "
+                            "open to this hub, and that both hold certificates of one fleet (`democratic-ai peers` "
+                            "there)")]
+        return [Finding("ok", "no peer linked yet (no [p2p] bootstrap: peers come from mDNS or dial this hub)")]
+    findings = []
+    up = []
+    for peer in peers:
+        name = _peer_name(peer)
+        if peer.get("state") == "up":
+            rtt = peer.get("rtt_ms")
+            up.append(f"{name} ({rtt:.0f} ms)" if isinstance(rtt, int | float) else f"{name} (rtt not measured)")
+            continue
+        retry = peer.get("retry_in_s")
+        when = (f"the hub tries it again in {retry:.0f} s" if isinstance(retry, int | float)
+                else "the hub redials it")
+        findings.append(Finding("warn", f"peer {name} ({peer.get('node_id', '?')}) is down: {when}",
+                                f"check that the hub at {name} runs and its p2p port is reachable from here"))
+    if up:
+        findings.append(Finding("ok", f"{len(up)} peer(s) up: {', '.join(up)}"))
+    return findings
+
+
+def check_clock_skew(peers: list[dict[str, Any]]) -> list[Finding]:
+    """Each peer's ``clock_skew_s`` (its clock minus ours): past MAX_SKEW_S an error, past SKEW_WARN_S a warning.
+
+    Signed fleet messages more than MAX_SKEW_S from the receiver's clock are refused, so such a
+    peer cannot talk with this hub at all.  Peers without a measured skew are left out; with none
+    measured there is nothing to say.
+    """
+    from federation.sealing import MAX_SKEW_S
+
+    measured = [(float(p["clock_skew_s"]), _peer_name(p)) for p in peers
+                if isinstance(p.get("clock_skew_s"), int | float) and not isinstance(p.get("clock_skew_s"), bool)]
+    findings = []
+    for skew, name in measured:
+        said = f"peer {name}'s clock is {abs(skew):.1f} s {'ahead of' if skew > 0 else 'behind'} this hub's"
+        if abs(skew) > MAX_SKEW_S:
+            findings.append(Finding("error", f"{said}: signed messages beyond {MAX_SKEW_S:g} s are refused",
+                                    f"fix NTP on this hub or {name} (`timedatectl`, `chronyc tracking`)"))
+        elif abs(skew) > SKEW_WARN_S:
+            findings.append(Finding("warn", f"{said} (refused beyond {MAX_SKEW_S:g} s)",
+                                    f"fix NTP on this hub or {name} (`timedatectl`, `chronyc tracking`)"))
+    if measured and not findings:
+        skew, name = max(measured, key=lambda m: abs(m[0]))
+        findings.append(Finding("ok", f"clock skew: at most {abs(skew):.1f} s ({name}) across {len(measured)} "
+                                "peer(s)"))
+    return findings
+
+
+def check_site_sync(central: str, state: SyncState, head_seq: int, oldest_unacked_us: int,
+                    now: float) -> Finding:
+    """A site's link to its central billing node, from its outbox state and its ledger's head.
+
+    ``oldest_unacked_us``: the ``ts_us`` of the first ledger row after ``state.acked_seq`` (0 when
+    none).  A sync error from the last SYNC_STALE_S is an error; an older one (the hub stopped
+    retrying) or unacknowledged rows older than SYNC_STALE_S a warning.
+    """
+    central = central or state.central
+    lag = max(0, head_seq - state.acked_seq)
+    age = now - oldest_unacked_us / 1e6 if lag and oldest_unacked_us else 0.0
+    where = f"central {central}"
+    look = "look at `democratic-ai sync status` and the hub's journal; is the central node up and reachable?"
+    if state.last_error:
+        if now - state.error_at <= SYNC_STALE_S:
+            return Finding("error", f"{where}: sync failing, {lag} event(s) not acknowledged: {state.last_error}",
+                           look)
+        return Finding("warn", f"{where}: the last sync failed {_ago(now - state.error_at)} and was not retried "
+                       f"since: {state.last_error}", "start the hub (it retries at start); " + look)
+    if lag and age > SYNC_STALE_S:
+        return Finding("warn", f"{where}: acked seq {state.acked_seq}, {lag} event(s) not acknowledged, the "
+                       f"oldest from {_ago(age)}", look)
+    if lag:
+        return Finding("ok", f"{where}: acked seq {state.acked_seq}, lag {lag} event(s) ({age:.0f} s)")
+    return Finding("ok", f"{where}: acked seq {state.acked_seq}, lag 0")
+
+
+def check_central_sites(sites: list[SiteStatus], now: float) -> list[Finding]:
+    """The central billing node: how many sites ``central.db`` holds; a warning for each whose last batch failed."""
+    findings = [Finding("ok", f"central billing: {len(sites)} site(s) in central.db"
+                        + ("" if sites else " (none has synced yet)"))]
+    for site in sites:
+        if not site.last_error:
+            continue
+        when = f" {_ago(now - site.error_at)}" if site.error_at else ""
+        findings.append(Finding("warn", f"site {site.name or '?'} ({site.node_id}): its last batch failed{when} "
+                                f"(held up to seq {site.acked_seq}): {site.last_error}",
+                                "on that site, run `democratic-ai sync status` and `democratic-ai ledger verify`"))
+    return findings
+
+
+def _peer_name(peer: dict[str, Any]) -> str:
+    site, node_id = peer.get("site"), str(peer.get("node_id", "?"))
+    return str(site) if site else node_id[:16]
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
 
 
 def _day(timestamp: float) -> str:

@@ -5,7 +5,10 @@ hub whose /health answers), the state dir's owner and modes, the enabled modules
 (sha256), the ledger's chain, the TLS certificates' expiry, the systemd unit's security score
 (when ``systemd-analyze`` and the unit file are there) and federation: the node key and node id,
 the fleet certificate (signed, for this node's key, not expired), ``[fleet] trusted_keys``, the
-``[p2p] listen`` port and the ``[p2p] bootstrap`` addresses.
+``[p2p] listen`` port and the ``[p2p] bootstrap`` addresses; and, on a hub that federates, its
+links: the peers the running hub wrote to ``peers.json`` (up, or down and when they are tried
+again), their clocks against this one, and the usage sync to the central billing node (a site's
+outbox against its ledger; on the central node, each site's last refusal in ``central.db``).
 
 Exit codes: 0 when nothing is an error (warnings allowed), 1 when any finding is an error, 2 for
 bad input (an unknown option).  A bad config is an error finding, not exit 2: the report goes on
@@ -25,18 +28,23 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from daemon.cli.checks import (
     Finding,
     check_bootstrap,
+    check_central_sites,
     check_certificate,
+    check_clock_skew,
     check_fleet_certificate,
     check_ledger,
     check_models,
     check_modes,
     check_node_key,
     check_p2p_listen,
+    check_peers,
     check_port,
+    check_site_sync,
     check_trusted_keys,
     check_unit_score,
     parse_security_score,
@@ -173,6 +181,109 @@ def hub_p2p_ports(state_dir: Path) -> set[int]:
     return ports
 
 
+def hub_federates(config: HubConfig) -> bool:
+    """As the hub decides at start: a certificate file (good or not: a bad one stops it) or trusted keys."""
+    from federation.identity import cert_path_of
+
+    return cert_path_of(config.state_dir, config.fleet.cert).exists() or bool(config.fleet.trusted_keys)
+
+
+def hub_alive(state_dir: Path) -> bool:
+    """Whether endpoints.json names a process that still exists (a hub whose /health may not answer)."""
+    try:
+        pid = json.loads((state_dir / "endpoints.json").read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's process: it exists
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def read_peers(state_dir: Path) -> tuple[list[dict[str, Any]] | None, Finding | None]:
+    """The peers the running hub last wrote (None when there is no peers.json), or a finding on a bad file."""
+    from daemon.cli.peers import PEERS_FILE
+
+    path = state_dir / PEERS_FILE
+    try:
+        peers = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, Finding("warn", f"{path} cannot be read ({exc})", "the running hub rewrites it within an "
+                             "advert interval; look again")
+    if not isinstance(peers, list) or not all(isinstance(peer, dict) for peer in peers):
+        return None, Finding("warn", f"{path} is not a list of peers", "the running hub rewrites it within an "
+                             "advert interval; look again")
+    return peers, None
+
+
+def link_findings(config: HubConfig, hub_running: bool, now: float) -> list[Finding]:
+    """On a hub that federates: its peers and their clocks, and its link to the central billing node."""
+    if not hub_federates(config):
+        return []
+    findings = []
+    if config.p2p.enabled:
+        # a stopped hub removes peers.json; one that stopped uncleanly may leave it, out of date
+        peers, bad = read_peers(config.state_dir) if hub_running else (None, None)
+        if bad is not None:
+            findings.append(bad)
+        else:
+            findings += check_peers(peers, hub_running=hub_running, bootstrap=bool(config.p2p.bootstrap))
+            findings += check_clock_skew(peers or [])
+    billing = config.billing
+    if billing.role == "central":
+        findings += central_findings(config.state_dir, now)
+    elif billing.role == "site" and billing.central:
+        findings.append(site_sync_finding(config.state_dir, billing.central, now))
+    return findings
+
+
+def site_sync_finding(state_dir: Path, central: str, now: float) -> Finding:
+    """This site's outbox (what the centre acknowledged, the last error) against its ledger's head."""
+    import sqlite3
+
+    from daemon.metering.ledger.reader import ledger_head, rows_after
+    from daemon.metering.ledger.writer import LEDGER_FILE
+    from federation.sync.outbox import OUTBOX_FILE, SyncState, SyncStateError
+
+    try:  # absent on a site that never synced: nothing acknowledged
+        state = SyncState.load(state_dir / OUTBOX_FILE)
+    except SyncStateError as exc:
+        return Finding("error", f"usage sync: {exc}", f"remove {state_dir / OUTBOX_FILE}: the hub sends the ledger "
+                       "again from the start and the central node acknowledges what it holds")
+    ledger = state_dir / LEDGER_FILE
+    try:
+        head = ledger_head(ledger)[0]
+        oldest = rows_after(ledger, state.acked_seq, 1) if head > state.acked_seq else []
+    except sqlite3.Error as exc:
+        return Finding("error", f"usage sync: ledger {ledger} cannot be read ({exc})",
+                       "see the ledger finding above")
+    return check_site_sync(central, state, head, oldest[0].ts_us if oldest else 0, now)
+
+
+def central_findings(state_dir: Path, now: float) -> list[Finding]:
+    """The central billing node: the sites central.db holds and the last refusal of each (read-only)."""
+    import sqlite3
+
+    from daemon.metering.central import CENTRAL_FILE, CentralReader
+
+    path = state_dir / CENTRAL_FILE
+    if not path.is_file():
+        return [Finding("ok", f"central billing: no {path} yet (the hub makes it at start)")]
+    try:
+        sites = CentralReader(path, clock=lambda: now).sites()
+    except sqlite3.Error as exc:
+        return [Finding("error", f"central billing: {path} cannot be read ({exc})",
+                        "stop the hub and restore the last good backup (democratic-ai restore)")]
+    return check_central_sites(sites, now)
+
+
 def fleet_findings(config: HubConfig, hub_healthy: bool, now: float) -> list[Finding]:
     """The node key and id, the fleet certificate, trusted keys, the p2p port and the bootstrap addresses."""
     from federation.identity import NODE_KEY_FILE, cert_path_of
@@ -180,8 +291,7 @@ def fleet_findings(config: HubConfig, hub_healthy: bool, now: float) -> list[Fin
     state_dir = config.state_dir
     key_finding, identity = check_node_key(state_dir / NODE_KEY_FILE)
     cert_path = cert_path_of(state_dir, config.fleet.cert)
-    # as the hub decides at start: a certificate file (good or not: a bad one stops it) or trusted keys
-    federates = cert_path.exists() or bool(config.fleet.trusted_keys)
+    federates = hub_federates(config)
     listen = config.p2p.listen
     error = None
     if config.p2p.enabled and federates:
@@ -229,6 +339,7 @@ def run_checks(args: argparse.Namespace) -> list[Finding]:
     state_dir = config.state_dir
     hub_ports, healthy, hub_finding = running_hub(state_dir)
     ledger = state_dir / LEDGER_FILE
+    now = time.time()
     return [
         config_finding,
         hub_finding,
@@ -238,7 +349,8 @@ def run_checks(args: argparse.Namespace) -> list[Finding]:
         check_ledger(verify(ledger), ledger),
         *certificate_findings(config, datetime.datetime.now(datetime.UTC)),
         unit_finding(args.unit),
-        *fleet_findings(config, healthy, time.time()),
+        *fleet_findings(config, healthy, now),
+        *link_findings(config, healthy or hub_alive(state_dir), now),
     ]
 
 
@@ -259,7 +371,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def register(subparsers: SubParsers, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``doctor``."""
     doctor = add_command(subparsers, "doctor", parents, "check this hub's config, ports, files, models, "
-                         "ledger, certificates, unit and fleet membership; exit 1 on any error", cmd_doctor)
+                         "ledger, certificates, unit, fleet membership, peers, clock skew and the usage sync; "
+                         "exit 1 on any error", cmd_doctor)
     doctor.add_argument("--config", help=f"TOML config file (default: {PACKAGED_CONFIG} if it exists, "
                         "else the embedded defaults)")
     doctor.add_argument("--unit", help="the systemd unit file to score (default: the installed one)")

@@ -143,6 +143,7 @@ async def test_hubs_of_one_fleet_find_each_other_and_list_what_the_others_serve(
     assert set(serving) == {left.node_id, right.node_id}
     view = await until(lambda: peer_view(origin, left.node_id), "left in /v1/peers")
     assert view["state"] == "up" and view["site"] == "left" and "echo" in view["capabilities"]
+    assert abs(view["clock_skew_s"]) < 5  # one machine: the clocks agree, within the hop's time
     # the CLI prints what the running hub knows, from its state dir
     out = await until(lambda: _peers_cli(origin), "the peers CLI to list both")
     assert {p["node_id"] for p in out} >= {left.node_id, right.node_id}

@@ -2,30 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daemon.cli.checks import (
     Finding,
     check_bootstrap,
+    check_central_sites,
     check_certificate,
+    check_clock_skew,
     check_fleet_certificate,
     check_models,
     check_modes,
     check_node_key,
     check_p2p_listen,
+    check_peers,
     check_port,
     check_trusted_keys,
     check_unit_score,
     parse_security_score,
     parse_tcp_multiaddr,
 )
+from daemon.cli.doctor import central_findings, site_sync_finding
+from daemon.metering.central import CENTRAL_FILE, CentralLedger
+from daemon.metering.ledger.events import UsageEvent
+from daemon.metering.ledger.reader import rows_after
+from daemon.metering.ledger.writer import LEDGER_FILE, UsageLedger
 from daemon.runtime.tls import make_self_signed
 from federation.identity import CERT_FILE, NODE_KEY_FILE, FleetKey, NodeIdentity, install_certificate
+from federation.sealing import MAX_SKEW_S
+from federation.sync.outbox import OUTBOX_FILE, SyncState
 from modules.model_files import ModelFile
 
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
@@ -273,3 +285,113 @@ def test_listen_multiaddrs_are_parsed_without_libp2p(text: str, parsed: tuple[st
 def test_bad_listen_multiaddrs_are_refused_with_a_reason(text: str) -> None:
     with pytest.raises(ValueError, match=r"."):
         parse_tcp_multiaddr(text)
+
+
+# -- links: peers, clock skew, the usage sync -------------------------------------------------------
+
+SITE_TENANT = "6f1c1c52-5d1e-4c55-9a43-3f0c4b1d2e10"
+CENTRAL_ID = "12D3KooWGzBvGkQ5cQ8iX1b2m3N4p5Q6r7S8t9U1v2W3x4Y5z6Aa"
+PARIS_ID = "12D3KooWFyAuFjP4bP7hW0a1l2M3o4P5q6R7s8T9u1V2w3X4y5Zz"
+LYON_ID = "12D3KooWHaCwHmR6dR9jY2c3n4P5q6R7s8T9u1V2w3X4y5Z6a7Bb"
+T0 = datetime.datetime(2026, 3, 10, 12, tzinfo=datetime.UTC).timestamp()  # when the site's calls were made
+
+
+def peer(site: str, state: str = "up", rtt_ms: float | None = 12.0, skew: float | None = None,
+         retry_in_s: float | None = None) -> dict[str, Any]:
+    """One entry of peers.json as the running hub writes it (Federation.views)."""
+    return {"node_id": f"12D3KooW{site}", "site": site, "addrs": ["/ip4/192.0.2.1/tcp/4701"], "state": state,
+            "rtt_ms": rtt_ms, "advert_age_s": 1.0, "load": 0.1, "free_slots": 4, "capabilities": ["echo"],
+            "retry_in_s": retry_in_s, "clock_skew_s": skew}
+
+
+def site_ledger(state: Path, n: int, ts: float = T0) -> None:
+    """A real ledger of ``n`` calls made at ``ts``, written by the hub's writer."""
+    async def write() -> None:
+        async with UsageLedger(state / LEDGER_FILE) as ledger:
+            for _ in range(n):
+                await ledger.append(UsageEvent(tenant_id=SITE_TENANT, subject="key:abc", action="echo",
+                                               module="echo", plan="starter", ts=ts))
+
+    state.mkdir(mode=0o700, exist_ok=True)
+    asyncio.run(write())
+
+
+def test_peers_all_up_are_one_ok_line_with_their_round_trips() -> None:
+    findings = check_peers([peer("lyon", rtt_ms=8.4), peer("nice", rtt_ms=None)], hub_running=True, bootstrap=True)
+    assert [(f.level, f.what) for f in findings] == [("ok", "2 peer(s) up: lyon (8 ms), nice (rtt not measured)")]
+
+
+def test_a_peer_down_is_a_warning_naming_its_site_and_its_retry() -> None:
+    findings = check_peers([peer("lyon"), peer("nice", state="down", retry_in_s=16.2)], hub_running=True,
+                           bootstrap=False)
+    assert levels(findings) == ["warn", "ok"]
+    assert "peer nice" in findings[0].what and "again in 16 s" in findings[0].what and "nice" in findings[0].fix
+    assert findings[1].what == "1 peer(s) up: lyon (12 ms)"
+
+
+def test_no_peer_is_a_warning_only_when_bootstrap_names_some_and_unknown_while_the_hub_is_stopped() -> None:
+    assert levels(check_peers(None, hub_running=True, bootstrap=True)) == ["warn"]
+    assert "no peer linked yet" in check_peers([], hub_running=True, bootstrap=True)[0].what
+    assert levels(check_peers(None, hub_running=True, bootstrap=False)) == ["ok"]
+    stopped = check_peers([peer("lyon", state="down")], hub_running=False, bootstrap=True)
+    assert levels(stopped) == ["ok"] and "unknown" in stopped[0].what
+
+
+def test_clock_skew_past_5_s_is_a_warning_and_past_the_sealing_window_an_error() -> None:
+    assert check_clock_skew([peer("lyon", skew=1.5), peer("nice", skew=-2.5), peer("caen")]) == [
+        Finding("ok", "clock skew: at most 2.5 s (nice) across 2 peer(s)")]
+    warned = check_clock_skew([peer("lyon", skew=-10.0)])
+    assert levels(warned) == ["warn"] and "10.0 s behind" in warned[0].what and "lyon" in warned[0].fix
+    refused = check_clock_skew([peer("lyon", skew=1.0), peer("nice", skew=45.0)])
+    assert levels(refused) == ["error"]
+    assert f"beyond {MAX_SKEW_S:g} s are refused" in refused[0].what and "45.0 s ahead" in refused[0].what
+    assert refused[0].fix.startswith("fix NTP on this hub or nice")
+    assert check_clock_skew([]) == []
+
+
+def test_a_site_whose_sync_failed_just_now_is_an_error_with_the_message(tmp_path: Path) -> None:
+    state = tmp_path / "site"
+    site_ledger(state, 3)
+    SyncState(acked_seq=1, head_seq=3, last_error="central node refused: gap at seq 2", central=CENTRAL_ID,
+              error_at=T0 + 30).save(state / OUTBOX_FILE)
+    finding = site_sync_finding(state, CENTRAL_ID, T0 + 60)
+    assert finding.level == "error"
+    assert finding.what == f"central {CENTRAL_ID}: sync failing, 2 event(s) not acknowledged: central node " \
+        "refused: gap at seq 2"
+    stale = site_sync_finding(state, CENTRAL_ID, T0 + 3600)  # not retried for an hour: the hub is not running
+    assert stale.level == "warn" and "not retried" in stale.what
+
+
+def test_a_site_caught_up_is_ok_and_one_behind_for_long_a_warning(tmp_path: Path) -> None:
+    state = tmp_path / "site"
+    assert site_sync_finding(state, CENTRAL_ID, T0) == Finding("ok", f"central {CENTRAL_ID}: acked seq 0, lag 0")
+    site_ledger(state, 3)
+    SyncState(acked_seq=3, acked_at=T0, head_seq=3, central=CENTRAL_ID).save(state / OUTBOX_FILE)
+    assert site_sync_finding(state, CENTRAL_ID, T0 + 60) == Finding("ok", f"central {CENTRAL_ID}: acked seq 3, "
+                                                                    "lag 0")
+    site_ledger(state, 2, ts=T0 + 100)  # two rows the centre has not acknowledged, made at T0 + 100
+    assert site_sync_finding(state, CENTRAL_ID, T0 + 160).level == "ok"  # a minute behind: on its way
+    behind = site_sync_finding(state, CENTRAL_ID, T0 + 100 + 600)
+    assert behind.level == "warn" and "2 event(s) not acknowledged, the oldest from 10 min ago" in behind.what
+    (state / OUTBOX_FILE).write_text("not json")
+    assert site_sync_finding(state, CENTRAL_ID, T0).level == "error"
+
+
+def test_the_central_node_counts_its_sites_and_warns_of_one_whose_batches_fail(tmp_path: Path) -> None:
+    site, central = tmp_path / "paris", tmp_path / "central"
+    assert levels(central_findings(central, T0)) == ["ok"]  # no central.db yet
+    site_ledger(site, 2)
+    central.mkdir()
+    ledger = CentralLedger(central / CENTRAL_FILE, clock=lambda: T0 + 10)
+    try:
+        ledger.ingest(PARIS_ID, "paris", rows_after(site / LEDGER_FILE, 0, 10))
+        ledger.record_error(LYON_ID, "row 5 differs from the one held")
+    finally:
+        ledger.close()
+    findings = central_findings(central, T0 + 70)
+    assert levels(findings) == ["ok", "warn"]
+    assert findings[0].what == "central billing: 2 site(s) in central.db"
+    assert LYON_ID in findings[1].what and "60 s ago" in findings[1].what
+    assert "row 5 differs from the one held" in findings[1].what
+    assert check_central_sites([], T0) == [Finding("ok", "central billing: 0 site(s) in central.db (none has "
+                                                   "synced yet)")]
