@@ -257,6 +257,10 @@ class Hub:
         if not (config.p2p.enabled and trust.federates):
             log.info("no fleet certificate or trusted keys: this hub federates with nobody",
                      extra={"node_id": identity.peer_id})
+            if config.billing.role == "central" or config.billing.central:
+                # usage batches are signed by fleet members and checked against the fleet: no fleet, no sync
+                log.warning("[billing] is set but this hub is in no fleet (no certificate, or [p2p] off): "
+                            "usage sync is off until `democratic-ai fleet join`")
             return
         from federation.service import Federation  # imports libp2p: only a hub that federates pays for it
 
