@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -52,9 +51,10 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
-from federation.identity import FleetKey, NodeIdentity, install_certificate  # noqa: E402
+from federation.identity import FleetKey  # noqa: E402
 from federation.service import SWITCH_INTERVAL_S  # noqa: E402
-from tests.support.hubproc import HubProcess, write_config  # noqa: E402
+from tests.support.fleet import FleetMember  # noqa: E402
+from tests.support.fleet import enrol as fleet_enrol  # noqa: E402
 
 DEFAULT_SWITCH_S = 0.005  # CPython's default sys.getswitchinterval()
 PAYLOAD = {"n": 1, "text": "hello"}
@@ -63,26 +63,7 @@ WAIT_S = 30.0  # a guard against hanging: every wait below gives up after this
 
 
 # -- a hub of one fleet, started through this script so its switch interval can be chosen -------------------
-@dataclass
-class Member:
-    """One hub process of the fleet, its node id and libp2p port."""
-
-    name: str
-    node_id: str
-    port: int
-    hub: HubProcess
-
-    @property
-    def addr(self) -> str:
-        """Its libp2p multiaddr on loopback."""
-        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.node_id}"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+Member = FleetMember
 
 
 def enrol(tmp: Path, name: str, fleet: FleetKey | None, modules: tuple[str, ...], *, bootstrap: tuple[str, ...] = (),
@@ -92,22 +73,13 @@ def enrol(tmp: Path, name: str, fleet: FleetKey | None, modules: tuple[str, ...]
 
     ``switch_s``: the hub's switch interval (None: as the hub sets it, 0.5 ms once it federates).
     """
-    state = tmp / name
-    identity = NodeIdentity.load_or_create(state)
-    port = 4701 if netns else free_port()
     # INFO only where the run reads the log ("federation up", "peer joined"): logging costs under load
-    extra = f'[node]\nname = "{name}"\n' + (RATE.replace("WARNING", "INFO") if info_log else RATE)
-    if fleet is not None:
-        install_certificate(state, fleet.sign_node(identity.public_key, name, now=time.time()).to_text(), identity)
-        extra += (f'[p2p]\nlisten = "/ip4/{host_ip}/tcp/{port}"\nadvert_interval_s = {interval}\n'
-                  f"bootstrap = {json.dumps(list(bootstrap))}\n")
-    config = write_config(state / "hub.toml", extra=extra, modules=modules)
-    if mdns:  # write_config turns mDNS off for loopback; between namespaces it is the point
-        config.write_text(config.read_text().replace("[mdns]\nenabled = false", "[mdns]\nenabled = true"))
     wrapper = ["ip", "netns", "exec", netns] if netns else []
     if switch_s is not None:
         wrapper += [sys.executable, "-m", "bench.federation", "--as-hub", repr(switch_s), "--"]
-    return Member(name, identity.peer_id, port, HubProcess(state, config, wrapper=wrapper))
+    return fleet_enrol(tmp, name, fleet, modules, bootstrap=bootstrap, interval=interval, host_ip=host_ip,
+                       port=4701 if netns else None, mdns=mdns,
+                       extra=RATE.replace("WARNING", "INFO") if info_log else RATE, wrapper=wrapper)
 
 
 def run_as_hub(argv: list[str]) -> int:

@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import statistics
 import sys
@@ -60,13 +58,14 @@ from daemon.metering.ledger.events import UsageEvent  # noqa: E402
 from daemon.metering.ledger.reader import ledger_head, rows_after  # noqa: E402
 from daemon.metering.ledger.writer import UsageLedger  # noqa: E402
 from daemon.runtime.config import BillingConfig  # noqa: E402
-from federation.identity import FleetKey, FleetTrust, NodeCertificate, NodeIdentity, install_certificate  # noqa: E402
+from federation.identity import FleetKey, FleetTrust, NodeCertificate, NodeIdentity  # noqa: E402
 from federation.sealing import ReplayGuard  # noqa: E402
 from federation.sync.batch import seal_batch  # noqa: E402
 from federation.sync.http import post_batch  # noqa: E402
 from federation.sync.outbox import SyncOutbox  # noqa: E402
 from federation.sync.receiver import SyncReceiver  # noqa: E402
-from tests.support.hubproc import HubProcess, write_config  # noqa: E402
+from tests.support.fleet import FleetMember  # noqa: E402
+from tests.support.fleet import enrol as fleet_enrol  # noqa: E402
 
 KEY = "usage_sync"
 CACHE = Path(os.environ.get("USAGE_SYNC_CACHE", "/tmp/usage-sync-bench"))
@@ -324,43 +323,19 @@ async def catch_up_http(path: Path, tmp: Path, fleet: FleetKey, centre_url: str)
 
 
 # -- 2. latency, on real hubs ----------------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Hub:
-    """A hub process, its node id and libp2p port."""
-
-    node_id: str
-    port: int
-    process: HubProcess
-
-    @property
-    def addr(self) -> str:
-        """Its libp2p multiaddr on loopback."""
-        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.node_id}"
+Hub = FleetMember
 
 
 def enrol(tmp: Path, name: str, fleet: FleetKey, billing: str, *, role: str = "site",
           bootstrap: Sequence[str] = ()) -> Hub:
-    """A hub of ``fleet`` (certified as ``role``) with ``[billing]`` lines, configured, not started."""
-    state = tmp / name
-    ident = NodeIdentity.load_or_create(state)
-    install_certificate(state, fleet.sign_node(ident.public_key, name, role=role, now=time.time()).to_text(), ident)
-    port = free_port()
-    extra = (f'[node]\nname = "{name}"\n{HUB_EXTRA}[p2p]\nlisten = "/ip4/127.0.0.1/tcp/{port}"\n'
-             f"advert_interval_s = 1\nbootstrap = {json.dumps(list(bootstrap))}\n[billing]\n{billing}")
-    return Hub(ident.peer_id, port, HubProcess(state, write_config(state / "hub.toml", extra=extra,
-                                                                   modules=("echo",))))
+    """A hub of ``fleet`` (certified as ``role``) serving echo, with ``[billing]`` lines, configured, not started."""
+    return fleet_enrol(tmp, name, fleet, ("echo",), role=role, bootstrap=bootstrap, interval=1,
+                       extra=f"{HUB_EXTRA}[billing]\n{billing}")
 
 
 async def latencies(site: Hub, reader: CentralReader, calls: int, spacing_s: float) -> list[float]:
     """``calls`` echo calls ``spacing_s`` apart; per call, seconds from the site's answer to held at the centre."""
-    url, headers = f"{site.process.url}/v1/call", {"X-API-Key": site.process.admin_key}
+    url, headers = f"{site.hub.url}/v1/call", {"X-API-Key": site.hub.admin_key}
     answered: dict[int, float] = {}
     held_at: dict[int, float] = {}  # acked seq -> first poll that saw it
     done = asyncio.Event()
@@ -403,21 +378,21 @@ async def latencies(site: Hub, reader: CentralReader, calls: int, spacing_s: flo
 async def wait_synced(site: Hub, reader: CentralReader) -> None:
     """Until the centre holds the site's head (the link is up and the outbox caught up)."""
     deadline = time.monotonic() + WAIT_S
-    ledger = site.process.state_dir / "ledger.db"
+    ledger = site.hub.state_dir / "ledger.db"
     while True:
         head = ledger_head(ledger)[0]
         if head and await asyncio.to_thread(reader.acked, site.node_id) >= head:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the site never synced: head {head}\n{site.process.log()[-3000:]}")
+            raise RuntimeError(f"the site never synced: head {head}\n{site.hub.log()[-3000:]}")
         await asyncio.sleep(0.1)
 
 
 async def warm_call(site: Hub) -> None:
     """One call, so the site's ledger has a head to sync (and its link has carried a batch)."""
     async with aiohttp.ClientSession() as session, session.post(
-            f"{site.process.url}/v1/call", json={"action": "echo", "payload": {}},
-            headers={"X-API-Key": site.process.admin_key}) as resp:
+            f"{site.hub.url}/v1/call", json={"action": "echo", "payload": {}},
+            headers={"X-API-Key": site.hub.admin_key}) as resp:
         resp.raise_for_status()
 
 
@@ -429,18 +404,18 @@ def bench_hubs(args: argparse.Namespace, fleet: FleetKey, run: Runner, catchup: 
         centre = enrol(tmp, "centre", fleet, 'role = "central"\n', role="central")
         hubs = [centre]
         try:
-            centre.process.start(60)
-            reader = CentralReader(centre.process.state_dir / CENTRAL_FILE)
+            centre.hub.start(60)
+            reader = CentralReader(centre.hub.state_dir / CENTRAL_FILE)
             for interval in (5.0, 0.5):
                 site = enrol(tmp, "site", fleet, f'role = "site"\ncentral = "{centre.node_id}"\n'
                              f"sync_interval_s = {interval}\n", bootstrap=[centre.addr])
                 hubs.append(site)
-                site.process.start(60)
+                site.hub.start(60)
                 run(warm_call(site))
                 run(wait_synced(site, reader))
                 spacing = max(0.02, 2 * interval / args.calls) if interval < 5 else 10.0 / args.calls
                 lat = run(latencies(site, reader, args.calls, spacing))
-                site.process.stop()
+                site.hub.stop()
                 hubs.remove(site)
                 lat.sort()
                 out["latency"][interval] = {"p50": statistics.median(lat), "p99": lat[int(len(lat) * 0.99) - 1],
@@ -449,12 +424,12 @@ def bench_hubs(args: argparse.Namespace, fleet: FleetKey, run: Runner, catchup: 
                       f"p99 {out['latency'][interval]['p99']:.2f} s ({len(lat)} calls, {spacing * 1000:.0f} ms apart)",
                       flush=True)
             if catchup is not None:
-                seconds = run(catch_up_http(catchup, tmp, fleet, centre.process.url))
+                seconds = run(catch_up_http(catchup, tmp, fleet, centre.hub.url))
                 out["http"] = seconds
                 print(f"  catch-up over HTTP: {seconds:.1f} s", flush=True)
         finally:
             for hub in hubs:
-                hub.process.stop()
+                hub.hub.stop()
     return out
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from daemon.core.decoding import decode_json
@@ -39,8 +39,11 @@ from federation.identity import NodeCertificate, NodeIdentity
 from federation.links import Links
 from federation.peers import PeerTable
 from federation.sealing import seal
-from federation.serving import ASSERTION
+from federation.serving import ASSERTION, payload_digest
+from modules.sdk import SchemaValidator
 
+#: compiled input schemas kept (one per distinct advertised schema), oldest dropped first
+MAX_VALIDATORS = 512
 #: errors after which the next peer may still serve the call (the peer could not, not "must not")
 FAILOVER_CODES = frozenset({Unavailable.code, CapabilityNotFound.code})
 
@@ -61,6 +64,7 @@ class PeerForwarder:
         self.call_timeout_s = call_timeout_s
         self._clock = clock
         self._monotonic = monotonic
+        self._validators: dict[str, SchemaValidator] = {}  # schema hash -> compiled input schema
 
     # -- the Forwarder port -------------------------------------------------------------------
     def serves(self, envelope: Envelope) -> bool:
@@ -68,17 +72,35 @@ class PeerForwarder:
         return (self.forward_enabled and envelope.hop_count < self.max_hops
                 and bool(self.table.candidates(envelope.action, self._monotonic(), exclude=self._visited(envelope))))
 
+    def check_input(self, envelope: Envelope) -> None:
+        """The payload against the input schema a live advert declares for the action (peers check it too)."""
+        spec = self.table.capability(envelope.action, self._monotonic())
+        if spec is None:
+            return
+        validator = self._validators.get(spec.schema_hash)
+        if validator is None:
+            try:
+                validator = SchemaValidator(spec.input_schema)
+            except Exception:  # jsonschema's SchemaError: a schema only the peer can judge; it checks itself
+                return
+            if len(self._validators) >= MAX_VALIDATORS:
+                self._validators.pop(next(iter(self._validators)))
+            self._validators[spec.schema_hash] = validator
+        validator.check_input(envelope.payload, envelope.action)
+
     async def forward(self, envelope: Envelope) -> Forwarded:
         """The best peer's answer, failing over to the next while the TTL lasts."""
-        async for reply in self._attempts(envelope, stream=False):
-            if isinstance(reply, Forwarded):
-                return reply
+        async with contextlib.aclosing(self._attempts(envelope, stream=False)) as replies:
+            async for reply in replies:
+                if isinstance(reply, Forwarded):
+                    return reply
         raise Unavailable("the peer ended the call without an answer")  # pragma: no cover - _attempts ends on one
 
     async def forward_stream(self, envelope: Envelope) -> AsyncIterator[ProgressPart | Forwarded]:
         """A streaming call over the hop: the peer's parts as they come, then its answer."""
-        async for reply in self._attempts(envelope, stream=True):
-            yield reply
+        async with contextlib.aclosing(self._attempts(envelope, stream=True)) as replies:
+            async for reply in replies:
+                yield reply
 
     def capabilities(self) -> list[CapabilityEntry]:
         """The live peers' actions, each with the peers that serve it, best first."""
@@ -95,7 +117,7 @@ class PeerForwarder:
         return entries
 
     # -- attempts -----------------------------------------------------------------------------
-    async def _attempts(self, envelope: Envelope, *, stream: bool) -> AsyncIterator[ProgressPart | Forwarded]:
+    async def _attempts(self, envelope: Envelope, *, stream: bool) -> AsyncGenerator[ProgressPart | Forwarded, None]:
         tried: set[str] = set()
         last: HubError = not_found(envelope)
         loop = asyncio.get_running_loop()
@@ -146,6 +168,7 @@ class PeerForwarder:
         assertion = envelope.assertion or seal(self.identity, ASSERTION, {
             "tenant_id": envelope.principal.tenant_id, "tenant_name": envelope.principal.tenant_name,
             "plan": envelope.principal.plan, "action": envelope.action, "trace_id": envelope.trace_id,
+            "payload": payload_digest(envelope.payload),
             "cert": self.cert.to_bytes() if self.cert is not None else None,
         }, now)
         return seal(self.identity, wire.CALL, {

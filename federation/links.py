@@ -46,6 +46,10 @@ log = logging.getLogger("democratic_ai.federation")
 
 #: what a ``call`` frame may carry: a forwarded call, or a usage batch for the central node
 REQUEST_KINDS = (wire.CALL, wire.USAGE)
+#: the largest frame read from a peer not yet trusted (a hello with its certificate is ~1 KiB)
+MAX_UNTRUSTED_FRAME = 16 << 10
+#: a link whose peer has not proved itself by then is closed
+HELLO_TIMEOUT_S = 10.0
 #: replies a call may have waiting unread before the peer counts as flooding it
 MAX_QUEUED_REPLIES = 256
 
@@ -78,7 +82,8 @@ class CallHandler(Protocol):
 class _Pending:
     peer_id: str
     replies: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
-    ended: bool = False
+    ended: bool = False  # no more replies will come: the last one arrived, or the call was cut
+    cut: bool = False  # ended here, not by the peer: the peer must still be told to cancel
 
 
 class Links:
@@ -113,6 +118,7 @@ class Links:
         self._clock = clock
         self._peers: dict[str, TrustedPeer] = {}
         self._greeted: set[str] = set()
+        self._refused: set[str] = set()  # links being closed: their queued frames are dropped unread
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._serving: dict[str, dict[int, asyncio.Task[None]]] = {}
@@ -142,12 +148,19 @@ class Links:
 
     # -- transport callbacks (on the hub's loop) ----------------------------------------------
     def on_link(self, peer_id: str) -> None:
-        """A new link: introduce ourselves; nothing of theirs counts until their hello is accepted."""
+        """A new link: introduce ourselves; nothing of theirs counts until their hello is accepted in time."""
+        self._refused.discard(peer_id)  # a new link is a new chance
         self._greet(peer_id)
+        asyncio.get_running_loop().call_later(HELLO_TIMEOUT_S, self._hello_due, peer_id)
+
+    def _hello_due(self, peer_id: str) -> None:
+        if peer_id in self._greeted and peer_id not in self._peers and peer_id not in self._refused:
+            self._refuse(peer_id, "no_hello")
 
     def on_link_lost(self, peer_id: str) -> None:
         """The link dropped: calls waiting on it fail now (the forwarder fails over), calls it sent stop."""
         self._greeted.discard(peer_id)
+        self._refused.discard(peer_id)
         was_trusted = self._peers.pop(peer_id, None) is not None
         for pending in self._pending.values():
             if pending.peer_id == peer_id and not pending.ended:
@@ -159,12 +172,18 @@ class Links:
 
     def on_frame(self, peer_id: str, data: bytes) -> None:
         """One frame from ``peer_id`` (already authenticated by the transport as that node)."""
+        if peer_id in self._refused:
+            return  # refused: what it queued before the link closes is not worth reading
+        peer = self._peers.get(peer_id)
         try:
+            if peer is None and len(data) > MAX_UNTRUSTED_FRAME:
+                # before its hello is accepted a stranger gets no more than a hello's worth of decoding
+                raise PeerRefused("too_large")
             frame = wire.decode(data)
             if frame["t"] == wire.HELLO:
-                self._accept_hello(peer_id, frame)
+                if peer is None:  # a hello on a trusted link changes nothing: ignored
+                    self._accept_hello(peer_id, frame)
                 return
-            peer = self._peers.get(peer_id)
             if peer is None:
                 raise PeerRefused("no_hello")
             kind = frame["t"]
@@ -203,7 +222,7 @@ class Links:
                     return
         finally:
             del self._pending[call_id]
-            if not pending.ended and peer_id in self._peers:
+            if (pending.cut or not pending.ended) and peer_id in self._peers:
                 # cancelled or abandoned at the origin: the serving hub stops the call too
                 self._send(peer_id, wire.encode({"t": wire.CANCEL, "id": call_id}))
 
@@ -213,7 +232,7 @@ class Links:
             return  # a reply to a call we gave up on (or another peer's id): nothing waits for it
         if pending.replies.qsize() >= MAX_QUEUED_REPLIES:
             pending.replies.put_nowait(_error(Unavailable("the peer sent more replies than the call could read")))
-            pending.ended = True
+            pending.ended = pending.cut = True
             return
         pending.replies.put_nowait(frame)
 
@@ -261,13 +280,15 @@ class Links:
 
     def _accept_hello(self, peer_id: str, frame: dict[str, Any]) -> None:
         key = public_key_from_peer_id(peer_id)
-        opened = open_sealed(wire.field(frame, "sealed", bytes), now=self._clock(), guard=self.guard,
-                             expect_sender=key)
+        now = self._clock()
+        # checked against a throwaway guard first: only a peer of the fleet may spend room in the real one
+        opened = open_sealed(wire.field(frame, "sealed", bytes), now=now, guard=ReplayGuard(), expect_sender=key)
         if opened.kind != wire.HELLO:
             raise SealError("malformed")
         raw_cert = opened.body.get("cert")
         cert = NodeCertificate.from_bytes(raw_cert) if isinstance(raw_cert, bytes) else None
-        peer = self.trust.admit(peer_id, cert, self._clock())
+        peer = self.trust.admit(peer_id, cert, now)
+        self.guard.check(opened.sender, opened.nonce, opened.sent_at, now)
         self._peers[peer_id] = peer
         self._greet(peer_id)  # they dialled us: they hear our hello too
         self._on_peer(peer, opened.body)
@@ -289,6 +310,7 @@ class Links:
 
     def _refuse(self, peer_id: str, reason: str, detail: str = "") -> None:
         log.warning("peer refused", extra={"peer": peer_id, "reason": reason, "detail": detail})
+        self._refused.add(peer_id)  # cleared when the link is gone (on_link_lost)
         self._on_refused(reason)
         if self._peers.pop(peer_id, None) is not None:
             self._on_lost(peer_id)
@@ -297,7 +319,12 @@ class Links:
     def _chore(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
+        task.add_done_callback(self._chore_done)
+
+    def _chore_done(self, task: asyncio.Task[Any]) -> None:
+        self._chores.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("closing a peer's link failed", extra={"error": str(task.exception())})
 
     async def close(self) -> None:
         """Stop every call served for peers and wait for pending chores (disconnects)."""

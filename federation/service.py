@@ -39,7 +39,7 @@ from daemon.core.ports import UsageGate
 from daemon.runtime.config import HubConfig
 from daemon.runtime.files import atomic_write
 from federation import wire
-from federation.adverts import MAX_PEER_ADDRS, MAX_PEER_HINTS, Advert, AdvertError, capabilities_of
+from federation.adverts import MAX_PEER_ADDRS, MAX_PEER_HINTS, Advert, AdvertError, capabilities_of, next_seq
 from federation.forwarder import PeerForwarder
 from federation.identity import FleetTrust, NodeIdentity, TrustedPeer
 from federation.links import Links
@@ -100,7 +100,8 @@ class Federation:
         self._refusals = Counter("democratic_ai_peer_refusals", "Peers refused, by reason", ["reason"],
                                  registry=registry)
         self._advertised: tuple[Any, ...] | None = None
-        self._advert_seq = int(clock() * 1_000_000)
+        self._advert_seq = next_seq(0, clock())
+        self._pinging = False
         self._next_advert = 0.0
         self._next_ping = 0.0
         self._bootstrap_due: dict[str, tuple[float, float]] = {}  # addr -> (next try, backoff)
@@ -197,7 +198,8 @@ class Federation:
                 self._redial(now)
                 if now >= self._next_ping:
                     self._next_ping = now + self.interval
-                    self._spawn(self._ping_all())
+                    if not self._pinging:  # a round still waiting on silent peers is not doubled
+                        self._spawn(self._ping_all())
                     self._spawn(self._write_peers())
             except Exception:  # one bad tick must not end the fleet's tending for the life of the hub
                 log.exception("tending the fleet failed; trying again next tick")
@@ -214,12 +216,13 @@ class Federation:
                       addrs=tuple(self.addrs), peers=peers)
 
     def _advertise(self, now: float) -> None:
-        capabilities = capabilities_of(self.pipeline.own_capabilities())
-        if capabilities == self._advertised and now < self._next_advert:
+        # which module serves which action: cheap to compare each tick (schemas are hashed only to send)
+        served = tuple((e.action, tuple(m.id for m in e.modules)) for e in self.pipeline.own_capabilities())
+        if served == self._advertised and now < self._next_advert:
             return
-        self._advertised = capabilities
+        self._advertised = served
         self._next_advert = now + self.interval
-        self._advert_seq += 1
+        self._advert_seq = next_seq(self._advert_seq, self._clock())
         self.links.send_to_all(wire.ADVERT, self._advert().to_body())
 
     def _redial(self, now: float) -> None:
@@ -246,12 +249,18 @@ class Federation:
             self._dialling.discard(addr)
 
     async def _ping_all(self) -> None:
-        for peer in self.links.peers():
-            try:
-                rtt = await self.transport.ping(peer.peer_id)
-            except Exception:  # a peer that cannot be pinged shows no round trip; its link may be going
-                continue
-            self.table.rtt(peer.peer_id, rtt, time.monotonic())
+        self._pinging = True
+        try:
+            await asyncio.gather(*(self._ping(peer.peer_id) for peer in self.links.peers()))
+        finally:
+            self._pinging = False
+
+    async def _ping(self, peer_id: str) -> None:
+        try:
+            rtt = await self.transport.ping(peer_id)
+        except Exception:  # a peer that cannot be pinged shows no round trip; its link may be going
+            return
+        self.table.rtt(peer_id, rtt, time.monotonic())
 
     async def _write_peers(self) -> None:
         body = json.dumps(self.views()).encode()
@@ -286,7 +295,10 @@ class Federation:
         addrs = hello.get("addrs")
         addrs = tuple(a for a in addrs[:16] if isinstance(a, str) and len(a) <= 256) if isinstance(addrs, list) else ()
         now = time.monotonic()
-        self.table.seen(peer.peer_id, peer.site or peer.peer_id[:16], addrs, now)
+        if not self.table.seen(peer.peer_id, peer.site or peer.peer_id[:16], addrs, now):
+            log.warning("peer table full: a new peer is turned away", extra={"peer": peer.peer_id})
+            self._spawn(self.transport.disconnect(peer.peer_id))
+            return
         self.table.connected(peer.peer_id, now)
         log.info("peer joined", extra={"peer": peer.peer_id, "site": peer.site})
         self.links.send_to(peer.peer_id, wire.ADVERT, self._advert().to_body())

@@ -20,10 +20,13 @@ records it as served for that origin.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
+
+import msgpack
 
 from daemon.core.envelope import CallRequest, CallResult, Principal, ProgressPart
 from daemon.core.errors import PermissionDenied, ValidationError
@@ -49,6 +52,15 @@ MAX_ID = 128
 MAX_TTL_S = 24 * 3600.0
 
 
+def payload_digest(payload: Any) -> bytes:
+    """What the on-behalf-of assertion binds the payload by: sha256 of its msgpack encoding.
+
+    msgpack keeps map order and every value's type, so the payload a hop decodes and passes on
+    encodes to the same bytes at every hub: a relay cannot change it under the origin's signature.
+    """
+    return hashlib.sha256(msgpack.packb(payload, use_bin_type=True)).digest()
+
+
 class PeerCalls:
     """``CallHandler`` of ``Links``: a trusted peer's forwarded call, checked and served here."""
 
@@ -67,15 +79,14 @@ class PeerCalls:
     async def serve(self, peer: TrustedPeer, call: Opened, sealed: bytes = b"") -> AsyncIterator[dict[str, Any]]:
         """Reply frames for ``call``: progress parts, then ``result``; refusals raise HubError (an ``error`` frame)."""
         request, principal = self.admit(peer, call.body)
-        started = time.perf_counter()
         if call.body.get("stream") is True:
             async for part in self.pipeline.stream_for_peer(request, principal, self.usage):
                 if isinstance(part, ProgressPart):
                     yield {"t": wire.PART, "progress": part.progress, "message": part.message, "data": part.data}
                 else:
-                    yield self._result(part, started)
+                    yield self._result(part)
         else:
-            yield self._result(await self.pipeline.call_for_peer(request, principal, self.usage), started)
+            yield self._result(await self.pipeline.call_for_peer(request, principal, self.usage))
 
     def admit(self, peer: TrustedPeer, body: dict[str, Any]) -> tuple[CallRequest, Principal]:
         """The checks of the module docstring, in order; the request and principal to run it as."""
@@ -98,7 +109,7 @@ class PeerCalls:
                 raise wire.WireError("fields 'priority' (0-9) or 'hop' are out of range")
         except wire.WireError as exc:
             raise ValidationError(f"the forwarded call is malformed: {exc}") from None
-        tenant, origin_site = self._check_assertion(peer, origin, action, trace_id, assertion)
+        tenant, origin_site = self._check_assertion(peer, origin, action, trace_id, assertion, body.get("payload"))
         if self.node_id in visited or origin == self.node_id:
             raise PermissionDenied("the call already passed through this hub: a forwarding loop, cut",
                                    {"visited": visited})
@@ -122,21 +133,25 @@ class PeerCalls:
         actions = self.allow.get(site, self.allow.get("*", frozenset()))
         return "*" in actions or action in actions
 
-    def _check_assertion(self, peer: TrustedPeer, origin: str, action: str, trace_id: str,
-                         assertion: bytes) -> tuple[dict[str, str], str]:
+    def _check_assertion(self, peer: TrustedPeer, origin: str, action: str, trace_id: str, assertion: bytes,
+                         payload: Any) -> tuple[dict[str, str], str]:
         """The origin's tenant context and site, once its signed assertion holds for this call."""
         try:
-            opened = open_sealed(assertion, now=self._clock(), guard=self.guard,
+            now = self._clock()
+            # a throwaway guard first: only an assertion of a fleet member may spend room in the real one
+            opened = open_sealed(assertion, now=now, guard=ReplayGuard(),
                                  expect_sender=public_key_from_peer_id(origin))
             claims = opened.body
-            if opened.kind != ASSERTION or claims.get("action") != action or claims.get("trace_id") != trace_id:
+            if (opened.kind != ASSERTION or claims.get("action") != action or claims.get("trace_id") != trace_id
+                    or claims.get("payload") != payload_digest(payload)):
                 raise SealError("malformed")
             if origin == peer.peer_id:
                 site = peer.site
             else:
                 raw = claims.get("cert")
                 cert = NodeCertificate.from_bytes(raw) if isinstance(raw, bytes) else None
-                site = self.trust.admit(origin, cert, self._clock()).site
+                site = self.trust.admit(origin, cert, now).site
+            self.guard.check(opened.sender, opened.nonce, opened.sent_at, now)
             tenant = {name: wire.field(claims, name, str, limit=256) for name in ("tenant_id", "tenant_name", "plan")}
         except (SealError, IdentityError, PeerRefused, wire.WireError) as exc:
             reason = getattr(exc, "reason", "malformed")
@@ -144,13 +159,14 @@ class PeerCalls:
                                    {"reason": reason}) from None
         return tenant, site
 
-    def _result(self, result: CallResult, started: float) -> dict[str, Any]:
+    def _result(self, result: CallResult) -> dict[str, Any]:
         receipt = result.receipt
         return {
             # the receipt is this hub's; the module may have run one hop further
             "t": wire.RESULT, "node": self.node_id, "served_by": result.served_by or self.node_id,
             "module": result.module,
             "result_json": result.result_json, "usage": result.usage,
-            "compute_ms": (time.perf_counter() - started) * 1000,
+            # the module's own run time, not this hub's queueing: the origin bills it as compute time
+            "compute_ms": result.compute_ms,
             "receipt": {"seq": receipt.seq, "hash": receipt.hash} if receipt else None,
         }

@@ -120,6 +120,14 @@ class SchemaValidator:
         # the commonest schema (echo's, remote modules that declare none) needs no validator run
         self._any_object = schema == ANY_OBJECT
 
+    def check_input(self, payload: Any, action: str) -> None:
+        """VALIDATION_ERROR naming the JSON pointer of ``payload``'s first bad field (the caller's fault)."""
+        failure = self.first_error(payload)
+        if failure is not None:
+            pointer, reason = failure
+            raise ValidationError(f"payload{pointer or ''} is invalid: {reason}",
+                                  {"pointer": pointer, "reason": reason, "action": action})
+
     def first_error(self, instance: Any) -> tuple[str, str] | None:
         """``(pointer, reason)`` of the most relevant failure, or None when valid."""
         if self._any_object:
@@ -162,13 +170,7 @@ class BoundCapability:
 
     def check_input(self, payload: Any) -> None:
         """VALIDATION_ERROR naming the JSON pointer of the first bad field (the caller's fault)."""
-        failure = self._input.first_error(payload)
-        if failure is not None:
-            pointer, reason = failure
-            raise ValidationError(
-                f"payload{pointer or ''} is invalid: {reason}",
-                {"pointer": pointer, "reason": reason, "action": self.spec.action},
-            )
+        self._input.check_input(payload, self.spec.action)
 
     def check_output(self, result: Any) -> Any:
         """``result`` unchanged when it fits the output schema; MODULE_ERROR (the module's fault) otherwise."""

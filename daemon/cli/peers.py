@@ -15,7 +15,9 @@ from daemon.cli.output import note, print_json, print_table
 from daemon.cli.parsing import SubParsers, add_command
 from daemon.runtime.config import state_dir_of
 
-PEERS_FILE = "peers.json"
+PEERS_FILE = "peers.json"  # written by federation/service.py (not imported here: it loads libp2p)
+#: 256 peers at most, each well under 4 KiB
+MAX_PEERS_BYTES = 1 << 20
 
 
 def register(subparsers: SubParsers, parents: list[argparse.ArgumentParser]) -> None:
@@ -29,9 +31,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
     """Print the peers from ``peers.json``; none when the hub federates with nobody or is not running."""
     path = state_dir_of(args) / PEERS_FILE
     try:
-        peers: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
+        peers: list[dict[str, Any]] = json.loads(path.read_bytes()[:MAX_PEERS_BYTES + 1]) if path.exists() else []
     except (OSError, ValueError) as exc:
         raise CommandFailed(f"cannot read {path}: {exc}") from exc
+    if not isinstance(peers, list) or not all(isinstance(p, dict) for p in peers):
+        raise CommandFailed(f"{path} is not a list of peers; the hub rewrites it within an advert interval")
     if args.json:
         print_json({"peers": peers})
         return 0

@@ -181,14 +181,17 @@ def _site_pages(state_dir: Path, since: int) -> Iterator[list[dict[str, Any]]]:
 
     Checked before the first page, so bad input is refused before a byte is written.
     """
-    from daemon.metering.central import cloudevents
+    from daemon.metering.cloudevents import cloudevents
     from daemon.metering.ledger.reader import rows_after
-    from federation.identity import NodeIdentity
+    from federation.identity import NODE_KEY_FILE, NodeIdentity
 
     path = ledger_path(state_dir)
     if not path.is_file():
         raise CliError(f"no usage ledger at {path}; has the hub run here?")
-    source = NodeIdentity.load_or_create(state_dir).peer_id  # the site's stable name in the fleet
+    # the site's stable name in the fleet; an export never makes a key (the hub makes its own at start)
+    if not (state_dir / NODE_KEY_FILE).is_file():
+        raise CliError(f"no node key in {state_dir}: start the hub once (it makes its node key), then export")
+    source = NodeIdentity.load_or_create(state_dir).peer_id
 
     def pages() -> Iterator[list[dict[str, Any]]]:
         seq = since
@@ -205,7 +208,7 @@ def _central_pages(central: CentralReader, since: int) -> Iterator[list[dict[str
     At the centre ``since`` counts rows in arrival order (the centre's own numbering, across
     sites), so an export can resume where the last one stopped: ``--since`` the number it wrote.
     """
-    from daemon.metering.central import cloudevents
+    from daemon.metering.cloudevents import cloudevents
 
     cursor = since
     while pairs := central.rows(cursor, EXPORT_PAGE):

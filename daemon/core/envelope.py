@@ -212,6 +212,8 @@ class CallResult:
     headers: dict[str, str] = field(default_factory=dict)
     #: the node id of the peer that served a forwarded call; "" when this hub served it
     served_by: str = ""
+    #: how long the module ran (a forwarded call: as the serving hub measured it), billed as compute time
+    compute_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The reply body: ids, module, result and receipt (+ ``served_by``; ``usage`` and ``headers`` stay out)."""

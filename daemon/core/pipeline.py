@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -133,8 +133,9 @@ class Pipeline:
         """Progress parts, then the final CallResult."""
         with _CallScope(self, request) as scope:
             principal = await self.authenticate(credentials, ip=ip, user_agent=user_agent)
-            async for part in self._stream(scope, request, principal, self.usage):
-                yield part
+            async with contextlib.aclosing(self._stream(scope, request, principal, self.usage)) as parts:
+                async for part in parts:
+                    yield part
 
     async def call_for_peer(self, request: CallRequest, principal: Principal, usage: UsageGate) -> CallResult:
         """A call a fleet peer forwarded.
@@ -150,8 +151,9 @@ class Pipeline:
                               usage: UsageGate) -> AsyncGenerator[ProgressPart | CallResult, None]:
         """``call_for_peer`` for a streaming capability."""
         with _CallScope(self, request) as scope:
-            async for part in self._stream(scope, request, principal, usage):
-                yield part
+            async with contextlib.aclosing(self._stream(scope, request, principal, usage)) as parts:
+                async for part in parts:
+                    yield part
 
     async def _call(self, scope: _CallScope, request: CallRequest, principal: Principal,
                     usage: UsageGate) -> CallResult:
@@ -172,14 +174,15 @@ class Pipeline:
             usage.release(admission)  # a no-op once the call is recorded
 
     async def _stream(self, scope: _CallScope, request: CallRequest, principal: Principal,
-                      usage: UsageGate) -> AsyncIterator[ProgressPart | CallResult]:
+                      usage: UsageGate) -> AsyncGenerator[ProgressPart | CallResult, None]:
         envelope, handle = await self._admit_stages(scope, request, principal)
         if handle is None:
             if envelope.type is MessageType.EVENT:
                 yield await self._broadcast(envelope, usage)
             else:
-                async for part in self._forward_stream(envelope, usage):
-                    yield part
+                async with contextlib.aclosing(self._forward_stream(envelope, usage)) as forwarded:
+                    async for part in forwarded:
+                        yield part
             return
         admission = await usage.admit(envelope)
         try:
@@ -187,9 +190,11 @@ class Pipeline:
             while True:
                 yielded = False
                 try:
-                    async for part in self._execute_stream(envelope, handle, admission, usage):
-                        yielded = True
-                        yield part
+                    # closed at once when the caller leaves: the slot and the module's stream go with it
+                    async with contextlib.aclosing(self._execute_stream(envelope, handle, admission, usage)) as parts:
+                        async for part in parts:
+                            yielded = True
+                            yield part
                     return
                 except ModuleGone:
                     handle = self._another(envelope, handle, tried, yielded=yielded)
@@ -210,15 +215,20 @@ class Pipeline:
             if not self.forwarder.serves(envelope):
                 raise not_found(envelope)  # before admission: a call nobody can serve costs nothing
             scope.action_label = "forwarded"
+            await self._check_input(request, self.forwarder.check_input, envelope)
             return envelope, None
         handle = self.host.handle(module_id)
-        # bad input is refused before it costs a rate-limit token, a credit or a queue slot; a large
-        # payload is checked against its schema in a worker thread, as its body was decoded there
-        if request.bytes_in > OFFLOAD_BYTES:
-            await asyncio.to_thread(handle.check_input, envelope.action, envelope.payload)
-        else:
-            handle.check_input(envelope.action, envelope.payload)
+        await self._check_input(request, handle.check_input, envelope.action, envelope.payload)
         return envelope, handle
+
+    @staticmethod
+    async def _check_input(request: CallRequest, check: Callable[..., None], *args: Any) -> None:
+        """Bad input is refused before it costs a rate-limit token, a credit or a queue slot; a large
+        payload is checked against its schema in a worker thread, as its body was decoded there."""
+        if request.bytes_in > OFFLOAD_BYTES:
+            await asyncio.to_thread(check, *args)
+        else:
+            check(*args)
 
     async def _forward(self, envelope: Envelope, usage: UsageGate) -> CallResult:
         """An action only a peer serves: admitted here against the caller's own limits and credits,
@@ -232,7 +242,7 @@ class Pipeline:
             usage.release(admission)
 
     async def _forward_stream(self, envelope: Envelope,
-                              usage: UsageGate) -> AsyncIterator[ProgressPart | CallResult]:
+                              usage: UsageGate) -> AsyncGenerator[ProgressPart | CallResult, None]:
         admission = await usage.admit(envelope)
         try:
             # leaving early closes the forwarder's stream, which cancels the call at the peer
@@ -257,6 +267,7 @@ class Pipeline:
             id=envelope.id, correlation_id=envelope.correlation_id, module=forwarded.module,
             result=forwarded.result, receipt=replace(receipt, peer=forwarded.receipt), usage=forwarded.usage,
             result_json=forwarded.result_json, headers=admission.headers, served_by=forwarded.served_by,
+            compute_ms=forwarded.compute_ms,
         )
 
     def _another(self, envelope: Envelope, handle: ModuleHandle, tried: set[str], *, yielded: bool) -> ModuleHandle:
@@ -399,7 +410,7 @@ class Pipeline:
         return await self._record(envelope, handle, call, result, compute_ms, admission, usage)
 
     async def _execute_stream(self, envelope: Envelope, handle: ModuleHandle, admission: Admission,
-                              usage: UsageGate) -> AsyncIterator[ProgressPart | CallResult]:
+                              usage: UsageGate) -> AsyncGenerator[ProgressPart | CallResult, None]:
         call = self._call_for(envelope)
         async with self.host.scheduler(handle.module_id).slot(envelope.priority, envelope.deadline):
             started = time.perf_counter()
@@ -419,7 +430,7 @@ class Pipeline:
         """Usage is durable before the caller hears the answer."""
         result_json = encode_json(result)
         receipt = await usage.record(envelope, handle.module_id, call.usage, compute_ms, len(result_json),
-                                          admission)
+                                     admission)
         return CallResult(
             id=envelope.id,
             correlation_id=envelope.correlation_id,
@@ -429,6 +440,7 @@ class Pipeline:
             usage=call.usage,
             result_json=result_json,
             headers=admission.headers,
+            compute_ms=compute_ms,
         )
 
     async def _broadcast(self, envelope: Envelope, usage: UsageGate) -> CallResult:

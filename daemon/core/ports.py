@@ -136,6 +136,9 @@ class Forwarder(Protocol):
         """True when some peer advertises ``envelope``'s action and the call may still hop."""
         ...
 
+    def check_input(self, envelope: Envelope) -> None:
+        """VALIDATION_ERROR when the payload breaks the input schema the peers advertise (before admission)."""
+
     async def forward(self, envelope: Envelope) -> Forwarded:
         """Have a peer serve ``envelope``; CAPABILITY_NOT_FOUND, UNAVAILABLE or the peer's own error."""
         ...
@@ -155,6 +158,9 @@ class NoPeers:
     def serves(self, envelope: Envelope) -> bool:
         """Never."""
         return False
+
+    def check_input(self, envelope: Envelope) -> None:
+        """Nothing to check against."""
 
     async def forward(self, envelope: Envelope) -> Forwarded:
         """Always CAPABILITY_NOT_FOUND."""

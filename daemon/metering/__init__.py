@@ -9,7 +9,9 @@ billing.py — plans as data: Invoice/InvoiceLine from a period's UsageTotals, U
 served.py — ServedForPeers: the gate of calls fleet peers forward here (bounded per origin node,
     recorded as kind ``served``, no credits: the origin bills its caller).
 central.py — CentralLedger: the central billing node's ``central.db`` (every site's rows by
-    (site node id, seq), chain-checked, idempotent ingest), totals, settlement, CloudEvents export.
+    (site node id, seq), chain-checked, idempotent ingest), totals, settlement.
+site_rows.py — a site's rows as the centre receives them: exact types, bounds, consecutive seqs.
+cloudevents.py — the ledger as CloudEvents 1.0 (JSON batch), for ``usage export``.
 plans.py — ``plans.json`` in the state dir: the plans the hub serves with, for admin commands.
 ledger/ — the append-only, hash-chained usage ledger (see ledger/__init__.py).
 """

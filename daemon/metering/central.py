@@ -26,10 +26,8 @@ an adjustment on the next invoice, never lost and never reopening a closed one.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import operator
 import os
 import sqlite3
 import threading
@@ -37,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,20 +45,17 @@ from prometheus_client import CollectorRegistry, Counter
 from daemon.core.errors import Conflict, NotFound, Unavailable, ValidationError
 from daemon.metering.billing import parse_period
 from daemon.metering.ledger.chain import GENESIS, apply_pragmas, connect_ro, entry_hash
-from daemon.metering.ledger.events import KINDS, MAX_BYTES, MAX_CALLS, MAX_COMPUTE_MS, MAX_UNIT, MAX_UNITS
+from daemon.metering.ledger.events import MAX_UNITS
 from daemon.metering.ledger.rows import COLUMNS, LedgerRow
 from daemon.metering.ledger.totals import UsageTotals
+from daemon.metering.site_rows import MAX_SITE_ID, TYPES, checked_batch
 
-__all__ = ["CENTRAL_FILE", "CLOUDEVENT_TYPE", "MAX_INGEST_ROWS", "CentralLedger", "CentralReader", "SiteStatus",
-           "cloudevents", "combine_totals"]
+__all__ = ["CENTRAL_FILE", "CentralLedger", "CentralReader", "SiteStatus", "combine_totals"]
 
 log = logging.getLogger(__name__)
 
 CENTRAL_FILE = "central.db"
-CLOUDEVENT_TYPE = "ai.democratic.usage.v1"
 
-#: the most rows one ingest takes (a sync batch is at most federation's MAX_BATCH_ROWS)
-MAX_INGEST_ROWS = 10_000
 #: the most sites the centre keeps a status row for (a fleet is far smaller)
 MAX_SITES = 4096
 #: the most rows one ``rows`` page returns
@@ -69,45 +64,17 @@ MAX_PAGE = 10_000
 MAX_PAIRS = 10_000
 #: the most trace ids a settlement pair lists as unmatched
 MAX_UNMATCHED = 20
-#: bounds on a row's text fields, in characters
-MAX_SITE_ID = 128
-MAX_TEXT = 256
-MAX_UNITS_TEXT = 4096
-MAX_CREDITS_TEXT = 64
-#: a timestamp past this (year 5138) is not a clock reading
-MAX_TS_US = 10**17
 MAX_ERROR = 1000
 
-#: the type each column must have, in column order (exact types: a bool is not an int)
-_TYPES: tuple[type, ...] = (int, str, str, str, str, str, str, str, int, float, int, int, str, str, int, str, str, str)
-_MAX_LEN: tuple[int, ...] = (0, MAX_TEXT, MAX_TEXT, MAX_TEXT, MAX_TEXT, MAX_TEXT, MAX_TEXT, MAX_TEXT, 0, 0, 0, 0,
-                             MAX_UNITS_TEXT, MAX_CREDITS_TEXT, 0, MAX_TEXT, 64, 64)
-_KINDS = frozenset(KINDS)
-#: the text columns capped at MAX_TEXT (ids, names, trace id); units and credits have their own caps
-_short_texts = operator.itemgetter(*(i for i, cap in enumerate(_MAX_LEN) if cap == MAX_TEXT))
-
-SCHEMA = """
+_SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT"}
+#: a site's ledger columns, as the site stored them (one definition: ledger/rows.py)
+_ROW_COLUMNS_SQL = ",\n    ".join(f"{column:<14} {_SQL_TYPES[kind]:<7} NOT NULL"
+                                  for column, kind in zip(COLUMNS, TYPES, strict=True))
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
     n              INTEGER PRIMARY KEY,   -- arrival order at the centre: 1, 2, 3 ... (export cursor)
     site           TEXT    NOT NULL,      -- the sending site's node id (authenticated, never from the row)
-    seq            INTEGER NOT NULL,
-    event_id       TEXT    NOT NULL,
-    kind           TEXT    NOT NULL,
-    tenant_id      TEXT    NOT NULL,
-    subject        TEXT    NOT NULL,
-    plan           TEXT    NOT NULL,
-    action         TEXT    NOT NULL,
-    module         TEXT    NOT NULL,
-    api_calls      INTEGER NOT NULL,
-    compute_ms     REAL    NOT NULL,
-    bytes_in       INTEGER NOT NULL,
-    bytes_out      INTEGER NOT NULL,
-    units          TEXT    NOT NULL,
-    credits        TEXT    NOT NULL,
-    ts_us          INTEGER NOT NULL,
-    trace_id       TEXT    NOT NULL,
-    prev_hash      TEXT    NOT NULL,
-    hash           TEXT    NOT NULL,
+    {_ROW_COLUMNS_SQL},
     billing_period TEXT    NOT NULL,      -- 'YYYY-MM' the row is billed in
     adjusted_from  TEXT,                  -- the month it belonged to, when it arrived after the grace period
     received_us    INTEGER NOT NULL,
@@ -384,7 +351,7 @@ class CentralLedger(CentralReader):
         cannot be written (nothing acknowledged).
         """
         try:
-            batch = _checked_batch(site, site_name, rows)
+            batch = checked_batch(site, site_name, rows)
         except ValidationError as exc:
             self._refused(site, "malformed", exc)
             raise
@@ -518,86 +485,6 @@ class _Refusal(Exception):
         self.details = {"site": site, "seq": seq, "held_hash": held_hash, "sent_hash": sent_hash}
 
 
-def _checked_batch(site: str, site_name: str, rows: Sequence[Sequence[Any]]) -> list[LedgerRow]:
-    """The batch as LedgerRows, or ValidationError naming the first thing wrong (sans-IO)."""
-    if not isinstance(site, str) or not 0 < len(site) <= MAX_SITE_ID:
-        raise ValidationError(f"sync: the site id must be 1..{MAX_SITE_ID} characters")
-    if not isinstance(site_name, str) or len(site_name) > MAX_TEXT:
-        raise ValidationError(f"sync: the site name must be at most {MAX_TEXT} characters")
-    if not 0 < len(rows) <= MAX_INGEST_ROWS:
-        raise ValidationError(f"sync: a batch holds 1..{MAX_INGEST_ROWS} rows, not {len(rows)}")
-    out: list[LedgerRow] = []
-    seen_units: set[str] = {"{}"}
-    seen_credits: set[str] = {"0"}
-    expected = None
-    for raw in rows:
-        row = _checked_row(raw, site)
-        if expected is not None and row.seq != expected:
-            raise ValidationError(f"sync: site {site}: rows must be consecutive; seq {row.seq} follows"
-                                  f" seq {expected - 1}", {"site": site, "seq": row.seq})
-        expected = row.seq + 1
-        if row.units not in seen_units:
-            _check_units(row.units, site, row.seq)
-            seen_units.add(row.units)
-        if row.credits not in seen_credits:
-            _check_credits(row.credits, site, row.seq)
-            seen_credits.add(row.credits)
-        out.append(row)
-    return out
-
-
-def _checked_row(raw: Sequence[Any], site: str) -> LedgerRow:
-    # the common case is checked in bulk (one C-level pass per test); the column-by-column walk
-    # runs only to name what is wrong
-    if not isinstance(raw, list | tuple) or len(raw) != len(COLUMNS):
-        raise ValidationError(f"sync: site {site}: a row must be a list of {len(COLUMNS)} columns",
-                              {"site": site})
-    if tuple(map(type, raw)) != _TYPES or max(map(len, _short_texts(raw))) > MAX_TEXT or (
-            len(raw[12]) > MAX_UNITS_TEXT or len(raw[13]) > MAX_CREDITS_TEXT):
-        _name_bad_column(raw, site)
-    row = LedgerRow._make(raw)
-    if (row.seq < 1 or row.kind not in _KINDS or not row.event_id or not row.tenant_id
-            or not 0 <= row.api_calls <= MAX_CALLS or not 0 <= row.bytes_in <= MAX_BYTES
-            or not 0 <= row.bytes_out <= MAX_BYTES or not 0 <= row.compute_ms <= MAX_COMPUTE_MS
-            or not 0 <= row.ts_us <= MAX_TS_US or len(row.hash) != 64 or len(row.prev_hash) != 64):
-        # compute_ms: a NaN fails the range test too
-        raise ValidationError(f"sync: site {site}: row {row.seq} is out of bounds (seq, kind, ids, counts,"
-                              " compute_ms, ts_us or hash length)", {"site": site, "seq": row.seq})
-    return row
-
-
-def _name_bad_column(raw: Sequence[Any], site: str) -> None:
-    """ValidationError naming the first column of the wrong type or length."""
-    for name, value, kind, cap in zip(COLUMNS, raw, _TYPES, _MAX_LEN, strict=True):
-        if type(value) is not kind:
-            raise ValidationError(f"sync: site {site}: column {name} must be {kind.__name__}",
-                                  {"site": site, "seq": raw[0], "field": name})
-        if cap and isinstance(value, str) and len(value) > cap:
-            raise ValidationError(f"sync: site {site}: column {name} is longer than {cap}",
-                                  {"site": site, "seq": raw[0], "field": name})
-
-
-def _check_units(text: str, site: str, seq: int) -> None:
-    try:
-        units = json.loads(text)
-    except (ValueError, RecursionError):  # 4 KiB of brackets nests past the decoder's depth
-        units = None
-    if (not isinstance(units, dict) or len(units) > MAX_UNITS
-            or not all(type(v) in (int, float) and 0 <= v <= MAX_UNIT for v in units.values())):
-        raise ValidationError(f"sync: site {site}: row {seq}: units must be a JSON object of at most"
-                              f" {MAX_UNITS} numbers in 0..{MAX_UNIT:g}", {"site": site, "seq": seq, "field": "units"})
-
-
-def _check_credits(text: str, site: str, seq: int) -> None:
-    try:
-        ok = Decimal(text).is_finite()
-    except InvalidOperation:
-        ok = False
-    if not ok:
-        raise ValidationError(f"sync: site {site}: row {seq}: credits {text!r} is not a finite decimal",
-                              {"site": site, "seq": seq, "field": "credits"})
-
-
 def _period_range(period: str) -> tuple[str, str]:
     """The first and last ``YYYY-MM`` labels of a period (a month, or the twelve of a year)."""
     bounds = parse_period(period)
@@ -677,25 +564,3 @@ def combine_totals(tenant_id: str, parts: Iterable[UsageTotals]) -> UsageTotals:
         topped += part.credits_topped_up
     return UsageTotals(tenant_id, events, calls, cms, b_in, b_out, dict(sorted(units.items())), debited, topped,
                        None, None)
-
-
-def cloudevents(rows: Iterable[tuple[str, LedgerRow]]) -> list[dict[str, Any]]:
-    """Rows as a CloudEvents 1.0 JSON batch (a list of structured events).
-
-    ``source`` is the site node id (a valid URI-reference), ``id`` the event id, so a consumer
-    deduplicating by (source, id) counts each event once; ``subject`` is the tenant id.  ``data``
-    holds the row's other columns, ``units`` as an object and ``credits`` as exact decimal text.
-    """
-    out: list[dict[str, Any]] = []
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    for site, row in rows:
-        data = row.to_dict()
-        del data["event_id"], data["tenant_id"]
-        data["units"] = json.loads(row.units)
-        out.append({
-            "specversion": "1.0", "id": row.event_id, "source": site, "type": CLOUDEVENT_TYPE,
-            "subject": row.tenant_id,
-            "time": (epoch + timedelta(microseconds=row.ts_us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "datacontenttype": "application/json", "data": data,
-        })
-    return out

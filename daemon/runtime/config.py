@@ -414,6 +414,9 @@ class HubConfig:
             raise ConfigError("billing.sync_interval_s (0.05..3600) or billing.batch_max (1..5000) is out of range")
         if self.billing.central_url and not re.match(r"^https?://[^/?#\s]+$", self.billing.central_url.rstrip("/")):
             raise ConfigError("billing.central_url: must be http(s)://host[:port] with no path")
+        if re.match(r"^http://(?!(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/?$)", self.billing.central_url):
+            # the centre's answer is what makes a site stop sending rows: nobody on the path may forge it
+            raise ConfigError("billing.central_url: plain http only to this machine (loopback); use https")
         if not 0 <= self.billing.grace_days <= 366:
             raise ConfigError("billing.grace_days: must be 0..366")
         if not self.plans:

@@ -290,18 +290,15 @@ class Hub:
         writer = ThreadPoolExecutor(1, thread_name_prefix="central-ledger")
         stack.callback(central.close)
         stack.callback(writer.shutdown)
-        refusals = Counter("democratic_ai_sync_refusals", "Usage batches the central node refused, by reason",
-                           ["reason"], registry=self.metrics.registry)
+        # batches whose seal or sender did not hold; what the ledger refuses it counts itself (central_refused_batches)
+        denied = Counter("democratic_ai_sync_refusals", "Usage batches refused before the central ledger, by reason",
+                         ["reason"], registry=self.metrics.registry)
 
         async def ingest(site: str, name: str, rows: list[list[Any]]) -> int:
             return await asyncio.get_running_loop().run_in_executor(writer, central.ingest, site, name, rows)
 
-        def refused(site: str, message: str) -> None:
-            refusals.labels("refused").inc()
-            log.error("a site's usage batch was refused", extra={"peer": site, "error": message})
-
-        return SyncReceiver(trust=trust, guard=ReplayGuard(), ingest=ingest, on_refused=refused,
-                            on_denied=lambda reason: refusals.labels(reason).inc())
+        return SyncReceiver(trust=trust, guard=ReplayGuard(), ingest=ingest,
+                            on_denied=lambda reason: denied.labels(reason).inc())
 
     def _outbox(self, identity: NodeIdentity, trust: FleetTrust, state_dir: Path,
                 federation: Federation) -> SyncOutbox:

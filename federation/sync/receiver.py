@@ -14,6 +14,7 @@ whatever ``ingest`` raises (``CONFLICT`` for a differing row, a gap or a broken 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from typing import Any
 from daemon.core.errors import HubError, InternalError, PermissionDenied
 from federation.identity import FleetTrust, IdentityError, NodeCertificate, public_key_from_peer_id
 from federation.sealing import ReplayGuard
-from federation.sync.batch import SEQ_INDEX, open_batch
+from federation.sync.batch import MAX_BATCH_BYTES, SEQ_INDEX, open_batch
 
 log = logging.getLogger("democratic_ai.federation.sync")
 
@@ -53,6 +54,7 @@ class SyncReceiver:
         self._on_refused = on_refused
         self._on_denied = on_denied
         self._clock = clock
+        self._opening = asyncio.Lock()
 
     async def receive(self, data: bytes, *, sender: str | None = None,
                       cert: NodeCertificate | None = None) -> int:
@@ -70,8 +72,12 @@ class SyncReceiver:
             self._on_denied("malformed")
             raise PermissionDenied(f"the sender is not a node id: {exc}", {"reason": "malformed"}) from None
         try:
-            batch = open_batch(data, trust=self.trust, guard=self.guard, now=self._clock(),
-                               expect_sender=expect, cert=cert)
+            # signature, decoding and row checks cost tens of ms for a full batch, and an unproven sender
+            # may send one: off the loop, one batch at a time (the guard is not shared across threads)
+            async with self._opening:
+                batch = await asyncio.to_thread(open_batch, data, trust=self.trust, guard=self.guard,
+                                                now=self._clock(), expect_sender=expect, cert=cert,
+                                                max_bytes=MAX_BATCH_BYTES)
         except PermissionDenied as exc:
             self._on_denied(str(exc.details.get("reason", "denied")))
             raise

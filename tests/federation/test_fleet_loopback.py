@@ -12,61 +12,30 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from federation.identity import FleetKey, NodeIdentity, install_certificate
+from federation.identity import FleetKey
 from tests.support import doorclients
-from tests.support.hubproc import ROOT, HubProcess, write_config
+from tests.support.fleet import FleetMember, enrol
+from tests.support.hubproc import ROOT
 
-INTERVAL_S = 0.5  # adverts every half second: expiry after 1.5 s
 WAIT_S = 20.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+Member = FleetMember
 
 
-@dataclass
-class Member:
-    name: str
-    node_id: str
-    port: int
-    hub: HubProcess
-
-    @property
-    def addr(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.node_id}"
-
-    @property
-    def door(self) -> doorclients.Hub:
-        return doorclients.Hub(self.hub.endpoints, self.hub.state_dir)
-
-
-def enrol(tmp: Path, name: str, fleet: FleetKey, modules: tuple[str, ...], bootstrap: list[str] | None = None,
-          ) -> Member:
-    """A hub with its own node key and a certificate of ``fleet``, configured but not started."""
-    state = tmp / name
-    identity = NodeIdentity.load_or_create(state)
-    cert = fleet.sign_node(identity.public_key, name, now=time.time())
-    install_certificate(state, cert.to_text(), identity)
-    port = free_port()
-    config = write_config(state / "hub.toml", extra=(
-        f'[node]\nname = "{name}"\n'
-        f'[p2p]\nlisten = "/ip4/127.0.0.1/tcp/{port}"\nadvert_interval_s = {INTERVAL_S}\n'
-        f"bootstrap = {json.dumps(bootstrap or [])}\n"), modules=modules)
-    return Member(name, identity.peer_id, port, HubProcess(state, config))
+def door_hub(member: Member) -> doorclients.Hub:
+    """The member as the door clients address it."""
+    return doorclients.Hub(member.hub.endpoints, member.hub.state_dir)
 
 
 async def until(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
@@ -166,7 +135,7 @@ async def test_a_call_only_peers_serve_is_forwarded_whichever_door_it_came_in_by
         members: dict[str, Member], door: str) -> None:
     origin = members["origin"]
     await until(lambda: serves_echo(origin), "echo from a peer")
-    outcome = await doorclients.call(door, origin.door, "echo", {"hello": door}, key=origin.hub.admin_key)
+    outcome = await doorclients.call(door, door_hub(origin), "echo", {"hello": door}, key=origin.hub.admin_key)
     assert outcome.code is None, outcome
     assert outcome.result == {"hello": door}
 
@@ -183,7 +152,7 @@ async def test_the_reply_names_the_peer_and_carries_its_receipt_inside_the_origi
 async def test_a_stream_crosses_the_hop_part_by_part(members: dict[str, Member]) -> None:
     origin = members["origin"]
     await until(lambda: serves_echo(origin), "echo from a peer")
-    outcome = await doorclients.call("http", origin.door, "echo.stream", {"steps": 3}, key=origin.hub.admin_key,
+    outcome = await doorclients.call("http", door_hub(origin), "echo.stream", {"steps": 3}, key=origin.hub.admin_key,
                                      stream=True)
     assert outcome.code is None and outcome.progress == [0.25, 0.5, 0.75]
 
@@ -207,7 +176,7 @@ async def test_a_hub_of_another_fleet_is_refused(members: dict[str, Member], fle
     stranger = enrol(fleet_dir, "stranger", FleetKey.generate("elsewhere"), ("echo",), bootstrap=[origin.addr])
     stranger.hub.start()
     try:
-        await until(lambda: doorclients.metric(origin.door, "democratic_ai_peer_refusals", reason="other_fleet"),
+        await until(lambda: doorclients.metric(door_hub(origin), "democratic_ai_peer_refusals", reason="other_fleet"),
                     "the stranger's refusal to be counted")
         assert await peer_view(origin, stranger.node_id) is None
         assert stranger.node_id not in await serves_echo(origin)
@@ -219,19 +188,16 @@ async def test_a_killed_peer_fails_over_its_routes_vanish_and_it_is_dialled_agai
         members: dict[str, Member]) -> None:
     origin, left, right = members["origin"], members["left"], members["right"]
     await until(lambda: _both(serves_echo(origin), {left.node_id, right.node_id}), "echo from both peers")
-    # a slow call (a streaming capability drained at the peer: four parts 400 ms apart)
-    slow = asyncio.ensure_future(post_call(origin, "echo.stream", {"steps": 4, "delay_ms": 400}))
+    # a slow call (a streaming capability drained at the peer: twenty parts 250 ms apart)
+    slow = asyncio.ensure_future(post_call(origin, "echo.stream", {"steps": 20, "delay_ms": 250}))
     busy = await until(lambda: _serving_now(left, right), "a peer to take the slow call")
     survivor = right if busy is left else left
     busy.hub.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
     busy.hub.process.wait()  # type: ignore[union-attr]
-    killed_at = time.monotonic()
     body = await slow
     assert body["served_by"] == survivor.node_id  # failed over to the other peer within its TTL
 
     await until(lambda: _both(serves_echo(origin), {survivor.node_id}), "the dead peer's route to vanish")
-    vanished_after = time.monotonic() - killed_at
-    assert vanished_after < 3 * INTERVAL_S + WAIT_S  # bounded; the figure itself is in docs/benchmarks.md
     view = await peer_view(origin, busy.node_id)
     assert view is None or view["state"] == "down"
 
@@ -244,6 +210,6 @@ async def test_a_killed_peer_fails_over_its_routes_vanish_and_it_is_dialled_agai
 async def _serving_now(*members: Member) -> Member | None:
     for member in members:
         with contextlib.suppress(aiohttp.ClientError):
-            if await doorclients.metric(member.door, "democratic_ai_in_flight", module="echo") >= 1:
+            if await doorclients.metric(door_hub(member), "democratic_ai_in_flight", module="echo") >= 1:
                 return member
     return None

@@ -16,25 +16,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from federation.identity import FleetKey, NodeIdentity, install_certificate
+from federation.identity import FleetKey
 from tests.federation.netns import Namespace, lan_fixture
-from tests.support.hubproc import ROOT, HubProcess, write_config
+from tests.support.fleet import FleetMember, enrol
+from tests.support.hubproc import ROOT, HubProcess
 
 lan = lan_fixture(2)
 WAIT_S = 30.0
 
 
-def enrol(tmp: Path, name: str, host: Namespace, fleet: FleetKey, modules: tuple[str, ...]) -> HubProcess:
+def on_lan(tmp: Path, name: str, host: Namespace, fleet: FleetKey, modules: tuple[str, ...]) -> FleetMember:
     """A hub of ``fleet`` in namespace ``host``: p2p and mDNS on the LAN address, no bootstrap peers."""
-    state = tmp / name
-    identity = NodeIdentity.load_or_create(state)
-    install_certificate(state, fleet.sign_node(identity.public_key, name, now=time.time()).to_text(), identity)
-    config = write_config(state / "hub.toml", modules=modules, extra=(
-        f'[node]\nname = "{name}"\n'
-        f'[p2p]\nlisten = "/ip4/{host.ip}/tcp/4701"\nadvert_interval_s = 1\n'))
-    # write_config turns mDNS off for loopback tests; on this LAN it is the point
-    config.write_text(config.read_text().replace("[mdns]\nenabled = false", "[mdns]\nenabled = true"))
-    return HubProcess(state, config, wrapper=["ip", "netns", "exec", host.name])
+    return enrol(tmp, name, fleet, modules, interval=1, host_ip=host.ip, port=4701, mdns=True,
+                 wrapper=["ip", "netns", "exec", host.name])
 
 
 def peers_of(hub: HubProcess) -> list[dict[str, Any]]:
@@ -47,8 +41,8 @@ def peers_of(hub: HubProcess) -> list[dict[str, Any]]:
 
 def test_two_hubs_with_no_bootstrap_find_each_other_by_mdns_and_forward(lan: list[Namespace], tmp_path: Path) -> None:
     fleet = FleetKey.generate("lan")
-    origin = enrol(tmp_path, "origin", lan[0], fleet, ("text.summarize",))
-    far = enrol(tmp_path, "far", lan[1], fleet, ("echo",))
+    origin = on_lan(tmp_path, "origin", lan[0], fleet, ("text.summarize",)).hub
+    far = on_lan(tmp_path, "far", lan[1], fleet, ("echo",)).hub
     try:
         far.start()
         origin.start()

@@ -19,13 +19,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgpack
 import pytest
 from aiohttp import web
 
@@ -34,32 +32,18 @@ from daemon.metering.central import CENTRAL_FILE, CentralReader
 from daemon.metering.ledger.chain import verify
 from daemon.metering.ledger.reader import ledger_head, rows_after
 from daemon.metering.ledger.totals import read_totals
-from federation.identity import FleetKey, NodeIdentity, install_certificate
+from federation.identity import FleetKey
 from federation.sync.batch import seal_batch
-from tests.federation.test_fleet_loopback import free_port
 from tests.support.cli import cli_ok
-from tests.support.hubproc import HubProcess, write_config
+from tests.support.fleet import FleetMember, enrol, free_port
 
 TENANT_ID = str(uuid.uuid4())
 WAIT_S = 60.0
 
 
-@dataclass
-class Hub:
-    name: str
-    node_id: str
-    identity: NodeIdentity
-    port: int
-    process: HubProcess
-    key: str = ""
-
-    @property
-    def addr(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.node_id}"
-
-    @property
-    def ledger(self) -> Path:
-        return self.process.state_dir / "ledger.db"
+Hub = FleetMember
+#: in each hub's state dir: the API key of the tenant's user this test calls as
+TENANT_KEY_FILE = "acme.key"
 
 
 class Relay:
@@ -107,36 +91,30 @@ class Relay:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-def enrol(tmp: Path, name: str, fleet: FleetKey, *, role: str, modules: tuple[str, ...], extra: str = "") -> Hub:
-    state = tmp / name
-    identity = NodeIdentity.load_or_create(state)
-    cert = fleet.sign_node(identity.public_key, name, role=role, now=time.time())
-    install_certificate(state, cert.to_text(), identity)
-    cli_ok(state, "tenant", "create", "acme", "--id", TENANT_ID)
-    key = cli_ok(state, "key", "create", "--tenant", "acme", "--role", "user").splitlines()[-1].strip()
-    port = free_port()
-    config = write_config(state / "hub.toml", modules=modules, extra=(
-        f'[node]\nname = "{name}"\n[p2p]\nlisten = "/ip4/127.0.0.1/tcp/{port}"\nadvert_interval_s = 0.5\n'
-        f"[billing]\nrole = \"{'central' if role == 'central' else 'site'}\"\nsync_interval_s = 0.2\n"
-        "batch_max = 40\n" + extra))
-    return Hub(name, identity.peer_id, identity, port, HubProcess(state, config), key)
-
-
-def point_at_centre(hub: Hub, central: Hub, *, bootstrap: list[str], central_url: str = "") -> None:
-    text = hub.process.config_path.read_text()
-    text = text.replace("[billing]\n", f'[billing]\ncentral = "{central.node_id}"\n'
-                                       + (f'central_url = "{central_url}"\n' if central_url else ""))
-    text = text.replace("advert_interval_s = 0.5\n", f"advert_interval_s = 0.5\nbootstrap = {json.dumps(bootstrap)}\n")
-    hub.process.config_path.write_text(text)
+def enrol_for_billing(tmp: Path, name: str, fleet: FleetKey, modules: tuple[str, ...], *,
+                      central: Hub | None = None, bootstrap: tuple[str, ...] = (), central_url: str = "") -> Hub:
+    """The central node (``central`` None) or a site syncing to ``central``, with the tenant and a key of it."""
+    if central is None:
+        billing = '[billing]\nrole = "central"\n'
+    else:
+        billing = f'[billing]\ncentral = "{central.node_id}"\n' + (f'central_url = "{central_url}"\n'
+                                                                   if central_url else "")
+    hub = enrol(tmp, name, fleet, modules, role="site" if central else "central", bootstrap=bootstrap,
+                extra=billing + "sync_interval_s = 0.2\nbatch_max = 40\n")
+    cli_ok(hub.hub.state_dir, "tenant", "create", "acme", "--id", TENANT_ID)
+    key = cli_ok(hub.hub.state_dir, "key", "create", "--tenant", "acme", "--role", "user").splitlines()[-1]
+    (hub.hub.state_dir / TENANT_KEY_FILE).write_text(key)
+    return hub
 
 
 async def calls(hub: Hub, count: int, action: str = "echo", payload: Any = None) -> int:
     """``count`` calls through ``hub``'s HTTP door; how many were answered (a hub may be down)."""
     answered = 0
+    key = (hub.hub.state_dir / TENANT_KEY_FILE).read_text()
     async with aiohttp.ClientSession() as session:
         for i in range(count):
             try:
-                async with session.post(f"{hub.process.url}/v1/call", headers={"X-API-Key": hub.key},
+                async with session.post(f"{hub.hub.url}/v1/call", headers={"X-API-Key": key},
                                         json={"action": action, "payload": payload or {"i": i}}) as resp:
                     if resp.status == 200:
                         answered += 1
@@ -151,7 +129,7 @@ def site_calls(hub: Hub) -> int:
 
 
 def synced(site: Hub) -> bool:
-    state_file = site.process.state_dir / "sync" / "outbox.json"
+    state_file = site.hub.state_dir / "sync" / "outbox.json"
     if not state_file.exists():
         return False
     head_seq, _ = ledger_head(site.ledger)
@@ -176,24 +154,24 @@ def relay() -> Iterator[Relay]:
 
 async def post_batch(centre: Hub, body: bytes) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as session, session.post(
-            f"{centre.process.url}/v1/sync/batch", data=body, headers={"Content-Type": "application/msgpack"}) as resp:
+            f"{centre.hub.url}/v1/sync/batch", data=body, headers={"Content-Type": "application/msgpack"}) as resp:
         return resp.status, await resp.json()
 
 
 async def test_usage_reaches_the_centre_exactly_once_through_outages_kills_and_a_hostile_relay(
         tmp_path: Path, relay: Relay) -> None:
     fleet = FleetKey.generate("billing")
-    centre = enrol(tmp_path, "centre", fleet, role="central", modules=("echo",))
-    north = enrol(tmp_path, "north", fleet, role="site", modules=("echo",))
-    south = enrol(tmp_path, "south", fleet, role="site", modules=("echo", "text.summarize"))
+    centre = enrol_for_billing(tmp_path, "centre", fleet, ("echo",))
+    south = enrol_for_billing(tmp_path, "south", fleet, ("echo", "text.summarize"), central=centre,
+                              bootstrap=(centre.addr,), central_url=f"http://127.0.0.1:{relay.port}")
+    north = enrol_for_billing(tmp_path, "north", fleet, ("echo",), central=centre,
+                              bootstrap=(centre.addr, south.addr))
     hubs = [centre, north, south]
     try:
-        centre.process.start()
-        relay.target = centre.process.url
-        point_at_centre(north, centre, bootstrap=[centre.addr, south.addr])
-        point_at_centre(south, centre, bootstrap=[centre.addr], central_url=f"http://127.0.0.1:{relay.port}")
-        south.process.start()
-        north.process.start()
+        centre.hub.start()
+        relay.target = centre.hub.url
+        south.hub.start()
+        north.hub.start()
 
         # load on both sites; north also uses what only south serves (settled between them later)
         assert await calls(north, 60) == 60 and await calls(south, 60) == 60
@@ -202,27 +180,27 @@ async def test_usage_reaches_the_centre_exactly_once_through_outages_kills_and_a
         assert forwarded == 5
 
         # the centre stops for a while; the sites keep serving and billing
-        centre.process.stop()
+        centre.hub.stop()
         assert await calls(north, 40) == 40 and await calls(south, 40) == 40
-        centre.process.start()
-        relay.target = centre.process.url  # its HTTP door came back on another port
+        centre.hub.start()
+        relay.target = centre.hub.url  # its HTTP door came back on another port
 
         # the centre killed mid-sync, under load
         load = asyncio.gather(calls(north, 80), calls(south, 80))
         await asyncio.sleep(0.6)
-        centre.process.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
-        centre.process.process.wait()  # type: ignore[union-attr]
+        centre.hub.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+        centre.hub.process.wait()  # type: ignore[union-attr]
         await load
-        centre.process.start()
-        relay.target = centre.process.url
+        centre.hub.start()
+        relay.target = centre.hub.url
 
         # a site killed mid-sync, then back
         load = asyncio.gather(calls(north, 40), calls(south, 40))
         await asyncio.sleep(0.4)
-        north.process.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
-        north.process.process.wait()  # type: ignore[union-attr]
+        north.hub.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+        north.hub.process.wait()  # type: ignore[union-attr]
         await load
-        north.process.start()
+        north.hub.start()
         assert await calls(north, 20) == 20
 
         # hostile batches, straight at the centre's door
@@ -247,7 +225,7 @@ async def test_usage_reaches_the_centre_exactly_once_through_outages_kills_and_a
             await until(lambda: synced(north) and synced(south), "both sites to be synced")
         except AssertionError:
             raise AssertionError(_sync_report(hubs)) from None
-        central = CentralReader(centre.process.state_dir / CENTRAL_FILE)
+        central = CentralReader(centre.hub.state_dir / CENTRAL_FILE)
         totals = central.totals(TENANT_ID, current_period(time.time()))
         assert {site: t.api_calls for site, t in totals.items()} == {
             north.node_id: site_calls(north), south.node_id: site_calls(south)}
@@ -266,28 +244,28 @@ async def test_usage_reaches_the_centre_exactly_once_through_outages_kills_and_a
         assert pair["balanced"] and pair["billed"]["calls"] == pair["served"]["calls"] == forwarded, pair
     finally:
         for hub in hubs:
-            hub.process.stop()
+            hub.hub.stop()
 
 
 def _sync_report(hubs: list[Hub]) -> str:
     lines = ["the sites never caught up:"]
     for hub in hubs:
-        outbox = hub.process.state_dir / "sync" / "outbox.json"
+        outbox = hub.hub.state_dir / "sync" / "outbox.json"
         lines.append(f"{hub.name}: head {ledger_head(hub.ledger)} outbox "
                      f"{outbox.read_text() if outbox.exists() else '-'}")
-        lines.append(hub.process.log()[-2500:])
+        lines.append(hub.hub.log()[-2500:])
     return "\n".join(lines)
 
 
 def _sealed_with_cert(site: Hub, rows: list[list[Any]]) -> bytes:
     from federation.identity import load_certificate
 
-    cert = load_certificate(site.process.state_dir / "fleet" / "node.cert")
+    cert = load_certificate(site.hub.state_dir / "fleet" / "node.cert")
     return seal_batch(site.identity, rows, time.time(), cert=cert)
 
 
 def _summarize_reachable(hub: Hub) -> bool:
-    path = hub.process.state_dir / "peers.json"
+    path = hub.hub.state_dir / "peers.json"
     try:
         peers = json.loads(path.read_text()) if path.exists() else []
     except ValueError:
@@ -295,4 +273,3 @@ def _summarize_reachable(hub: Hub) -> bool:
     return any("text.summarize" in p.get("capabilities", []) for p in peers)
 
 
-_ = msgpack  # the sealed batches are msgpack; imported for readers following the wire format

@@ -123,6 +123,9 @@ class RecordingForwarder:
         self.asked.append(envelope.action)
         return envelope.action in self.peer_results
 
+    def check_input(self, envelope: Envelope) -> None:
+        """The peer declares no schema: anything goes."""
+
     async def forward(self, envelope: Envelope) -> Forwarded:
         """The peer's canned answer, or CAPABILITY_NOT_FOUND as ``NoPeers`` answers."""
         if envelope.action not in self.peer_results:

@@ -19,7 +19,7 @@ from daemon.core.errors import CapabilityNotFound, HubError, PermissionDenied
 from federation import wire
 from federation.identity import FleetKey, NodeIdentity
 from federation.sealing import seal
-from federation.serving import ASSERTION
+from federation.serving import ASSERTION, payload_digest
 from modules.sdk import Call, Module, Progress, capability
 from tests.support.fakes import KEY
 from tests.support.memfleet import Member, MemoryNetwork, member, settle
@@ -131,10 +131,11 @@ async def test_a_stream_crosses_the_hop_and_cancelling_at_the_origin_cancels_at_
         assert isinstance(first, ProgressPart)
         await weather.started.wait()
         await stream.aclose()  # the caller hangs up
-        await settle()
+        # at once, with no loop turn in between: the origin's admission is given back
+        assert len(a.gate.recorded) == 1 and len(a.gate.released) == 2
+        await settle()  # the cancel frame travels to the serving hub
         assert weather.cancelled == 1
-        assert b.served.recorded[-1:] == b.served.recorded[:1]  # only the first, finished stream was recorded
-        assert len(a.gate.recorded) == 1 and len(a.gate.released) >= 2
+        assert len(b.served.recorded) == 1  # only the first, finished stream was recorded
 
 
 async def test_when_the_serving_peer_drops_mid_call_the_call_fails_over_to_the_next(
@@ -179,11 +180,12 @@ async def test_a_hub_of_another_fleet_is_refused_and_never_serves_or_is_served(t
 async def call_frame(origin: Member, *, body: dict[str, Any], assertion_by: NodeIdentity | None = None,
                      assertion: dict[str, Any] | None = None) -> bytes:
     """A call frame as ``origin`` would seal it, with an assertion signed by ``assertion_by``."""
-    claims = {"tenant_id": "t1", "tenant_name": "acme", "plan": "starter", "action": body["action"],
-              "trace_id": body["trace_id"], "cert": None, **(assertion or {})}
-    signed = seal(assertion_by or origin.identity, ASSERTION, claims, origin.links._clock())
     full = {"payload": {}, "priority": 5, "ttl": 5.0, "correlation_id": "c", "origin": origin.node_id, "hop": 1,
-            "visited": [origin.node_id], "stream": False, "assertion": signed, **body}
+            "visited": [origin.node_id], "stream": False, **body}
+    claims = {"tenant_id": "t1", "tenant_name": "acme", "plan": "starter", "action": body["action"],
+              "trace_id": body["trace_id"], "payload": payload_digest(full["payload"]), "cert": None,
+              **(assertion or {})}
+    full["assertion"] = seal(assertion_by or origin.identity, ASSERTION, claims, origin.links._clock())
     return seal(origin.identity, wire.CALL, full, origin.links._clock())
 
 
@@ -198,6 +200,7 @@ async def send_call(origin: Member, peer: Member, sealed: bytes) -> dict[str, An
 @pytest.mark.parametrize(("case", "code"), [
     ("forged on-behalf-of", "PERMISSION_DENIED"),
     ("assertion for another action", "PERMISSION_DENIED"),
+    ("payload changed under the assertion", "PERMISSION_DENIED"),
     ("a loop back through the serving hub", "PERMISSION_DENIED"),
     ("too many hops", "PERMISSION_DENIED"),
     ("a malformed call", "VALIDATION_ERROR"),
@@ -215,6 +218,9 @@ async def test_a_peer_call_that_does_not_hold_is_refused_with_the_contracts_code
             kwargs["assertion_by"] = NodeIdentity(b"\x01" * 32)  # not the origin's key
         elif case == "assertion for another action":
             kwargs["assertion"] = {"action": "weather.week"}
+        elif case == "payload changed under the assertion":
+            kwargs["assertion"] = {"payload": payload_digest({"city": "Oslo"})}  # what the origin signed
+            body["payload"] = {"city": "Paris"}  # what a relay sent on
         elif case == "a loop back through the serving hub":
             body["visited"] = [a.node_id, b.node_id]
         elif case == "too many hops":
@@ -273,17 +279,33 @@ async def test_a_call_hops_through_a_middle_hub_and_never_loops_back(tmp_path: P
         assert served.subject == f"node:{b.node_id}"
 
 
-async def test_an_error_of_the_peers_module_reaches_the_caller_with_its_code(tmp_path: Path, fleet: FleetKey) -> None:
+async def test_bad_input_for_a_peers_action_is_refused_at_the_origin_before_it_costs_anything(
+        tmp_path: Path, fleet: FleetKey) -> None:
     network = MemoryNetwork()
+    weather = Weather()
     async with member(network, tmp_path, "origin", [], fleet=fleet) as a, \
-            member(network, tmp_path, "far", [Weather()], fleet=fleet) as b:
+            member(network, tmp_path, "far", [weather], fleet=fleet) as b:
         await network.connect(a.node_id, b.node_id)
         b.advertise()
         await settle()
         with pytest.raises(HubError) as caught:
-            await call(a, "weather.now", "not an object")  # the peer's schema check refuses it
+            await call(a, "weather.now", "not an object")  # against the input schema b advertises
         assert caught.value.code == "VALIDATION_ERROR"
-        assert a.gate.recorded == []  # nothing billed for a refused call
+        assert a.gate.admitted == [] and weather.calls == []  # no rate-limit token, no trip to the peer
+
+
+async def test_an_error_at_the_peer_reaches_the_caller_with_its_code_and_is_not_billed(
+        tmp_path: Path, fleet: FleetKey) -> None:
+    network = MemoryNetwork()
+    async with member(network, tmp_path, "origin", [], fleet=fleet) as a, \
+            member(network, tmp_path, "far", [Weather()], fleet=fleet, allow={"*": []}) as b:
+        await network.connect(a.node_id, b.node_id)
+        b.advertise()
+        await settle()
+        with pytest.raises(HubError) as caught:
+            await call(a, "weather.now", {"city": "Rome"})  # the peer's policy refuses it
+        assert caught.value.code == "PERMISSION_DENIED"
+        assert a.gate.admitted == ["weather.now"] and len(a.gate.released) == 1 and a.gate.recorded == []
 
 
 async def test_a_replayed_advert_is_refused_and_the_link_that_carried_it_dropped(
@@ -301,3 +323,17 @@ async def test_a_replayed_advert_is_refused_and_the_link_that_carried_it_dropped
         await settle()
         assert "replay" in a.refusals
         assert a.links.peer(b.node_id) is None
+
+
+async def test_a_stranger_spends_no_room_in_the_replay_guard_and_no_decoding_beyond_a_hello(
+        tmp_path: Path, fleet: FleetKey) -> None:
+    network = MemoryNetwork()
+    async with member(network, tmp_path, "origin", [], fleet=fleet) as a, \
+            member(network, tmp_path, "stranger", [], fleet=FleetKey.generate("other")) as s:
+        await network.connect(a.node_id, s.node_id)
+        assert len(a.links.guard) == 0 and "other_fleet" in a.refusals  # refused before its nonce was kept
+        network.nodes[a.node_id].peers.add(s.node_id)  # a second link, and this time a huge first frame
+        a.links.on_link(s.node_id)
+        a.links.on_frame(s.node_id, wire.encode({"t": wire.HELLO, "sealed": b"x" * (64 << 10)}))
+        await settle()
+        assert "too_large" in a.refusals

@@ -23,12 +23,11 @@ from prometheus_client import CollectorRegistry
 from daemon.core.errors import Conflict, NotFound, ValidationError
 from daemon.metering.central import (
     CENTRAL_FILE,
-    CLOUDEVENT_TYPE,
     CentralLedger,
     CentralReader,
-    cloudevents,
     combine_totals,
 )
+from daemon.metering.cloudevents import CLOUDEVENT_TYPE, cloudevents
 from daemon.metering.ledger.chain import GENESIS, entry_hash
 from daemon.metering.ledger.events import UsageEvent
 from daemon.metering.ledger.reader import ledger_head, rows_after
