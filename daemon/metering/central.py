@@ -420,7 +420,7 @@ class CentralLedger(CentralReader):
             raise _Refusal(
                 "gap", f"site {site}: the batch starts at seq {start.seq} but the centre holds up to seq {acked}"
                 f" (held hash {acked_hash}, sent prev_hash {start.prev_hash}): rows are missing",
-                site, start.seq, acked_hash, start.prev_hash)
+                site, start.seq, acked_hash, start.prev_hash, acked=int(acked))
         prev, now_us = acked_hash, round(now * 1_000_000)
         month = _month_of(start.ts_us)
         current = _month_of(now_us)
@@ -478,11 +478,15 @@ class CentralLedger(CentralReader):
 class _Refusal(Exception):
     """A batch the chain rules refuse; raised inside the transaction, turned into Conflict after rollback."""
 
-    def __init__(self, reason: str, message: str, site: str, seq: int, held_hash: str, sent_hash: str) -> None:
+    def __init__(self, reason: str, message: str, site: str, seq: int, held_hash: str, sent_hash: str,
+                 acked: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.details = {"site": site, "seq": seq, "held_hash": held_hash, "sent_hash": sent_hash}
+        self.details: dict[str, Any] = {"reason": reason, "site": site, "seq": seq, "held_hash": held_hash,
+                                        "sent_hash": sent_hash}
+        if acked is not None:  # a gap: what the centre holds, so the site can send again from there
+            self.details["acked"] = acked
 
 
 def _period_range(period: str) -> tuple[str, str]:

@@ -270,6 +270,17 @@ class SyncOutbox:
                 answer = await self._send(sealed)
         except TimeoutError:
             raise Unavailable(f"the central node did not answer within {self._send_timeout_s:g} s") from None
+        except HubError as exc:
+            held = exc.details.get("acked")
+            if exc.code != "CONFLICT" or exc.details.get("reason") != "gap" or type(held) is not int \
+                    or not 0 <= held < acked:
+                raise
+            # the centre holds less than it once acknowledged (its central.db restored from a backup):
+            # send again from there; what it still holds is compared, never stored twice
+            log.warning("the central node holds fewer rows than it acknowledged: sending again from there",
+                        extra={"acked": held, "held": acked})
+            await self._save(replace(self._state, acked_seq=held, acked_at=self._clock()))
+            return True
         new_ack = self._check_ack(answer, acked, last_sent)
         # the first row still unacknowledged, when it was in this batch: its time is the lag's start
         pending = rows[new_ack - acked][TS_US_INDEX] if new_ack < last_sent else 0

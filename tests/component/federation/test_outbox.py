@@ -69,8 +69,8 @@ class Centre:
                 if held[seq] != row:
                     raise Conflict(f"row {seq} differs from the row held")
                 continue  # identical: skipped, acked
-            if seq != max(held, default=0) + 1:
-                raise Conflict(f"gap before seq {seq}")
+            if seq != max(held, default=0) + 1:  # as the central ledger words it: what it holds, to resume from
+                raise Conflict(f"gap before seq {seq}", {"reason": "gap", "acked": max(held, default=0)})
             held[seq] = row
         return max(held, default=0)
 
@@ -404,3 +404,16 @@ async def test_wake_ends_the_wait_between_rounds_at_once(site: Site) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_centre_restored_from_an_older_backup_gets_the_rows_it_lost_again(site: Site) -> None:
+    outbox = site.outbox(batch_max=10)
+    assert await drain(outbox) == 0 and site.held == 25
+    site.centre.rows[site.identity.peer_id] = {seq: row for seq, row in
+                                               site.centre.rows[site.identity.peer_id].items() if seq <= 12}
+    await site.use(5)
+    # the centre refuses the gap and says where it stands; the outbox goes back there and sends again
+    await drain(outbox)
+    assert site.held == 30 and site.acked_on_disk() == 30
+    stored = site.centre.rows[site.identity.peer_id]
+    assert [stored[seq] for seq in sorted(stored)] == [list(row) for row in rows_after(site.ledger, 0, 100)]

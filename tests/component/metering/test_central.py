@@ -158,7 +158,7 @@ async def test_a_row_that_differs_from_the_one_held_is_refused_with_both_hashes(
         rewritten = relinked(rows, 2, api_calls=5)
         with pytest.raises(Conflict) as refused:
             ledger.ingest(OSAKA, "osaka", rewritten[1:])
-        assert refused.value.details == {"site": OSAKA, "seq": 3, "held_hash": rows[2].hash,
+        assert refused.value.details == {"reason": "differs", "site": OSAKA, "seq": 3, "held_hash": rows[2].hash,
                                          "sent_hash": rewritten[2].hash}
         assert OSAKA in refused.value.message and rows[2].hash in refused.value.message
         assert rewritten[2].hash in refused.value.message
@@ -177,8 +177,8 @@ async def test_a_gap_is_refused(tmp_path: Path, centre: CentralLedger) -> None:
     centre.ingest(OSAKA, "osaka", rows[:5])
     with pytest.raises(Conflict) as refused:
         centre.ingest(OSAKA, "osaka", rows[7:])
-    assert refused.value.details == {"site": OSAKA, "seq": 8, "held_hash": rows[4].hash,
-                                     "sent_hash": rows[7].prev_hash}
+    assert refused.value.details == {"reason": "gap", "site": OSAKA, "seq": 8, "held_hash": rows[4].hash,
+                                     "sent_hash": rows[7].prev_hash, "acked": 5}  # where the site resumes
     assert "missing" in refused.value.message
     assert centre.acked(OSAKA) == 5 and held(centre.path) == 5
     with pytest.raises(Conflict):  # a first batch must start at seq 1
@@ -191,7 +191,7 @@ async def test_a_broken_chain_is_refused(tmp_path: Path, centre: CentralLedger) 
     centre.ingest(OSAKA, "osaka", rows[:3])
     with pytest.raises(Conflict) as refused:
         centre.ingest(OSAKA, "osaka", other[3:])
-    assert refused.value.details == {"site": OSAKA, "seq": 4, "held_hash": rows[2].hash,
+    assert refused.value.details == {"reason": "broken_chain", "site": OSAKA, "seq": 4, "held_hash": rows[2].hash,
                                      "sent_hash": other[3].prev_hash}
     assert "does not link" in refused.value.message
     assert held(centre.path) == 3
