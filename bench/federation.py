@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
-from federation.identity import FleetKey  # noqa: E402
+from federation.fleet import FleetKey  # noqa: E402
 from federation.service import SWITCH_INTERVAL_S  # noqa: E402
 from tests.support.fleet import FleetMember  # noqa: E402
 from tests.support.fleet import enrol as fleet_enrol  # noqa: E402

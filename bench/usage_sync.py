@@ -58,7 +58,8 @@ from daemon.metering.ledger.events import UsageEvent  # noqa: E402
 from daemon.metering.ledger.reader import ledger_head, rows_after  # noqa: E402
 from daemon.metering.ledger.writer import UsageLedger  # noqa: E402
 from daemon.runtime.config import BillingConfig  # noqa: E402
-from federation.identity import FleetKey, FleetTrust, NodeCertificate, NodeIdentity  # noqa: E402
+from federation.fleet import FleetKey, FleetTrust, NodeCertificate  # noqa: E402
+from federation.identity import NodeIdentity  # noqa: E402
 from federation.sealing import ReplayGuard  # noqa: E402
 from federation.sync.batch import seal_batch  # noqa: E402
 from federation.sync.http import post_batch  # noqa: E402

@@ -1,7 +1,8 @@
 """Federation: hubs of one fleet find each other, trust only their fleet, and forward what they cannot serve.
 
-identity.py — the node key (state dir, 0600) and its libp2p peer id; the fleet key; node
-    certificates; ``FleetTrust.admit``, the one decision on whether a peer is of our fleet.
+identity.py — the node key (state dir, 0600) and its libp2p peer id.
+fleet.py — the fleet key, node certificates, and ``FleetTrust.admit``: the one decision on whether
+    a peer is of our fleet.
 sealing.py — signed messages (``seal`` / ``open_sealed``) and the bounded ``ReplayGuard``; sans-IO.
 adverts.py — ``Advert``: a hub's capabilities, load and addresses, checked field by field; sans-IO.
 peers.py — ``PeerTable``: liveness, adverts and their expiry, the choice of peer, backoff, redial; sans-IO.

@@ -35,7 +35,8 @@ from daemon.core.errors import (
 from daemon.core.pipeline import each_by
 from daemon.core.ports import not_found
 from federation import wire
-from federation.identity import NodeCertificate, NodeIdentity
+from federation.fleet import NodeCertificate
+from federation.identity import NodeIdentity
 from federation.links import Links
 from federation.peers import PeerTable
 from federation.sealing import seal

@@ -31,15 +31,8 @@ from typing import Any, Protocol
 
 from daemon.core.errors import HubError, InternalError, PermissionDenied, Unavailable
 from federation import wire
-from federation.identity import (
-    FleetTrust,
-    IdentityError,
-    NodeCertificate,
-    NodeIdentity,
-    PeerRefused,
-    TrustedPeer,
-    public_key_from_peer_id,
-)
+from federation.fleet import FleetTrust, NodeCertificate, PeerRefused, TrustedPeer
+from federation.identity import IdentityError, NodeIdentity, public_key_from_peer_id
 from federation.sealing import Opened, ReplayGuard, SealError, open_sealed, seal
 
 log = logging.getLogger("democratic_ai.federation")

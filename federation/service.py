@@ -40,8 +40,9 @@ from daemon.runtime.config import HubConfig
 from daemon.runtime.files import atomic_write
 from federation import wire
 from federation.adverts import MAX_PEER_ADDRS, MAX_PEER_HINTS, Advert, AdvertError, capabilities_of, next_seq
+from federation.fleet import FleetTrust, TrustedPeer
 from federation.forwarder import PeerForwarder
-from federation.identity import FleetTrust, NodeIdentity, TrustedPeer
+from federation.identity import NodeIdentity
 from federation.links import Links
 from federation.peers import PeerTable
 from federation.sealing import Opened, ReplayGuard

@@ -34,14 +34,8 @@ from daemon.core.pipeline import Pipeline
 from daemon.core.ports import UsageGate
 from daemon.core.router import ACTION_MAX_LENGTH
 from federation import wire
-from federation.identity import (
-    FleetTrust,
-    IdentityError,
-    NodeCertificate,
-    PeerRefused,
-    TrustedPeer,
-    public_key_from_peer_id,
-)
+from federation.fleet import FleetTrust, NodeCertificate, PeerRefused, TrustedPeer
+from federation.identity import IdentityError, public_key_from_peer_id
 from federation.sealing import Opened, ReplayGuard, SealError, open_sealed
 
 #: the sealed kind of an on-behalf-of assertion

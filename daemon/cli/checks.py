@@ -239,7 +239,8 @@ def check_fleet_certificate(path: Path, identity: NodeIdentity | None, now: floa
     since the operator meant the hub to join a fleet.  Ending within CERT_RENEW_DAYS is a warning.
     ``trusted_keys`` says ``[fleet] trusted_keys`` is set: without a certificate those are the peers.
     """
-    from federation.identity import CERT_SKEW_S, SECONDS_A_DAY, IdentityError, load_certificate
+    from federation.fleet import CERT_SKEW_S, SECONDS_A_DAY, load_certificate
+    from federation.identity import IdentityError
     if not path.exists():
         alone = ("only the nodes of [fleet] trusted_keys are this hub's peers" if trusted_keys
                  else "this hub federates with nobody")

@@ -183,7 +183,7 @@ def hub_p2p_ports(state_dir: Path) -> set[int]:
 
 def hub_federates(config: HubConfig) -> bool:
     """As the hub decides at start: a certificate file (good or not: a bad one stops it) or trusted keys."""
-    from federation.identity import cert_path_of
+    from federation.fleet import cert_path_of
 
     return cert_path_of(config.state_dir, config.fleet.cert).exists() or bool(config.fleet.trusted_keys)
 
@@ -286,7 +286,8 @@ def central_findings(state_dir: Path, now: float) -> list[Finding]:
 
 def fleet_findings(config: HubConfig, hub_healthy: bool, now: float) -> list[Finding]:
     """The node key and id, the fleet certificate, trusted keys, the p2p port and the bootstrap addresses."""
-    from federation.identity import NODE_KEY_FILE, cert_path_of
+    from federation.fleet import cert_path_of
+    from federation.identity import NODE_KEY_FILE
 
     state_dir = config.state_dir
     key_finding, identity = check_node_key(state_dir / NODE_KEY_FILE)

@@ -56,7 +56,8 @@ def cmd_node_id(args: argparse.Namespace) -> int:
 
 def cmd_fleet_init(args: argparse.Namespace) -> int:
     """A new fleet key pair in ``--out``; prints the fleet id."""
-    from federation.identity import FleetKey, IdentityError
+    from federation.fleet import FleetKey
+    from federation.identity import IdentityError
 
     try:
         fleet = FleetKey.generate(args.name)
@@ -70,7 +71,8 @@ def cmd_fleet_init(args: argparse.Namespace) -> int:
 
 def cmd_fleet_sign(args: argparse.Namespace) -> int:
     """A node certificate for ``--node``, signed with ``--fleet-key``, written to ``--out``."""
-    from federation.identity import FleetKey, IdentityError, public_key_from_text
+    from federation.fleet import FleetKey
+    from federation.identity import IdentityError, public_key_from_text
 
     if args.days <= 0:
         raise CliError("--days: must be a positive number of days")
@@ -88,7 +90,8 @@ def cmd_fleet_sign(args: argparse.Namespace) -> int:
 
 def cmd_fleet_join(args: argparse.Namespace) -> int:
     """Install the certificate in ``--cert`` after checking it is for this node; prints the fleet id."""
-    from federation.identity import IdentityError, NodeCertificate, NodeIdentity, install_certificate
+    from federation.fleet import NodeCertificate, install_certificate
+    from federation.identity import IdentityError, NodeIdentity
 
     text = _read_input(args.cert, "certificate")
     state_dir = state_dir_of(args)

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from daemon.doors.http import HttpDoor
     from daemon.metering.ledger.process import LedgerProcess
     from daemon.runtime.assembly import Parts
-    from federation.identity import FleetTrust, NodeIdentity
+    from federation.fleet import FleetTrust
+    from federation.identity import NodeIdentity
     from federation.service import Federation
     from federation.sync.outbox import SyncOutbox
     from federation.sync.receiver import SyncReceiver
@@ -244,7 +245,8 @@ class Hub:
         before the modules stop, so a peer's call in flight ends while its module is still there.
         """
         from daemon.metering.served import ServedForPeers
-        from federation.identity import IdentityError, NodeIdentity, load_trust
+        from federation.fleet import load_trust
+        from federation.identity import IdentityError, NodeIdentity
 
         config = self.config
         identity = NodeIdentity.load_or_create(state_dir)

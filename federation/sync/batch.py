@@ -24,14 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.core.errors import PermissionDenied, ValidationError
-from federation.identity import (
-    FleetTrust,
-    IdentityError,
-    NodeCertificate,
-    NodeIdentity,
-    PeerRefused,
-    peer_id_from_public_key,
-)
+from federation.fleet import FleetTrust, NodeCertificate, PeerRefused
+from federation.identity import IdentityError, NodeIdentity, peer_id_from_public_key
 from federation.sealing import MAX_SEALED_BYTES, ReplayGuard, SealError, open_sealed, seal
 
 #: the sealed kind of a batch: a signature over a batch can never pass for an advert or a call

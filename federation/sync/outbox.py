@@ -34,7 +34,8 @@ from typing import Any
 
 from daemon.core.errors import HubError, Unavailable
 from daemon.runtime.files import atomic_write
-from federation.identity import NodeCertificate, NodeIdentity
+from federation.fleet import NodeCertificate
+from federation.identity import NodeIdentity
 from federation.sync.batch import MAX_BATCH_BYTES, MAX_BATCH_ROWS, SEQ_INDEX, TS_US_INDEX, seal_batch
 
 log = logging.getLogger("democratic_ai.federation.sync")

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daemon.core.errors import HubError, InternalError, PermissionDenied
-from federation.identity import FleetTrust, IdentityError, NodeCertificate, public_key_from_peer_id
+from federation.fleet import FleetTrust, NodeCertificate
+from federation.identity import IdentityError, public_key_from_peer_id
 from federation.sealing import ReplayGuard
 from federation.sync.batch import MAX_BATCH_BYTES, SEQ_INDEX, open_batch
 

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from federation.identity import FleetKey
+from federation.fleet import FleetKey
 from tests.support import doorclients
 from tests.support.fleet import FleetMember, enrol
 from tests.support.hubproc import ROOT

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from federation.identity import FleetKey
+from federation.fleet import FleetKey
 from tests.federation.netns import Namespace, lan_fixture
 from tests.support.fleet import FleetMember, enrol
 from tests.support.hubproc import ROOT, HubProcess

@@ -19,7 +19,8 @@ from daemon.core.errors import Conflict, HubError, PermissionDenied, Unavailable
 from daemon.metering.ledger.chain import GENESIS, chain_rows
 from daemon.metering.ledger.events import UsageEvent
 from daemon.metering.ledger.rows import LedgerHead
-from federation.identity import FleetKey, FleetTrust, NodeIdentity
+from federation.fleet import FleetKey, FleetTrust
+from federation.identity import NodeIdentity
 from federation.sealing import ReplayGuard
 from federation.sync.batch import seal_batch
 from federation.sync.http import CONTENT_TYPE, SYNC_PATH, batch_url, post_batch

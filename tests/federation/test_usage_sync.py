@@ -32,7 +32,7 @@ from daemon.metering.central import CENTRAL_FILE, CentralReader
 from daemon.metering.ledger.chain import verify
 from daemon.metering.ledger.reader import ledger_head, rows_after
 from daemon.metering.ledger.totals import read_totals
-from federation.identity import FleetKey
+from federation.fleet import FleetKey
 from federation.sync.batch import seal_batch
 from tests.support.cli import cli_ok
 from tests.support.fleet import FleetMember, enrol, free_port
@@ -258,7 +258,7 @@ def _sync_report(hubs: list[Hub]) -> str:
 
 
 def _sealed_with_cert(site: Hub, rows: list[list[Any]]) -> bytes:
-    from federation.identity import load_certificate
+    from federation.fleet import load_certificate
 
     cert = load_certificate(site.hub.state_dir / "fleet" / "node.cert")
     return seal_batch(site.identity, rows, time.time(), cert=cert)

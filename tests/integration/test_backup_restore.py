@@ -144,7 +144,8 @@ def test_a_restored_hub_keeps_its_node_identity_and_fleet_certificate(serving: H
     """Restoring a fleet member on new hardware must not make it a stranger: same node key, same certificate."""
     import time
 
-    from federation.identity import FleetKey, NodeIdentity, install_certificate
+    from federation.fleet import FleetKey, install_certificate
+    from federation.identity import NodeIdentity
 
     identity = NodeIdentity.load_or_create(serving.state_dir)  # the hub made it at start
     cert = FleetKey.generate("acme").sign_node(identity.public_key, "lab", now=time.time())

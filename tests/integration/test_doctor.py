@@ -7,7 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from federation.identity import CERT_FILE, FleetKey, NodeIdentity, install_certificate
+from federation.fleet import CERT_FILE, FleetKey, install_certificate
+from federation.identity import NodeIdentity
 from tests.support.cli import run_cli
 from tests.support.hubproc import HubProcess
 

@@ -6,7 +6,8 @@ import json
 import stat
 from pathlib import Path
 
-from federation.identity import CERT_FILE, NODE_KEY_FILE, NodeCertificate
+from federation.fleet import CERT_FILE, NodeCertificate
+from federation.identity import NODE_KEY_FILE
 from tests.support.cli import cli_ok, run_cli
 
 

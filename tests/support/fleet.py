@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from federation.identity import FleetKey, NodeIdentity, install_certificate
+from federation.fleet import FleetKey, install_certificate
+from federation.identity import NodeIdentity
 from tests.support.hubproc import HubProcess, write_config
 
 #: members announce their capabilities this often by default: a dead one's routes vanish after 1.5 s

@@ -21,8 +21,9 @@ from daemon.runtime.config import ModulesConfig
 from daemon.runtime.metrics import HubMetrics
 from federation import wire
 from federation.adverts import Advert, capabilities_of
+from federation.fleet import FleetKey, FleetTrust, TrustedPeer
 from federation.forwarder import PeerForwarder
-from federation.identity import FleetKey, FleetTrust, NodeIdentity, TrustedPeer
+from federation.identity import NodeIdentity
 from federation.links import Links
 from federation.peers import PeerTable
 from federation.sealing import Opened, ReplayGuard

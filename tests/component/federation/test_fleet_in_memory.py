@@ -17,7 +17,8 @@ import pytest
 from daemon.core.envelope import CallRequest, CallResult, Credentials, ProgressPart
 from daemon.core.errors import CapabilityNotFound, HubError, PermissionDenied
 from federation import wire
-from federation.identity import FleetKey, NodeIdentity
+from federation.fleet import FleetKey
+from federation.identity import NodeIdentity
 from federation.sealing import seal
 from federation.serving import ASSERTION, payload_digest
 from modules.sdk import Call, Module, Progress, capability

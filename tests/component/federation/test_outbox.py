@@ -24,7 +24,8 @@ from daemon.metering.ledger.chain import verify
 from daemon.metering.ledger.events import UsageEvent
 from daemon.metering.ledger.reader import ledger_head, rows_after
 from daemon.metering.ledger.writer import UsageLedger
-from federation.identity import FleetKey, FleetTrust, NodeIdentity
+from federation.fleet import FleetKey, FleetTrust
+from federation.identity import NodeIdentity
 from federation.sealing import ReplayGuard
 from federation.sync.batch import SEQ_INDEX
 from federation.sync.outbox import OUTBOX_FILE, AckRefused, SyncOutbox, SyncState, SyncStateError

@@ -35,7 +35,8 @@ from daemon.metering.ledger.events import UsageEvent
 from daemon.metering.ledger.reader import rows_after
 from daemon.metering.ledger.writer import LEDGER_FILE, UsageLedger
 from daemon.runtime.tls import make_self_signed
-from federation.identity import CERT_FILE, NODE_KEY_FILE, FleetKey, NodeIdentity, install_certificate
+from federation.fleet import CERT_FILE, FleetKey, install_certificate
+from federation.identity import NODE_KEY_FILE, NodeIdentity
 from federation.sealing import MAX_SKEW_S
 from federation.sync.outbox import OUTBOX_FILE, SyncState
 from modules.model_files import ModelFile

@@ -11,19 +11,21 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from federation.identity import (
+from federation.fleet import (
     CERT_FILE,
     CERT_SKEW_S,
     MAX_CERT_BYTES,
-    NODE_KEY_FILE,
     FleetKey,
     FleetTrust,
-    IdentityError,
     NodeCertificate,
-    NodeIdentity,
     PeerRefused,
     install_certificate,
     load_trust,
+)
+from federation.identity import (
+    NODE_KEY_FILE,
+    IdentityError,
+    NodeIdentity,
     peer_id_from_public_key,
     public_key_from_peer_id,
     public_key_from_text,

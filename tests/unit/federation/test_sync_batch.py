@@ -16,7 +16,8 @@ from daemon.core.errors import Conflict, HubError, PermissionDenied, ValidationE
 from daemon.metering.ledger.chain import GENESIS, chain_rows
 from daemon.metering.ledger.events import UsageEvent
 from daemon.metering.ledger.rows import COLUMNS, LedgerHead, LedgerRow
-from federation.identity import FleetKey, FleetTrust, NodeCertificate, NodeIdentity
+from federation.fleet import FleetKey, FleetTrust, NodeCertificate
+from federation.identity import NodeIdentity
 from federation.sealing import ReplayGuard, seal
 from federation.sync.batch import (
     BATCH_KIND,
