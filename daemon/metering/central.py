@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from daemon.core.errors import Conflict, NotFound, Unavailable, ValidationError
 from daemon.metering.billing import parse_period
-from daemon.metering.ledger.chain import GENESIS, apply_pragmas, connect_ro, entry_hash
+from daemon.metering.ledger.chain import GENESIS, apply_pragmas, chain_fault, connect_ro, entry_hash
 from daemon.metering.ledger.events import MAX_UNITS
 from daemon.metering.ledger.rows import COLUMNS, LedgerRow
 from daemon.metering.ledger.totals import UsageTotals
@@ -426,17 +426,9 @@ class CentralLedger(CentralReader):
         current = _month_of(now_us)
         values: list[tuple[Any, ...]] = []
         for row in fresh:
-            if row.prev_hash != prev:
-                raise _Refusal("broken_chain", f"site {site}: seq {row.seq} does not link to seq {row.seq - 1}"
-                               f" (held hash {prev}, sent prev_hash {row.prev_hash})",
-                               site, row.seq, prev, row.prev_hash)
-            expected = entry_hash(prev, row[:-2])
-            if row.hash != expected:
-                raise _Refusal("altered", f"site {site}: seq {row.seq} was altered: its fields hash to {expected},"
-                               f" it was sent with hash {row.hash}", site, row.seq, expected, row.hash)
-            if row.ts_us < last_ts:
-                raise _Refusal("time", f"site {site}: seq {row.seq} goes back in time (hash {row.hash})",
-                               site, row.seq, prev, row.hash)
+            fault = chain_fault(row, prev, last_ts)
+            if fault is not None:
+                raise _chain_refusal(fault[0], site, row, prev)
             if not month.start_us <= row.ts_us < month.end_us:
                 month = _month_of(row.ts_us)
             if now_us <= month.end_us + self._grace_us:
@@ -473,6 +465,19 @@ class CentralLedger(CentralReader):
         # the message of a chain refusal already names the seq and both hashes
         log.warning("sync batch of site %s refused (%s): %s", site, reason, error.message)
         self.record_error(site, error.message)
+
+
+def _chain_refusal(reason: str, site: str, row: LedgerRow, prev: str) -> _Refusal:
+    """The refusal of a row that breaks the chain, naming the hashes an operator compares."""
+    if reason == "broken_chain":
+        return _Refusal(reason, f"site {site}: seq {row.seq} does not link to seq {row.seq - 1}"
+                        f" (held hash {prev}, sent prev_hash {row.prev_hash})", site, row.seq, prev, row.prev_hash)
+    if reason == "altered":
+        expected = entry_hash(prev, row.hashed)
+        return _Refusal(reason, f"site {site}: seq {row.seq} was altered: its fields hash to {expected},"
+                        f" it was sent with hash {row.hash}", site, row.seq, expected, row.hash)
+    return _Refusal(reason, f"site {site}: seq {row.seq} goes back in time (hash {row.hash})",
+                    site, row.seq, prev, row.hash)
 
 
 class _Refusal(Exception):
@@ -537,12 +542,9 @@ def _verify_site(conn: sqlite3.Connection, site: str, head: tuple[int, str] | No
     for row in map(LedgerRow._make, cursor):
         if row.seq != count + 1:
             return bad(count + 1, f"seq {count + 1} is missing (next is {row.seq})")
-        if row.prev_hash != prev:
-            return bad(row.seq, f"seq {row.seq} does not link to seq {row.seq - 1}")
-        if entry_hash(prev, row.hashed) != row.hash:
-            return bad(row.seq, f"seq {row.seq} was altered: its hash does not match")
-        if row.ts_us < last_ts:
-            return bad(row.seq, f"seq {row.seq} goes back in time")
+        fault = chain_fault(row, prev, last_ts)
+        if fault is not None:
+            return bad(row.seq, f"seq {row.seq} {fault[1]}")
         count, prev, last_ts = count + 1, row.hash, row.ts_us
     acked, acked_hash = head if head else (0, GENESIS)
     if (acked, acked_hash) != (count, prev):

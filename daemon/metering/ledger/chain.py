@@ -77,6 +77,22 @@ def entry_hash(prev_hash: str, values: tuple[Any, ...]) -> str:
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+def chain_fault(row: LedgerRow, prev_hash: str, last_ts_us: int) -> tuple[str, str] | None:
+    """Why ``row`` cannot follow the entry whose hash is ``prev_hash``, stamped ``last_ts_us``; None when it can.
+
+    ``(reason, what)``: ``broken_chain`` (it links to another entry), ``altered`` (its fields do not hash
+    to its hash) or ``time`` (it goes back in time).  The one rule of the chain: a site's ledger, the
+    central ledger's ingest and both verifications apply it.
+    """
+    if row.prev_hash != prev_hash:
+        return "broken_chain", "does not link to the entry before it"
+    if entry_hash(prev_hash, row.hashed) != row.hash:
+        return "altered", "was altered: its hash does not match"
+    if row.ts_us < last_ts_us:
+        return "time", "goes back in time"
+    return None
+
+
 def canonical_units(units: Mapping[str, float]) -> str:
     """Units as stored and hashed: compact JSON with sorted keys, so equal units hash equal."""
     if not units:
@@ -160,12 +176,9 @@ def verify(path: str | Path) -> VerifyResult:
                 return VerifyResult(False, count, expected, f"entry {expected} is unreadable (torn or corrupt)")
             if seq != expected:
                 return VerifyResult(False, count, expected, f"entry {expected} is missing (next is {seq})")
-            if row.prev_hash != prev:
-                return VerifyResult(False, count, seq, f"entry {seq} does not link to entry {seq - 1}")
-            if entry_hash(row.prev_hash, row.hashed) != row.hash:
-                return VerifyResult(False, count, seq, f"entry {seq} was altered: its hash does not match")
-            if row.ts_us < last_ts:
-                return VerifyResult(False, count, seq, f"entry {seq} goes back in time")
+            fault = chain_fault(row, prev, last_ts)
+            if fault is not None:
+                return VerifyResult(False, count, seq, f"entry {seq} {fault[1]}")
             if row.credits != "0":
                 balances[row.tenant_id] = balances.get(row.tenant_id, Decimal(0)) + Decimal(row.credits)
             prev, last_ts, count, expected = row.hash, row.ts_us, count + 1, expected + 1
