@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libsystemd-dev pkg-config espeak-ng wrk iproute2
+APT_PACKAGES := libsystemd-dev pkg-config espeak-ng wrk iproute2 debootstrap lintian debhelper fakeroot dpkg-dev python3-venv python3-dev chromium chromium-driver fonts-ipafont-gothic
 
-.PHONY: run test test-gpu lint typecheck proto bench clean system-packages
+.PHONY: run test test-gpu lint typecheck proto bench clean system-packages deb ops
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed"'
@@ -25,16 +25,41 @@ system-packages:
 		if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	else echo "not root: skipping system packages ($(APT_PACKAGES)); tests that need them skip"; fi
 
+# make deb — build/deb/democratic-ai_<version>_<arch>.deb (the hub in a venv under /opt/democratic-ai, see
+# packaging/README.md), built by debhelper from a copy of the tree (what git tracks or would, no venvs) in
+# build/deb/src; prints the .deb's path last.  Needs the Debian build tools: `make system-packages` as root.
+DEB_DIR := build/deb
+deb:
+	rm -rf $(DEB_DIR)/src $(DEB_DIR)/*.deb $(DEB_DIR)/*.buildinfo $(DEB_DIR)/*.changes
+	mkdir -p $(DEB_DIR)/src
+	git ls-files -z --cached --others --exclude-standard | xargs -0 sh -c 'for f; do [ -f "$$f" ] && printf "%s\0" "$$f"; done' _ \
+		| tar --null -T - -cf - | tar -xf - -C $(DEB_DIR)/src
+	cp -r packaging/debian $(DEB_DIR)/src/debian
+	cd $(DEB_DIR)/src && dpkg-buildpackage -b -us -uc --no-sign >../build.log 2>&1 || { tail -60 ../build.log; exit 1; }
+	@ls -1 $(CURDIR)/$(DEB_DIR)/democratic-ai_*.deb
+
+# make ops — .venv-ops: Ansible (full, for community.general's chroot connection) and ansible-lint, pinned
+# in ansible/requirements.txt; apart from .venv because the operator's tools do not share the hub's pins
+OPS_VENV := .venv-ops
+OPS_STAMP := $(OPS_VENV)/.installed
+$(OPS_STAMP): ansible/requirements.txt
+	test -x $(OPS_VENV)/bin/python || $(PYTHON) -m venv $(OPS_VENV)
+	$(OPS_VENV)/bin/pip install -q -r ansible/requirements.txt
+	touch $(OPS_STAMP)
+
+ops: $(OPS_STAMP)
+
 run: $(STAMP)
 	$(BIN)/democratic-ai serve
 
 proto: $(STAMP)
 	$(BIN)/python -m proto.generate
 
-lint: $(STAMP)
+lint: $(STAMP) $(OPS_STAMP)
 	$(BIN)/ruff check daemon modules federation proto tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd ansible && PATH=$(CURDIR)/$(OPS_VENV)/bin:$$PATH ansible-lint
 
 test: system-packages $(STAMP)
 	$(MAKE) lint
@@ -48,4 +73,4 @@ bench: $(STAMP)
 	bash bench/http_call.sh
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) $(OPS_VENV) var build *.egg-info

@@ -32,6 +32,7 @@ from daemon.core.errors import (
     ValidationError,
     error_from_body,
 )
+from daemon.core.i18n import t
 from daemon.core.pipeline import each_by
 from daemon.core.ports import not_found
 from federation import wire
@@ -95,7 +96,7 @@ class PeerForwarder:
             async for reply in replies:
                 if isinstance(reply, Forwarded):
                     return reply
-        raise Unavailable("the peer ended the call without an answer")  # pragma: no cover - _attempts ends on one
+        raise Unavailable(t("errors.forwarder.peer_ended_call_without"))  # pragma: no cover - _attempts ends on one
 
     async def forward_stream(self, envelope: Envelope) -> AsyncIterator[ProgressPart | Forwarded]:
         """A streaming call over the hop: the peer's parts as they come, then its answer."""
@@ -155,7 +156,7 @@ class PeerForwarder:
                         else:
                             raise error_from_body({"error": reply})
             except TimeoutError:
-                last = Unavailable(f"the peer {peer_id} did not answer within {attempt_s:.1f} s")
+                last = Unavailable(t("errors.forwarder.peer_did_not_answer", peer_id=peer_id, attempt_s=attempt_s))
             except HubError as exc:
                 if exc.code not in FAILOVER_CODES:
                     raise
@@ -202,9 +203,9 @@ def _forwarded(reply: dict[str, Any]) -> Forwarded:
         return Forwarded(
             served_by=wire.field(reply, "served_by", str, limit=128),
             module=wire.field(reply, "module", str, limit=256),
-            result=decode_json(result_json, what="the peer's result"), result_json=result_json,
+            result=decode_json(result_json, what=t("errors.what.peer_result")), result_json=result_json,
             usage={str(k): float(v) for k, v in usage.items()}, compute_ms=float(compute_ms),
             receipt=PeerReceipt(wire.field(reply, "node", str, limit=128), wire.field(receipt, "seq", int),
                                 wire.field(receipt, "hash", str, limit=128)))
     except (wire.WireError, ValidationError) as exc:
-        raise ModuleError(f"the peer's answer is malformed: {exc}") from None
+        raise ModuleError(t("errors.forwarder.peer_answer_malformed", exc=exc)) from None

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from daemon.core.errors import HubError, InternalError, PermissionDenied, Unavailable
+from daemon.core.i18n import t
 from federation import wire
 from federation.fleet import FleetTrust, NodeCertificate, PeerRefused, TrustedPeer
 from federation.identity import IdentityError, NodeIdentity, public_key_from_peer_id
@@ -157,7 +158,7 @@ class Links:
         was_trusted = self._peers.pop(peer_id, None) is not None
         for pending in self._pending.values():
             if pending.peer_id == peer_id and not pending.ended:
-                pending.replies.put_nowait(_error(Unavailable("the link to the peer closed during the call")))
+                pending.replies.put_nowait(_error(Unavailable(t("errors.links.link_peer_closed_during"))))
         for task in self._serving.pop(peer_id, {}).values():
             task.cancel()  # nobody is left to hear the answer: the origin fails over or gives up
         if was_trusted:
@@ -200,12 +201,12 @@ class Links:
     async def exchange(self, peer_id: str, sealed_call: bytes) -> AsyncIterator[dict[str, Any]]:
         """Send a sealed call to ``peer_id``; yield its replies, the last being ``result`` or ``error``."""
         if peer_id not in self._peers:
-            raise Unavailable("the peer is not connected")
+            raise Unavailable(t("errors.links.peer_not_connected"))
         call_id = next(self._ids)
         pending = self._pending[call_id] = _Pending(peer_id)
         try:
             if not self._send(peer_id, wire.encode({"t": wire.CALL, "id": call_id, "sealed": sealed_call})):
-                raise Unavailable("the link to the peer closed")
+                raise Unavailable(t("errors.links.link_peer_closed"))
             while True:
                 reply = await pending.replies.get()
                 if reply["t"] != wire.PART:
@@ -224,7 +225,7 @@ class Links:
         if pending is None or pending.peer_id != peer_id or pending.ended:
             return  # a reply to a call we gave up on (or another peer's id): nothing waits for it
         if pending.replies.qsize() >= MAX_QUEUED_REPLIES:
-            pending.replies.put_nowait(_error(Unavailable("the peer sent more replies than the call could read")))
+            pending.replies.put_nowait(_error(Unavailable(t("errors.links.peer_sent_more_replies"))))
             pending.ended = pending.cut = True
             return
         pending.replies.put_nowait(frame)
@@ -237,13 +238,13 @@ class Links:
             return  # the same id twice on one link: the first call keeps it
         if len(serving) >= self._max_calls:
             self._send(peer.peer_id, wire.encode({"id": call_id, **_error(Unavailable(
-                f"the peer already has {len(serving)} calls open on this hub", retry_after=1))}))
+                t("errors.links.peer_already_calls_open", count=len(serving)), retry_after=1))}))
             return
         try:
             opened = self._open(peer, frame, *REQUEST_KINDS)
         except SealError as exc:
             self._send(peer.peer_id, wire.encode({"id": call_id, **_error(PermissionDenied(
-                f"the call's signature does not hold: {exc.reason}", {"reason": exc.reason}))}))
+                t("errors.links.call_signature_does_not", reason=exc.reason), {"reason": exc.reason}))}))
             return
         task = asyncio.get_running_loop().create_task(self._serve(peer, call_id, opened, frame["sealed"]))
         serving[call_id] = task
@@ -259,7 +260,8 @@ class Links:
             self._send(peer.peer_id, wire.encode({**_error(exc), "id": call_id}))
         except Exception:
             log.exception("serving a peer's call failed", extra={"peer": peer.peer_id})
-            self._send(peer.peer_id, wire.encode({**_error(InternalError("the serving hub failed")), "id": call_id}))
+            self._send(peer.peer_id, wire.encode({**_error(InternalError(t("errors.links.serving_hub_failed"))),
+                                                                           "id": call_id}))
         finally:
             await replies.aclose()  # type: ignore[attr-defined]
 

@@ -34,6 +34,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from daemon.core.errors import PermissionDenied, Unavailable, error_from_body
+from daemon.core.i18n import t
 from daemon.core.pipeline import Pipeline
 from daemon.core.ports import UsageGate
 from daemon.runtime.config import HubConfig
@@ -170,11 +171,11 @@ class Federation:
             if reply["t"] == wire.RESULT:
                 acked = reply.get("acked")
                 if type(acked) is not int:
-                    raise Unavailable("the central node answered without an acknowledged seq")
+                    raise Unavailable(t("errors.federation_service.central_node_answered_without"))
                 return acked
             if reply["t"] == wire.ERROR:
                 raise error_from_body({"error": reply})
-        raise Unavailable("the central node ended the exchange without an answer")
+        raise Unavailable(t("errors.federation_service.central_node_ended_exchange"))
 
     # -- what operators see ---------------------------------------------------------------------
     def views(self) -> list[dict[str, Any]]:
@@ -361,7 +362,7 @@ class _Requests:
             return
         receiver = self.federation.receiver
         if receiver is None:
-            raise PermissionDenied("this hub is not the fleet's central billing node")
+            raise PermissionDenied(t("errors.federation_service.hub_not_fleet_central"))
         yield {"t": wire.RESULT, "acked": await receiver.receive(sealed, sender=peer.peer_id)}
 
 

@@ -30,6 +30,7 @@ import msgpack
 
 from daemon.core.envelope import CallRequest, CallResult, Principal, ProgressPart
 from daemon.core.errors import PermissionDenied, ValidationError
+from daemon.core.i18n import t
 from daemon.core.pipeline import Pipeline
 from daemon.core.ports import UsageGate
 from daemon.core.router import ACTION_MAX_LENGTH
@@ -102,16 +103,16 @@ class PeerCalls:
             if not 0 <= priority <= 9 or not 1 <= hop <= 64:
                 raise wire.WireError("fields 'priority' (0-9) or 'hop' are out of range")
         except wire.WireError as exc:
-            raise ValidationError(f"the forwarded call is malformed: {exc}") from None
+            raise ValidationError(t("errors.serving.forwarded_call_malformed", exc=exc)) from None
         tenant, origin_site = self._check_assertion(peer, origin, action, trace_id, assertion, body.get("payload"))
         if self.node_id in visited or origin == self.node_id:
-            raise PermissionDenied("the call already passed through this hub: a forwarding loop, cut",
+            raise PermissionDenied(t("errors.serving.call_already_passed_through"),
                                    {"visited": visited})
         if hop > self.max_hops:
-            raise PermissionDenied(f"the call made {hop} hops; this hub takes at most {self.max_hops}",
+            raise PermissionDenied(t("errors.serving.call_made_hops_hub", hop=hop, max_hops=self.max_hops),
                                    {"hops": hop, "max_hops": self.max_hops})
         if not self.allowed(origin_site, action):
-            raise PermissionDenied(f"this hub's fleet policy does not let site {origin_site!r} use {action!r}",
+            raise PermissionDenied(t("errors.serving.hub_fleet_policy_does", origin_site=origin_site, action=action),
                                    {"site": origin_site, "action": action})
         request = CallRequest(
             action=action, payload=body.get("payload"), priority=priority, ttl=ttl, correlation_id=correlation_id,
@@ -149,7 +150,7 @@ class PeerCalls:
             tenant = {name: wire.field(claims, name, str, limit=256) for name in ("tenant_id", "tenant_name", "plan")}
         except (SealError, IdentityError, PeerRefused, wire.WireError) as exc:
             reason = getattr(exc, "reason", "malformed")
-            raise PermissionDenied(f"the call's on-behalf-of assertion does not hold: {reason}",
+            raise PermissionDenied(t("errors.serving.call_behalf_assertion_does", reason=reason),
                                    {"reason": reason}) from None
         return tenant, site
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from daemon.core.errors import Unavailable
+from daemon.core.i18n import t
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -88,12 +89,12 @@ class DynamicBatcher(Generic[T, R]):
         while not self._queue.empty():
             _, future = self._queue.get_nowait()
             if not future.done():
-                future.set_exception(Unavailable("the module is stopping"))
+                future.set_exception(Unavailable(t("errors.batching.module_stopping")))
 
     async def submit(self, item: T) -> R:
         """``item``'s result from a coming batch, or the exception for it; UNAVAILABLE when not running or stopping."""
         if self._worker is None or self._worker.done():
-            raise Unavailable("the batcher is not running")
+            raise Unavailable(t("errors.batching.batcher_not_running"))
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))
         return await future
@@ -124,7 +125,7 @@ class DynamicBatcher(Generic[T, R]):
             except asyncio.CancelledError:
                 for _, fut in batch:
                     if not fut.done():
-                        fut.set_exception(Unavailable("the module is stopping"))
+                        fut.set_exception(Unavailable(t("errors.batching.module_stopping")))
                 raise
 
     async def _run_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:

@@ -7,11 +7,13 @@ import binascii
 from typing import Any
 
 from daemon.core.errors import ValidationError
+from daemon.core.i18n import t
 
 
 def invalid(pointer: str, message: str, **details: Any) -> ValidationError:
     """The VALIDATION_ERROR (returned, not raised) for the field at ``pointer``; ``details`` join the body."""
-    return ValidationError(f"payload{pointer} is invalid: {message}", {"pointer": pointer, "reason": message,
+    return ValidationError(t("errors.inputs.payload_invalid", pointer=pointer, message=message), {"pointer": pointer,
+                             "reason": message,
                                                                        **details})
 
 

@@ -30,6 +30,7 @@ import jsonschema
 import jsonschema.exceptions
 
 from daemon.core.errors import HubError, ModuleError, ValidationError
+from daemon.core.i18n import t
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
@@ -125,7 +126,7 @@ class SchemaValidator:
         failure = self.first_error(payload)
         if failure is not None:
             pointer, reason = failure
-            raise ValidationError(f"payload{pointer or ''} is invalid: {reason}",
+            raise ValidationError(t("errors.remote_module.payload_invalid", pointer=pointer or '', reason=reason),
                                   {"pointer": pointer, "reason": reason, "action": action})
 
     def first_error(self, instance: Any) -> tuple[str, str] | None:
@@ -178,7 +179,8 @@ class BoundCapability:
         if failure is not None:
             pointer, reason = failure
             raise ModuleError(
-                f"module {self.module.name} returned an invalid result at {pointer or '/'}: {reason}",
+                t("errors.sdk.module_returned_invalid_result", name=self.module.name, pointer=pointer or '/',
+                  reason=reason),
                 {"pointer": pointer, "module": self.module.name},
             )
         return result
@@ -208,7 +210,8 @@ class BoundCapability:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a module bug must not become a 500
-            raise ModuleError(f"module {self.module.name} failed: {type(exc).__name__}: {exc}") from exc
+            raise ModuleError(t("errors.sdk.module_failed", name=self.module.name, type_name=type(exc).__name__,
+                                exc=exc)) from exc
         return self.check_output(result)
 
     async def stream(self, payload: Any, call: Call, *, checked: bool = False) -> AsyncIterator[Any]:
@@ -232,11 +235,12 @@ class BoundCapability:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise ModuleError(f"module {self.module.name} failed: {type(exc).__name__}: {exc}") from exc
+            raise ModuleError(t("errors.sdk.module_failed", name=self.module.name, type_name=type(exc).__name__,
+                                exc=exc)) from exc
         finally:
             await agen.aclose()
         if not produced:
-            raise ModuleError(f"module {self.module.name} ended its stream without a result")
+            raise ModuleError(t("errors.sdk.module_ended_stream_without", name=self.module.name))
         yield self.check_output(final)
 
 

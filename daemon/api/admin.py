@@ -20,6 +20,7 @@ from typing import Any
 
 from daemon.core.envelope import Principal
 from daemon.core.errors import HubError, NotFound, PermissionDenied, ValidationError
+from daemon.core.i18n import Text, t
 from daemon.tenancy.authn import Authenticator
 from daemon.tenancy.rbac import ROLE_NAMES, allows, can_grant, is_cross_tenant
 from daemon.tenancy.records import AuditEvent, Tenant, check_email, check_password, check_role
@@ -32,14 +33,15 @@ Body = dict[str, Any] | None
 def _field(body: Body, name: str, kind: type, *, required: bool = False, default: Any = None) -> Any:
     """``body[name]`` checked to be a ``kind``; ValidationError names the field."""
     if body is not None and not isinstance(body, dict):
-        raise ValidationError("body: expected a JSON object")
+        raise ValidationError(t("errors.admin.body_expected_json_object"))
     value = (body or {}).get(name, default)
     if value is None:
         if required:
-            raise ValidationError(f"{name}: is required", {"field": name})
+            raise ValidationError(t("errors.admin.required", name=name), {"field": name})
         return None
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-        raise ValidationError(f"{name}: expected {kind.__name__}, got {value!r}", {"field": name})
+        raise ValidationError(t("errors.admin.expected_got", name=name, type_name=kind.__name__, value=value),
+                              {"field": name})
     return value
 
 
@@ -97,7 +99,7 @@ class AdminApi:
         if ref is None or ref in (principal.tenant_id, principal.tenant_name):
             return await self._store.run(self._store.get_tenant, principal.tenant_id)
         if not is_cross_tenant(principal.permissions):
-            raise NotFound(f"tenant {ref!r} not found", {"tenant": ref})
+            raise NotFound(t("errors.admin.tenant_not_found", ref=ref), {"tenant": ref})
         return await self._store.run(self._store.get_tenant, ref)
 
     # tenants
@@ -140,11 +142,11 @@ class AdminApi:
             status = _field(body, "status", str)
             plan = _field(body, "plan", str)
             if status is None and plan is None:
-                raise ValidationError("give `status` and/or `plan`", {"field": "status"})
+                raise ValidationError(t("errors.admin.give_status_plan"), {"field": "status"})
             if plan is not None:
                 self._need(principal, "billing:update")  # held by '*' only: prices are the operator's
                 if self._plans and plan not in self._plans:
-                    raise ValidationError(f"plan: {plan!r} is not one of {', '.join(self._plans)}",
+                    raise ValidationError(t("errors.admin.plan_not_one", plan=plan, choices=', '.join(self._plans)),
                                           {"field": "plan"})
                 tenant = await self._store.run(self._store.set_tenant_plan, tenant.id, plan)
             if status is not None:
@@ -162,7 +164,8 @@ class AdminApi:
             self._need(principal, "tenant:create")  # only '*' holds it: super_admin
             plan = _field(body, "plan", str, default="starter")
             if self._plans and plan not in self._plans:
-                raise ValidationError(f"plan: {plan!r} is not one of {', '.join(self._plans)}", {"field": "plan"})
+                raise ValidationError(t("errors.admin.plan_not_one", plan=plan, choices=', '.join(self._plans)),
+                                      {"field": "plan"})
             tenant = await self._store.run(
                 self._store.create_tenant,
                 name,
@@ -231,7 +234,7 @@ class AdminApi:
             audit.tenant_id = tenant.id
             target = await self._store.run(self._store.get_user, tenant.id, user_id)  # NotFound before denial
             self._need(principal, "user:delete")
-            self._check_over(principal, target.role, "delete a user")
+            self._check_over(principal, target.role, t("errors.what.delete_user"))
             user = await self._store.run(self._store.delete_user_id, tenant.id, user_id)
             return {"user": user.to_dict()}
 
@@ -291,7 +294,7 @@ class AdminApi:
             else:
                 self._need(principal, "api_key:delete:own")
             if key.id != principal.key_id:  # a key may always revoke itself
-                self._check_over(principal, key.role, "revoke a key")
+                self._check_over(principal, key.role, t("errors.what.revoke_key"))
             key = await self._auth.revoke_key(key.id, key.tenant_id)
             return {"api_key": key.to_dict()}
 
@@ -324,10 +327,10 @@ class AdminApi:
         token = _field(body, "token", str)
         jti = _field(body, "jti", str)
         if token is None and jti is None:
-            raise ValidationError("token: is required (or jti)", {"field": "token"})
+            raise ValidationError(t("errors.admin.token_required_jti"), {"field": "token"})
         if principal is None:
             if token is None:
-                raise PermissionDenied("revoking a bare jti needs an administrator's credentials")
+                raise PermissionDenied(t("errors.admin.revoking_bare_jti_needs"))
             revoked = await self._auth.revoke(token, ip=ip, user_agent=user_agent)
             await self._store.audit(AuditEvent("auth.revoke", "anonymous", None, f"jti:{revoked}", ip, user_agent))
             return {"revoked": revoked}
@@ -349,27 +352,30 @@ class AdminApi:
     @staticmethod
     def _check_grant(principal: Principal, role: str) -> None:
         if role not in ROLE_NAMES:
-            raise ValidationError(f"role: {role!r} is not one of {', '.join(ROLE_NAMES)}", {"field": "role"})
+            raise ValidationError(t("errors.admin.role_not_one", role=role, choices=', '.join(ROLE_NAMES)),
+                                  {"field": "role"})
         if not can_grant(principal.permissions, role):
-            raise PermissionDenied(f"role {principal.role} cannot grant role {role}", {"role": role})
+            raise PermissionDenied(t("errors.admin.role_cannot_grant_role", actor_role=principal.role, role=role),
+                                   {"role": role})
 
     @staticmethod
-    def _check_over(principal: Principal, role: str, what: str) -> None:
+    def _check_over(principal: Principal, role: str, what: Text) -> None:
         """Acting on another principal needs a role that could grant the target's: no one acts above itself."""
         if not can_grant(principal.permissions, role):
-            raise PermissionDenied(f"role {principal.role} cannot {what} with role {role}", {"role": role})
+            raise PermissionDenied(t("errors.admin.role_cannot_role", actor_role=principal.role, what=what,
+                                     role=role), {"role": role})
 
     def _expiry(self, body: Body) -> float | None:
         days = _field(body, "expires_days", int)
         text = _field(body, "expires_at", str)
         if days is not None:
             if days <= 0:
-                raise ValidationError("expires_days: must be positive", {"field": "expires_days"})
+                raise ValidationError(t("errors.admin.expires_days_positive"), {"field": "expires_days"})
             return self._clock() + days * 86400
         if text is not None:
             try:
                 return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
             except ValueError:
-                raise ValidationError(f"expires_at: {text!r} is not an ISO 8601 time",
+                raise ValidationError(t("errors.admin.expires_not_iso_time", text=text),
                                       {"field": "expires_at"}) from None
         return None

@@ -38,6 +38,7 @@ from daemon.core.errors import (
     Unavailable,
     ValidationError,
 )
+from daemon.core.i18n import language_var, pick_language, t
 from daemon.core.pipeline import Pipeline
 from daemon.runtime.metrics import HubMetrics
 from daemon.tenancy.rbac import is_cross_tenant
@@ -83,6 +84,11 @@ class ApiRequest:
         return Credentials.from_headers(self.header("x-api-key"), self.header("authorization"))
 
     @property
+    def language(self) -> str:
+        """The language errors are answered in: the best of en/ja/zh for ``Accept-Language``."""
+        return pick_language(self.header("accept-language"))
+
+    @property
     def trace_id(self) -> str:
         """The caller's ``X-Trace-Id`` when printable and <= 64 chars, else a fresh one (new on every read)."""
         supplied = self.header("x-trace-id")
@@ -117,8 +123,11 @@ def encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def error_response(exc: HubError, trace_id: str) -> ApiResponse:
-    """The contract's error body at the class's HTTP status, with Retry-After/RateLimit-* or Allow when they apply."""
+def error_response(exc: HubError, trace_id: str, lang: str | None = None) -> ApiResponse:
+    """The contract's error body at the class's HTTP status, with Retry-After/RateLimit-* or Allow when they apply.
+
+    The message is in ``lang``; by default the language of the request being handled (``language_var``).
+    """
     headers = {"x-trace-id": trace_id}
     if isinstance(exc, RateLimited):
         headers["retry-after"] = str(max(1, int(exc.retry_after + 0.999)))
@@ -127,7 +136,7 @@ def error_response(exc: HubError, trace_id: str) -> ApiResponse:
         headers["retry-after"] = str(max(1, int(exc.retry_after + 0.999)))
     if isinstance(exc, MethodNotAllowed) and "allow" in exc.details:
         headers["allow"] = ", ".join(exc.details["allow"])
-    return ApiResponse.json(exc.to_body(trace_id), exc.http_status, headers)
+    return ApiResponse.json(exc.to_body(trace_id, lang), exc.http_status, headers)
 
 
 def result_body(result: CallResult) -> bytes:
@@ -159,28 +168,28 @@ def _text(value: str) -> bytes:
 def parse_call(body: Any, door: str, trace_id: str, bytes_in: int) -> CallRequest:
     """A /v1/call body (also a WebSocket call frame) -> CallRequest, naming the bad field."""
     if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object", {"pointer": ""})
+        raise ValidationError(t("errors.http_api.body_json_object"), {"pointer": ""})
     action = body.get("action")
     if not isinstance(action, str) or not action:
-        raise ValidationError("`action` is required and must be a non-empty string", {"pointer": "/action"})
+        raise ValidationError(t("errors.http_api.action_required_non_empty"), {"pointer": "/action"})
     target = body.get("target", "")
     if not isinstance(target, str):
-        raise ValidationError("`target` must be a string", {"pointer": "/target"})
+        raise ValidationError(t("errors.http_api.target_string"), {"pointer": "/target"})
     priority = body.get("priority", 5)
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
-        raise ValidationError("`priority` must be an integer 0-9", {"pointer": "/priority"})
+        raise ValidationError(t("errors.http_api.priority_integer"), {"pointer": "/priority"})
     ttl = body.get("ttl")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
-        raise ValidationError("`ttl` must be a positive number of seconds", {"pointer": "/ttl"})
+        raise ValidationError(t("errors.http_api.ttl_positive_number_seconds"), {"pointer": "/ttl"})
     kind = body.get("type", "request")
     if kind not in ("request", "event"):
-        raise ValidationError("`type` must be 'request' or 'event'", {"pointer": "/type"})
+        raise ValidationError(t("errors.http_api.type_request_event"), {"pointer": "/type"})
     correlation_id = body.get("correlation_id", "")
     if not isinstance(correlation_id, str):
-        raise ValidationError("`correlation_id` must be a string", {"pointer": "/correlation_id"})
+        raise ValidationError(t("errors.http_api.correlation_id_string"), {"pointer": "/correlation_id"})
     headers = body.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise ValidationError("`headers` must be an object of strings", {"pointer": "/headers"})
+        raise ValidationError(t("errors.http_api.headers_object_strings"), {"pointer": "/headers"})
     return CallRequest(
         action=action,
         payload=body.get("payload", {}),
@@ -252,6 +261,19 @@ class UsageReports(Protocol):
 Handler = Callable[[ApiRequest, re.Match[str]], Awaitable[ApiResponse]]
 
 
+class SessionAuth(Protocol):
+    """Browser sessions (the console's cookie, daemon/console/routes.py): the one place they become credentials."""
+
+    async def apply(self, request: ApiRequest) -> ApiRequest:
+        """``request`` carrying its session's credential when it came with a session cookie and no other;
+        PERMISSION_DENIED (reason csrf) when a cookie request that changes something lacks the CSRF header."""
+        ...
+
+    def rejected(self, request: ApiRequest) -> None:
+        """``request``'s credential was refused (UNAUTHENTICATED): end the session it came from, if any."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """A path pattern and its handlers by upper-case method."""
@@ -275,6 +297,8 @@ class HttpApi:
         self.peers: Callable[[], list[dict[str, Any]]] | None = None
         #: the central billing node's receiver of sealed usage batches; None elsewhere
         self.sync_batch: Callable[[bytes], Awaitable[int]] | None = None
+        #: cookie sessions (the console); None: only X-API-Key and Authorization authenticate
+        self.session_auth: SessionAuth | None = None
         self._routes: list[Route] = []
         self._exact: dict[str, Route] = {}
         self.add("/v1/call", POST=self.post_call)
@@ -299,24 +323,29 @@ class HttpApi:
         """Always a response: HubErrors become their contract body, any other exception a logged INTERNAL (500)."""
         trace_id = request.trace_id
         token = trace_id_var.set(trace_id)
+        lang_token = language_var.set(request.language)
         try:
+            if self.session_auth is not None:
+                request = await self.session_auth.apply(request)
             route, match = self._find(request.path)
             handler = route.methods.get(request.method)
             if handler is None and request.method == "HEAD":
                 handler = route.methods.get("GET")
             if handler is None:
-                raise MethodNotAllowed(
-                    f"{request.method} is not allowed on {request.path}", {"allow": sorted(route.methods)}
-                )
+                raise MethodNotAllowed(t("errors.http_api.not_allowed", method=request.method, path=request.path),
+                                       {"allow": sorted(route.methods)})
             response = await handler(request, match)
             response.headers.setdefault("x-trace-id", trace_id)
             return response
         except HubError as exc:
+            if isinstance(exc, Unauthenticated) and self.session_auth is not None:
+                self.session_auth.rejected(request)
             return error_response(exc, trace_id)
         except Exception:
             log.exception("unhandled error", extra={"path": request.path})
-            return error_response(InternalError("the hub failed to handle this request"), trace_id)
+            return error_response(InternalError(t("errors.http_api.hub_failed_handle_request")), trace_id)
         finally:
+            language_var.reset(lang_token)
             trace_id_var.reset(token)
 
     def _find(self, path: str) -> tuple[Route, re.Match[str]]:
@@ -329,7 +358,7 @@ class HttpApi:
             match = route.pattern.match(path)
             if match:
                 return route, match
-        raise NotFound(f"no route {path}", {"path": path})
+        raise NotFound(t("errors.http_api.no_route", path=path), {"path": path})
 
     # -- routes ---------------------------------------------------------------------
     async def post_call(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
@@ -369,7 +398,7 @@ class HttpApi:
         principal = await self.pipeline.authenticate(request.credentials, ip=request.remote,
                                                      user_agent=request.header("user-agent"))
         if not is_cross_tenant(principal.permissions):
-            raise PermissionDenied("the fleet's peers are for the hub's operators (super_admin)")
+            raise PermissionDenied(t("errors.http_api.fleet_peers_hub_operators"))
         return ApiResponse.json({"node_id": self.pipeline.node_id,
                                  "peers": self.peers() if self.peers is not None else []})
 
@@ -380,7 +409,7 @@ class HttpApi:
         by the receiver). NOT_FOUND on a hub that is not the central node.
         """
         if self.sync_batch is None:
-            raise NotFound("this hub is not a central billing node")
+            raise NotFound(t("errors.http_api.hub_not_central_billing"))
         return ApiResponse.json({"acked": await self.sync_batch(request.body)})
 
     async def get_usage(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
@@ -389,7 +418,7 @@ class HttpApi:
                                                      user_agent=request.header("user-agent"))
         self.pipeline.auth.authorize(principal, BILLING_READ)
         if self.usage is None:
-            raise NotFound("usage reporting is not enabled on this hub")
+            raise NotFound(t("errors.http_api.usage_reporting_not_enabled"))
         return ApiResponse.json(await self.usage.usage_report(principal, request.query.get("period")))
 
     async def get_health(self, request: ApiRequest, _: re.Match[str]) -> ApiResponse:
@@ -408,7 +437,7 @@ class HttpApi:
             # compare_digest: a token must not be guessable a byte at a time from response times
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
                                                                      self.metrics_token.encode()):
-                raise Unauthenticated("/metrics needs Authorization: Bearer <http.metrics_token>")
+                raise Unauthenticated(t("errors.http_api.metrics_needs_authorization_bearer"))
         self.metrics.set_module_stats(self.pipeline.host.stats())
         self.metrics.modules_failed.set(len(self.pipeline.host.failed))
         return ApiResponse(200, {"content-type": self.metrics.content_type}, self.metrics.render())

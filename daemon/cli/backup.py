@@ -34,6 +34,7 @@ from daemon import __version__
 from daemon.cli.errors import CliError, CommandFailed
 from daemon.cli.output import note, print_json
 from daemon.cli.parsing import SubParsers, add_command
+from daemon.core.i18n import t
 from daemon.runtime.config import state_dir_of
 
 MANIFEST = "manifest.json"
@@ -52,9 +53,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     state_dir = state_dir_of(args)
     dest = Path(args.dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise CliError(f"{dest} exists and is not an empty directory: back up into a new or empty one")
+        raise CliError(t("cli.backup.exists_not_empty_directory", dest=dest))
     if not any((state_dir / name).is_file() for name in DATABASES):
-        raise CliError(f"{state_dir} holds no tenancy.db or ledger.db: is it the hub's state dir?")
+        raise CliError(t("cli.backup.holds_no_tenancy_db", state_dir=state_dir))
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
     dest.chmod(0o700)
     files: dict[str, dict[str, Any]] = {}
@@ -70,7 +71,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "files": files}
     _write_private(dest / MANIFEST, json.dumps(manifest, indent=2).encode() + b"\n")
     print_json(manifest)
-    note(f"backed up {len(files)} files into {dest}")
+    note(t("cli.backup.done", count=len(files), dest=dest))
     return 0
 
 
@@ -84,11 +85,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     for name, expected in files.items():
         problem = mismatch(src / name, expected)
         if problem:
-            raise CliError(f"{src / name} {problem}: the backup is damaged or was altered; nothing was restored")
+            raise CliError(t("cli.backup.backup_damaged_altered_nothing", path=src / name, problem=problem))
     if state_dir.exists() and (not state_dir.is_dir() or any(state_dir.iterdir())):
         held = ", ".join(sorted(p.name for p in state_dir.iterdir())[:5]) if state_dir.is_dir() else "a file"
-        raise CliError(f"state dir {state_dir} is not empty ({held}): restore only into an empty or new "
-                       "directory, so nothing the hub holds is overwritten")
+        raise CliError(t("cli.backup.state_dir_not_empty", state_dir=state_dir, held=held))
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state_dir.chmod(0o700)
     for name, expected in files.items():
@@ -106,7 +106,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     else:
         report["ledger"] = None
         print_json(report)
-        note("the backup holds no ledger (the hub had not served yet)")
+        note(t("cli.backup.no_ledger"))
     return 0
 
 
@@ -135,10 +135,10 @@ def read_manifest(src: Path) -> dict[str, dict[str, Any]]:
         if manifest.get("format") != FORMAT or not isinstance(files, dict):
             raise ValueError(f"format {manifest.get('format')!r}, expected {FORMAT}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CliError(f"{src} is not a democratic-ai backup ({MANIFEST}: {exc})") from None
+        raise CliError(t("cli.backup.not_democratic_ai_backup", src=src, manifest=MANIFEST, exc=exc)) from None
     for name, entry in files.items():
         if not _allowed(name) or not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
-            raise CliError(f"{src / MANIFEST} names {name!r}, which no backup holds")
+            raise CliError(t("cli.backup.names_which_no_backup", path=src / MANIFEST, name=name))
     return files
 
 

@@ -33,6 +33,7 @@ from daemon.cli.errors import CliError
 from daemon.cli.ledger import ledger_path
 from daemon.cli.output import print_json
 from daemon.cli.parsing import SubParsers, add_command, add_config_option, add_group
+from daemon.core.i18n import t
 from daemon.runtime.config import HubConfig, PlanConfig, state_dir_of
 
 if TYPE_CHECKING:
@@ -62,16 +63,16 @@ def find_tenant(state_dir: Path, name: str) -> TenantRow:
     """Tenant name -> id, plan, timezone, from the tenancy database (read-only)."""
     path = state_dir / "tenancy.db"
     if not path.is_file():
-        raise CliError(f"no tenancy database at {path}; is --state-dir right?")
+        raise CliError(t("cli.cli_billing.no_tenancy_database_state", path=path))
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         row = conn.execute("SELECT id, name, plan, timezone FROM tenants WHERE name = ?", (name,)).fetchone()
     except sqlite3.Error as exc:
-        raise CliError(f"cannot read tenants from {path}: {exc}") from None
+        raise CliError(t("cli.cli_billing.cannot_read_tenants", path=path, exc=exc)) from None
     finally:
         conn.close()
     if row is None:
-        raise CliError(f"no tenant named {name!r}")
+        raise CliError(t("cli.cli_billing.no_tenant_named", name=name))
     return TenantRow(*row)
 
 
@@ -84,18 +85,17 @@ def _plan(args: argparse.Namespace, config: HubConfig, state_dir: Path, tenant: 
     else:
         served = load_plans(state_dir)
         if served is None:
-            raise CliError(f"no {PLANS_FILE} in {state_dir}: the hub has not served from this state dir, so its "
-                           "plans are unknown; pass --config with the hub's config file")
+            raise CliError(t("cli.cli_billing.no_hub_not_served", plans_file=PLANS_FILE, state_dir=state_dir))
         plans, source = served, str(state_dir / PLANS_FILE)
     if tenant.plan in plans:
         return tenant.plan, plans[tenant.plan]
-    raise CliError(f"tenant {tenant.name!r} is on plan {tenant.plan!r}, which {source} does not define")
+    raise CliError(t("cli.cli_billing.tenant_plan_which_does", name=tenant.name, plan=tenant.plan, source=source))
 
 
 def _need_ledger(state_dir: Path) -> Path:
     path = ledger_path(state_dir)
     if not path.is_file():
-        raise CliError(f"no usage ledger at {path}; has the hub run here?")
+        raise CliError(t("cli.cli_billing.no_usage_ledger_hub", path=path))
     return path
 
 
@@ -116,7 +116,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     from daemon.metering.billing import current_period, invoice_from_file, report
 
     if not args.tenant:  # not required by argparse, so that ``usage export`` needs no tenant
-        raise CliError("usage: --tenant NAME is required (or: usage export --format cloudevents)")
+        raise CliError(t("cli.cli_billing.usage_tenant_name_required"))
     config = HubConfig.from_toml(getattr(args, "config", None))
     state_dir = _state_dir(args, config)
     tenant = find_tenant(state_dir, args.tenant)

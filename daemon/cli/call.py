@@ -23,6 +23,7 @@ import aiohttp
 from daemon.cli.errors import CliError, CommandFailed
 from daemon.cli.output import print_json
 from daemon.cli.parsing import SubParsers, add_command
+from daemon.core.i18n import language_from_env, t
 from daemon.runtime.config import state_dir_of
 from daemon.runtime.tls import client_context, default_paths
 
@@ -49,7 +50,9 @@ def hub_cafile(args: argparse.Namespace) -> Path | None:
 def _session(args: argparse.Namespace) -> aiohttp.ClientSession:
     # the context only matters for https:// and wss:// URLs
     connector = aiohttp.TCPConnector(ssl=client_context(hub_cafile(args)))
-    return aiohttp.ClientSession(headers={"X-API-Key": api_key(args)}, connector=connector)
+    # the hub answers errors in the language of the user's locale
+    headers = {"X-API-Key": api_key(args), "Accept-Language": language_from_env(os.environ)}
+    return aiohttp.ClientSession(headers=headers, connector=connector)
 
 
 def api_key(args: argparse.Namespace) -> str:
@@ -70,7 +73,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     try:
         payload = json.loads(args.payload)
     except ValueError as exc:
-        raise CliError(f"--payload is not valid JSON: {exc}") from None
+        raise CliError(t("cli.call.payload_not_valid_json", exc=exc)) from None
     body: dict[str, Any] = {"action": args.action, "payload": payload, "priority": args.priority}
     if args.ttl:
         body["ttl"] = args.ttl
@@ -98,10 +101,10 @@ def _call_other(args: argparse.Namespace, body: dict[str, Any]) -> int:
 
             return asyncio.run(call_grpc(url, body, api_key(args), args.stream, cafile=hub_cafile(args)))
     except ImportError:
-        raise CliError(f"--via {via} is not available in this build") from None
+        raise CliError(t("cli.call.via_not_available_build", via=via)) from None
     except (OSError, ConnectionError) as exc:
         raise CommandFailed(f"cannot reach the hub at {url}: {exc}") from exc
-    raise CliError(f"--via {via} is not handled here")
+    raise CliError(t("cli.call.via_not_handled_here", via=via))
 
 
 async def _call_http(args: argparse.Namespace, body: dict[str, Any]) -> int:

@@ -8,18 +8,21 @@ The line is always ``democratic-ai: <message>``.  Exit codes:
 - 2: bad input (an unknown or duplicate name, a bad period, rate, role or config).
 
 Commands raise; :func:`guarded` alone prints and picks the code, so no command prints an
-error line of its own.
+error line of its own.  The line is in the language of the POSIX locale (``LANG=ja_JP.UTF-8``:
+Japanese; en, ja and zh are shipped), the prefix ``democratic-ai:`` and the exit codes never change.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
 
 from daemon.core.errors import ConfigError, HubError
+from daemon.core.i18n import Text, language_from_env, t
 
 #: what every leaf of the parser stores as ``func``: parsed arguments in, exit code out
 Command = Callable[[argparse.Namespace], int]
@@ -30,6 +33,11 @@ EXIT_BAD_INPUT = 2
 
 class CliError(Exception):
     """Bad input the CLI found itself (a plan or role that does not exist, no state dir): exit 2."""
+
+    def __init__(self, message: str | Text) -> None:
+        # a plain string is text the CLI does not own (a library's): relayed as it is
+        self.text: Text = message if isinstance(message, Text) else t("cli.relayed", message=message)
+        super().__init__(self.text.render())
 
 
 class CommandFailed(Exception):
@@ -52,14 +60,15 @@ def guarded(command: Command) -> Command:
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
+        lang = language_from_env(os.environ)
         try:
             return command(args)
         except CliError as exc:
-            return report(exc, EXIT_BAD_INPUT)
+            return report(exc.text.render(lang), EXIT_BAD_INPUT)
         except ConfigError as exc:
-            return report(f"bad config: {exc}", EXIT_BAD_INPUT)
+            return report(t("cli.bad_config", error=exc).render(lang), EXIT_BAD_INPUT)
         except HubError as exc:
-            return report(exc.message, exit_code_of(exc))
+            return report(exc.render(lang), exit_code_of(exc))
         except CommandFailed as exc:
             return report(exc, EXIT_FAILED)
         except (sqlite3.Error, OSError) as exc:

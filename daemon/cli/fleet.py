@@ -16,6 +16,7 @@ from pathlib import Path
 from daemon.cli.errors import CliError
 from daemon.cli.output import note, print_json, print_table
 from daemon.cli.parsing import SubParsers, add_command, add_group
+from daemon.core.i18n import Text, t
 from daemon.runtime.config import state_dir_of
 from daemon.runtime.files import atomic_write
 
@@ -23,15 +24,15 @@ from daemon.runtime.files import atomic_write
 MAX_CERT_FILE = 8192
 
 
-def _read_input(path: str, what: str) -> bytes:
+def _read_input(path: str, what: Text) -> bytes:
     """A file the operator named, bounded; a missing or unreadable one is bad input (exit 2)."""
     try:
         with Path(path).open("rb") as handle:
             data = handle.read(MAX_CERT_FILE + 1)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        raise CliError(f"cannot read the {what} {path}: {exc.strerror}") from None
+        raise CliError(t("cli.cli_fleet.cannot_read", what=what, path=path, strerror=exc.strerror)) from None
     if len(data) > MAX_CERT_FILE:
-        raise CliError(f"{path} is over {MAX_CERT_FILE} bytes: not a {what}")
+        raise CliError(t("cli.cli_fleet.over_bytes_not", path=path, max_cert_file=MAX_CERT_FILE, what=what))
     return data
 
 
@@ -46,7 +47,7 @@ def cmd_node_id(args: argparse.Namespace) -> int:
     try:
         identity = NodeIdentity.load_or_create(state_dir_of(args))
     except IdentityError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(t("cli.relayed", message=exc)) from None
     if args.json:
         print_json({"node_id": identity.peer_id, "public_key": identity.public_key_b64})
     else:
@@ -63,8 +64,8 @@ def cmd_fleet_init(args: argparse.Namespace) -> int:
         fleet = FleetKey.generate(args.name)
         key_path, pub_path = fleet.save(Path(args.out))
     except IdentityError as exc:
-        raise CliError(str(exc)) from None
-    note(f"fleet {fleet.name!r}: secret key {key_path} (keep it off the hubs), public key {pub_path}")
+        raise CliError(t("cli.relayed", message=exc)) from None
+    note(t("cli.fleet.initialised", name=fleet.name, key_path=key_path, pub_path=pub_path))
     print(fleet.fleet_id)
     return 0
 
@@ -75,16 +76,16 @@ def cmd_fleet_sign(args: argparse.Namespace) -> int:
     from federation.identity import IdentityError, public_key_from_text
 
     if args.days <= 0:
-        raise CliError("--days: must be a positive number of days")
+        raise CliError(t("cli.cli_fleet.days_positive_number_days"))
     try:
         fleet = FleetKey.load(Path(args.fleet_key))
         node_key = public_key_from_text(args.node)
         cert = fleet.sign_node(node_key, args.name, role=args.role, days=args.days, now=time.time())
     except IdentityError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(t("cli.relayed", message=exc)) from None
     atomic_write(Path(args.out), cert.to_text().encode())
-    note(f"signed node {cert.node_id} as site {cert.site!r} ({cert.role}) of fleet {cert.fleet_id}, "
-         f"valid until {_when(cert.expires_at)}: {args.out}")
+    note(t("cli.fleet.signed", node_id=cert.node_id, site=cert.site, role=cert.role, fleet_id=cert.fleet_id,
+           until=_when(cert.expires_at), out=args.out))
     return 0
 
 
@@ -93,16 +94,16 @@ def cmd_fleet_join(args: argparse.Namespace) -> int:
     from federation.fleet import NodeCertificate, install_certificate
     from federation.identity import IdentityError, NodeIdentity
 
-    text = _read_input(args.cert, "certificate")
+    text = _read_input(args.cert, t("cli.what.certificate"))
     state_dir = state_dir_of(args)
     try:
         identity = NodeIdentity.load_or_create(state_dir)
         path = install_certificate(state_dir, text, identity, now=time.time())
         cert = NodeCertificate.from_text(text)
     except IdentityError as exc:
-        raise CliError(f"{args.cert}: {exc}") from None
-    note(f"joined fleet {cert.fleet_name!r} as site {cert.site!r} ({cert.role}), valid until "
-         f"{_when(cert.expires_at)}; certificate in {path}; the hub federates from its next start")
+        raise CliError(t("cli.cli_fleet.message", cert=args.cert, exc=exc)) from None
+    note(t("cli.fleet.joined", name=cert.fleet_name, site=cert.site, role=cert.role, until=_when(cert.expires_at),
+           path=path))
     print(cert.fleet_id)
     return 0
 

@@ -12,6 +12,7 @@ from daemon.cli.errors import CliError
 from daemon.cli.output import note, print_table
 from daemon.cli.parsing import SubParsers, add_command, add_group
 from daemon.cli.tenancy import audit, with_store
+from daemon.core.i18n import t
 from daemon.tenancy.rbac import ROLE_NAMES
 from daemon.tenancy.records import ApiKey, from_iso
 from daemon.tenancy.store import TenancyStore
@@ -24,13 +25,13 @@ def _create(store: TenancyStore, args: argparse.Namespace) -> int:
     expires_at = None
     if args.expires_days is not None:
         if args.expires_days <= 0:
-            raise CliError("--expires-days: must be a positive number of days")
+            raise CliError(t("cli.keys.expires_days_positive_number"))
         expires_at = time.time() + args.expires_days * SECONDS_A_DAY
     key, raw = store.create_api_key(
         tenant.id, args.role, rate_limit=args.rate, expires_at=expires_at, created_by="cli"
     )
     audit(store, "api_key.create", tenant.id, key.subject)
-    note(f"created key {key.prefix} ({key.role}) for tenant {tenant.name}; shown once, store it now:")
+    note(t("cli.keys.created", prefix=key.prefix, role=key.role, tenant=tenant.name))
     print(raw)
     return 0
 

@@ -9,9 +9,12 @@ printed here: see errors.py.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from daemon.core.i18n import Text, language_from_env
 
 
 def print_json(value: Any) -> None:
@@ -26,6 +29,9 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def note(message: str) -> None:
-    """A line for the person at the terminal (what was done, "shown once"), on stderr."""
-    print(message, file=sys.stderr)
+def note(message: str | Text) -> None:
+    """A line for the person at the terminal (what was done, "shown once"), on stderr, in the locale's language.
+
+    Lines on stdout (ids, keys, tables) stay as they are: scripts read them.
+    """
+    print(message.render(language_from_env(os.environ)) if isinstance(message, Text) else message, file=sys.stderr)

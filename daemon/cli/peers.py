@@ -13,6 +13,7 @@ from typing import Any
 from daemon.cli.errors import CommandFailed
 from daemon.cli.output import note, print_json, print_table
 from daemon.cli.parsing import SubParsers, add_command
+from daemon.core.i18n import t
 from daemon.runtime.config import state_dir_of
 
 PEERS_FILE = "peers.json"  # written by federation/service.py (not imported here: it loads libp2p)
@@ -40,7 +41,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
         print_json({"peers": peers})
         return 0
     if not peers:
-        note("no peers: the hub is not running, or it holds no fleet certificate (see `democratic-ai fleet join`)")
+        note(t("cli.peers.none"))
         return 0
     print_table(["NODE", "SITE", "STATE", "RTT_MS", "ADVERT_AGE_S", "LOAD", "CAPABILITIES"], [
         [p.get("node_id", ""), p.get("site", ""), p.get("state", ""), _number(p.get("rtt_ms")),

@@ -24,6 +24,7 @@ from daemon.cli.errors import CliError, CommandFailed
 from daemon.cli.ledger import ledger_path
 from daemon.cli.output import note, print_json, print_table
 from daemon.cli.parsing import SubParsers, add_command, add_group, state_dir_parent
+from daemon.core.i18n import t
 from daemon.runtime.config import HubConfig, state_dir_of
 
 if TYPE_CHECKING:
@@ -48,8 +49,7 @@ def open_central(state_dir: Path) -> CentralReader:
 
     path = central_path(state_dir)
     if not path.is_file():
-        raise CliError(f"no central ledger at {path}: this runs on the central billing node "
-                       '([billing] role = "central"); is --state-dir right?')
+        raise CliError(t("cli.sync.no_central_ledger_runs", path=path))
     return CentralReader(path)
 
 
@@ -98,7 +98,7 @@ def cmd_sync_status(args: argparse.Namespace) -> int:
         if args.json:
             print_json(status)
         elif not status["sites"]:
-            note("no site has synced to this central node yet")
+            note(t("cli.sync.no_site_yet"))
         else:
             print_table(["NODE", "SITE", "ACKED_SEQ", "LAG_S", "LAST_ERROR"], [
                 [s["node_id"], s["name"], s["acked_seq"], _seconds(s["lag_seconds"]), s["last_error"] or "-"]
@@ -110,7 +110,7 @@ def cmd_sync_status(args: argparse.Namespace) -> int:
         print_json(status)
         return 0
     if not status["central"]:
-        note('this site names no central node ([billing] central): its usage is not synced')
+        note(t("cli.sync.no_central"))
     print_table(["CENTRAL", "HEAD_SEQ", "ACKED_SEQ", "LAG_EVENTS", "LAG_S", "LAST_ERROR"], [
         [status["central"] or "-", status["head_seq"], status["acked_seq"], status["lag_events"],
          _seconds(status["lag_seconds"]), status["last_error"] or "-"]])
@@ -130,7 +130,7 @@ def cmd_settlement(args: argparse.Namespace) -> int:
 
     period = parse_period(args.period)
     if period.cycle != "monthly":
-        raise CliError(f"period {args.period!r}: settlement is monthly (YYYY-MM)")
+        raise CliError(t("cli.sync.period_settlement_monthly_yyyy", period=args.period))
     pairs = open_central(state_dir_of(args)).settlement(period.label)
     balanced = all(pair["balanced"] for pair in pairs)
     if args.json or not sys.stdout.isatty():
@@ -139,10 +139,9 @@ def cmd_settlement(args: argparse.Namespace) -> int:
         print_table(["SERVING", "ORIGIN", "SERVED_CALLS", "BILLED_CALLS", "SERVED_UNITS", "BALANCED"],
                     [_pair_row(pair) for pair in pairs])
     else:
-        note(f"no site served another in {period.label}")
+        note(t("cli.sync.no_cross_site", period=period.label))
     if not balanced:
-        note("settlement does NOT balance: the serving and the origin sites recorded different calls "
-             "(a site that has not synced yet, or a lost record); see unmatched_trace_ids")
+        note(t("cli.sync.unbalanced"))
         if args.check:
             raise CommandFailed(f"settlement for {period.label} does not balance")
     return 0
@@ -163,16 +162,16 @@ def _pair_row(pair: dict[str, Any]) -> list[str]:
 def cmd_usage_export(args: argparse.Namespace) -> int:
     """``usage export``: the ledger (this site's, or every site's on the central node) as CloudEvents 1.0."""
     if getattr(args, "tenant", None) or getattr(args, "period", None):
-        raise CliError("usage export takes no --tenant or --period: it exports the whole ledger (see --since)")
+        raise CliError(t("cli.sync.usage_export_takes_no"))
     if args.since < 0:
-        raise CliError(f"--since: {args.since} is not a ledger seq (0 or more)")
+        raise CliError(t("cli.sync.since_not_ledger_seq", since=args.since))
     state_dir = state_dir_of(args)
     if central_path(state_dir).is_file():
         count = _export(args.out, _central_pages(open_central(state_dir), args.since))
     else:
         count = _export(args.out, _site_pages(state_dir, args.since))
     if args.out:
-        note(f"wrote {count} events to {args.out}")
+        note(t("cli.sync.wrote", count=count, out=args.out))
     return 0
 
 
@@ -187,10 +186,10 @@ def _site_pages(state_dir: Path, since: int) -> Iterator[list[dict[str, Any]]]:
 
     path = ledger_path(state_dir)
     if not path.is_file():
-        raise CliError(f"no usage ledger at {path}; has the hub run here?")
+        raise CliError(t("cli.cli_billing.no_usage_ledger_hub", path=path))
     # the site's stable name in the fleet; an export never makes a key (the hub makes its own at start)
     if not (state_dir / NODE_KEY_FILE).is_file():
-        raise CliError(f"no node key in {state_dir}: start the hub once (it makes its node key), then export")
+        raise CliError(t("cli.sync.no_node_key_start", state_dir=state_dir))
     source = NodeIdentity.load_or_create(state_dir).peer_id
 
     def pages() -> Iterator[list[dict[str, Any]]]:
@@ -222,13 +221,13 @@ def _export(out: str | None, pages: Iterable[list[dict[str, Any]]]) -> int:
         return _write_batch(sys.stdout, pages)
     target = Path(out)
     if target.is_dir():
-        raise CliError(f"--out: {out} is a directory")
+        raise CliError(t("cli.sync.out_directory", out=out))
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         # 0600: usage is the tenants' business; written whole, then renamed, so a reader never sees half
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except FileNotFoundError:
-        raise CliError(f"--out: the folder of {out} does not exist") from None
+        raise CliError(t("cli.sync.out_folder_does_not", out=out)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             count = _write_batch(handle, pages)

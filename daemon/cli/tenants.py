@@ -11,6 +11,7 @@ from daemon.cli.errors import CliError
 from daemon.cli.output import print_json, print_table
 from daemon.cli.parsing import SubParsers, add_command, add_group
 from daemon.cli.tenancy import StoreCommand, audit, with_store
+from daemon.core.i18n import t
 from daemon.runtime.config import HubConfig
 from daemon.tenancy.store import TenancyStore
 
@@ -27,7 +28,7 @@ def _plans(args: argparse.Namespace) -> tuple[str, ...]:
 def _create(store: TenancyStore, args: argparse.Namespace) -> int:
     plans = _plans(args)
     if args.plan not in plans:
-        raise CliError(f"plan: {args.plan!r} is not one of {', '.join(plans)}")
+        raise CliError(t("cli.tenants.plan_not_one", plan=args.plan, choices=', '.join(plans)))
     tenant = store.create_tenant(args.name, args.plan, tenant_id=args.id)
     audit(store, "tenant.create", tenant.id, f"tenant:{tenant.id}")
     print(f"created tenant {tenant.name} (plan {tenant.plan}, id {tenant.id})")
@@ -58,6 +59,8 @@ def register(subparsers: SubParsers, parents: list[argparse.ArgumentParser], *,
     p = add_command(tenants, "create", parents, "create a tenant", with_store(_create))
     p.add_argument("name")
     p.add_argument("--plan", default="starter", help="a plan from the config (default: starter)")
+    # provisioning (the Ansible role) makes tenants of the plans its hub.toml defines before the hub starts
+    p.add_argument("--config", help="TOML config file whose [plans] --plan names (default: the embedded plans)")
     p.add_argument("--id", metavar="UUID",
                    help="the tenant's id (default: a new one); give a tenant the same id at every site of a fleet")
     add_command(tenants, "list", parents, "list tenants", with_store(_list))

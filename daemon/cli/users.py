@@ -9,6 +9,7 @@ from daemon.cli.errors import CliError
 from daemon.cli.output import note
 from daemon.cli.parsing import SubParsers, add_command, add_group
 from daemon.cli.tenancy import audit, with_store
+from daemon.core.i18n import t
 from daemon.tenancy.rbac import ROLE_NAMES
 from daemon.tenancy.records import check_password
 from daemon.tenancy.secrets import generate_password, hash_password
@@ -18,15 +19,15 @@ from daemon.tenancy.store import TenancyStore
 def _create(store: TenancyStore, args: argparse.Namespace) -> int:
     tenant = store.get_tenant(args.tenant)
     if args.role not in ROLE_NAMES:
-        raise CliError(f"role: {args.role!r} is not one of {', '.join(ROLE_NAMES)}")
+        raise CliError(t("cli.users.role_not_one", role=args.role, choices=', '.join(ROLE_NAMES)))
     generated = not args.password_stdin
     password = generate_password() if generated else sys.stdin.readline().rstrip("\r\n")
     check_password(password)
     user = store.create_user(tenant.id, args.email, args.role, hash_password(password))
     audit(store, "user.create", tenant.id, user.subject)
-    note(f"created user {user.email} ({user.role}) in tenant {tenant.name}, id {user.id}")
+    note(t("cli.users.created", email=user.email, role=user.role, tenant=tenant.name, id=user.id))
     if generated:
-        note("password (shown once, store it now):")
+        note(t("cli.users.password_shown_once"))
         print(password)
     return 0
 

@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 from daemon.core.errors import ValidationError
+from daemon.core.i18n import Text, t
 
 #: nested arrays/objects a value may have (the top-level container is level 1)
 MAX_DEPTH = 64
@@ -38,7 +39,8 @@ def _no_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
-def decode_json(data: bytes | bytearray | memoryview | str, *, what: str = "the body", pointer: str = "") -> Any:
+def decode_json(data: bytes | bytearray | memoryview | str, *, what: str | Text = t("errors.what.body"),
+                pointer: str = "") -> Any:
     """``data`` as a checked JSON value; VALIDATION_ERROR naming ``what`` and the pointer of the bad part."""
     if isinstance(data, str):
         text = data
@@ -47,22 +49,22 @@ def decode_json(data: bytes | bytearray | memoryview | str, *, what: str = "the 
         try:
             text = bytes(data).decode("utf-8")  # strict: encoded surrogates and bad bytes are refused
         except UnicodeDecodeError as exc:
-            raise ValidationError(f"{what} is not UTF-8 text: {exc.reason} at byte {exc.start}",
+            raise ValidationError(t("errors.decoding.not_utf_text_byte", what=what, reason=exc.reason, start=exc.start),
                                   {"pointer": pointer}) from None
         escapes = False
     try:
         value = _DECODER.decode(text)
     except RecursionError:
-        raise ValidationError(f"{what} nests arrays or objects deeper than {MAX_DEPTH} levels",
+        raise ValidationError(t("errors.decoding.nests_arrays_objects_deeper", what=what, max_depth=MAX_DEPTH),
                               {"pointer": pointer, "max_depth": MAX_DEPTH}) from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer over Python's digit limit
-        raise ValidationError(f"{what} is not valid JSON: {exc}", {"pointer": pointer}) from None
+        raise ValidationError(t("errors.decoding.not_valid_json", what=what, exc=exc), {"pointer": pointer}) from None
     # from UTF-8 bytes a surrogate can only come from a \u escape: most bodies skip the string scan
     check_value(value, what=what, pointer=pointer, strings=escapes or "\\u" in text)
     return value
 
 
-async def decode_json_async(data: bytes | bytearray | memoryview | str, *, what: str = "the body",
+async def decode_json_async(data: bytes | bytearray | memoryview | str, *, what: str | Text = t("errors.what.body"),
                             pointer: str = "") -> Any:
     """``decode_json``, in a worker thread when ``data`` is over ``OFFLOAD_BYTES`` (the loop keeps serving)."""
     if len(data) <= OFFLOAD_BYTES:
@@ -70,7 +72,8 @@ async def decode_json_async(data: bytes | bytearray | memoryview | str, *, what:
     return await asyncio.to_thread(decode_json, data, what=what, pointer=pointer)
 
 
-def check_value(value: Any, *, what: str = "the value", pointer: str = "", strings: bool = True) -> None:
+def check_value(value: Any, *, what: str | Text = t("errors.what.value"), pointer: str = "",
+                strings: bool = True) -> None:
     """Refuse a decoded value deeper than ``MAX_DEPTH``, with a lone surrogate (``strings``) or a non-finite number.
 
     Iterative, so it cannot itself run out of stack; used as is on values another parser
@@ -87,11 +90,11 @@ def check_value(value: Any, *, what: str = "the value", pointer: str = "", strin
             _check_scalar(node, what, where, strings)
             continue
         if depth > MAX_DEPTH:
-            raise ValidationError(f"{what} nests arrays or objects deeper than {MAX_DEPTH} levels",
+            raise ValidationError(t("errors.decoding.nests_arrays_objects_deeper", what=what, max_depth=MAX_DEPTH),
                                   {"pointer": where, "max_depth": MAX_DEPTH})
         for key, item in entries:
             if strings and isinstance(key, str) and not _encodable(key):
-                raise ValidationError(f"{what} has a key with a lone UTF-16 surrogate",
+                raise ValidationError(t("errors.decoding.key_lone_utf_surrogate", what=what),
                                       {"pointer": f"{where}/{_escape(key)}"})
             if isinstance(item, dict | list):
                 stack.append((item, depth + 1, f"{where}/{_escape(key)}"))
@@ -99,12 +102,12 @@ def check_value(value: Any, *, what: str = "the value", pointer: str = "", strin
                 _check_scalar(item, what, f"{where}/{_escape(key)}", strings)
 
 
-def _check_scalar(node: Any, what: str, where: str, strings: bool) -> None:
+def _check_scalar(node: Any, what: str | Text, where: str, strings: bool) -> None:
     if strings and isinstance(node, str) and not _encodable(node):
-        raise ValidationError(f"{what} has a string with a lone UTF-16 surrogate (not Unicode text)",
+        raise ValidationError(t("errors.decoding.string_lone_utf_surrogate", what=what),
                               {"pointer": where})
     if isinstance(node, float) and not math.isfinite(node):
-        raise ValidationError(f"{what} has a number that is not finite", {"pointer": where})
+        raise ValidationError(t("errors.decoding.number_not_finite", what=what), {"pointer": where})
 
 
 def _encodable(text: str) -> bool:

@@ -3,11 +3,16 @@
 Every error a caller can see is a ``HubError`` leaf.  Doors never invent codes:
 they read ``code``, ``http_status`` and ``grpc_status`` from the class, so the
 table in shared/CONTRACT.md lives here and only here.
+
+A message is a :class:`~daemon.core.i18n.Text` (a catalogue key and its values): ``message`` keeps
+its English rendering, the one logs and tests read, and ``to_body`` renders it in the caller's language.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from daemon.core.i18n import DEFAULT_LANGUAGE, Text, language_var, t
 
 
 class HubError(Exception):
@@ -18,17 +23,23 @@ class HubError(Exception):
     # the name of a grpc.StatusCode member; kept as text so this module does not import grpc
     grpc_status: ClassVar[str] = "UNAVAILABLE"
 
-    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str | Text, details: dict[str, Any] | None = None) -> None:
+        # a plain string is text the hub does not own (a peer's, a library's): relayed as it is
+        self.text: Text = message if isinstance(message, Text) else t("errors.relayed", message=message)
+        self.message: str = self.text.render(DEFAULT_LANGUAGE)
+        super().__init__(self.message)
         self.details: dict[str, Any] = details or {}
 
-    def to_body(self, trace_id: str = "") -> dict[str, Any]:
-        """The contract's error body: ``{"error": {"code", "message", "details", "trace_id"}}``."""
+    def render(self, lang: str | None = None) -> str:
+        """The message in ``lang`` (en, ja, zh; English for any other); by default the caller's (``language_var``)."""
+        return self.text.render(lang or language_var.get())
+
+    def to_body(self, trace_id: str = "", lang: str | None = None) -> dict[str, Any]:
+        """The contract's error body: ``{"error": {"code", "message", "details", "trace_id"}}``, in ``lang``."""
         return {
             "error": {
                 "code": self.code,
-                "message": self.message,
+                "message": self.render(lang),
                 "details": self.details,
                 "trace_id": trace_id,
             }
@@ -96,7 +107,7 @@ class RateLimited(HubError):
 
     def __init__(
         self,
-        message: str,
+        message: str | Text,
         retry_after: float,
         headers: dict[str, str] | None = None,
         details: dict[str, Any] | None = None,
@@ -129,7 +140,7 @@ class Unavailable(HubError):
 
     code, http_status, grpc_status = "UNAVAILABLE", 503, "UNAVAILABLE"
 
-    def __init__(self, message: str, details: dict[str, Any] | None = None, *,
+    def __init__(self, message: str | Text, details: dict[str, Any] | None = None, *,
                  retry_after: float | None = None) -> None:
         if retry_after is not None:
             details = {"retry_after": retry_after, **(details or {})}
@@ -173,8 +184,10 @@ def error_from_body(body: dict[str, Any]) -> HubError:
     """Rebuild a HubError from a contract error body (remote modules, peers, clients)."""
     err = body.get("error", {}) if isinstance(body, dict) else {}
     cls = ERRORS_BY_CODE.get(str(err.get("code")), ModuleError)
+    # the remote rendered its message already (in the language it was asked for): relayed as it is
     message = str(err.get("message", "remote error"))
     details = err.get("details") if isinstance(err.get("details"), dict) else None
     if cls is RateLimited:
-        return RateLimited(message, retry_after=float((details or {}).get("retry_after", 1)))
-    return cls(message, details)
+        return RateLimited(t("errors.relayed", message=message),
+                           retry_after=float((details or {}).get("retry_after", 1)))
+    return cls(t("errors.relayed", message=message), details)

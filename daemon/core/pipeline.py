@@ -42,9 +42,11 @@ from daemon.core.errors import (
     Unavailable,
     ValidationError,
 )
+from daemon.core.i18n import t
 from daemon.core.ports import (
     Admission,
     Authenticator,
+    CallFeed,
     CallObserver,
     Forwarder,
     ModuleGone,
@@ -111,6 +113,11 @@ class Pipeline:
         #: the TTL of a call that carries none (None: such a call may wait and run without a deadline)
         self.default_ttl_s = default_ttl_s
         self.closing = False
+        #: calls answered and, of those, failed since start (the console's rates)
+        self.calls_total = 0
+        self.errors_total = 0
+        #: told of each answered call while it is truthy (someone watches); None: nobody ever will
+        self.call_feed: CallFeed | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -206,6 +213,7 @@ class Pipeline:
         """authorize -> envelope -> route -> input check; None: not served here (an event, or a peer's action)."""
         self.auth.authorize(principal, CALL_PERMISSION)
         envelope = self._envelope(request, principal, scope.trace_id)
+        scope.tenant_id = principal.tenant_id
         if self.host.router.has_action(envelope.action):
             scope.action_label = envelope.action  # unknown actions share one label: bounded cardinality
         if envelope.type is MessageType.EVENT:
@@ -215,9 +223,11 @@ class Pipeline:
             if not self.forwarder.serves(envelope):
                 raise not_found(envelope)  # before admission: a call nobody can serve costs nothing
             scope.action_label = "forwarded"
+            scope.module = "peer"
             await self._check_input(request, self.forwarder.check_input, envelope)
             return envelope, None
         handle = self.host.handle(module_id)
+        scope.module = module_id
         await self._check_input(request, handle.check_input, envelope.action, envelope.payload)
         return envelope, handle
 
@@ -254,7 +264,7 @@ class Pipeline:
                     else:
                         yield await self._record_forwarded(envelope, part, admission, usage)
                         return
-            raise Unavailable("the peer ended the stream without an answer")
+            raise Unavailable(t("errors.pipeline.peer_ended_stream_without"))
         finally:
             usage.release(admission)
 
@@ -276,7 +286,7 @@ class Pipeline:
         retry = (None if yielded or envelope.target
                  else self.host.router.route(envelope.action, tenant_id=envelope.principal.tenant_id))
         if retry is None or retry in tried:
-            raise ModuleGone(f"module {handle.module_id} went away during the call")
+            raise ModuleGone(t("errors.pipeline.module_went_away_during", module_id=handle.module_id))
         return self.host.handle(retry)
 
     async def callable_capabilities(self, principal: Principal) -> list[CapabilityEntry]:
@@ -347,7 +357,7 @@ class Pipeline:
 
     def _enter(self) -> None:
         if self.closing:
-            raise Unavailable("the hub is shutting down")
+            raise Unavailable(t("errors.pipeline.hub_shutting_down"))
         self._in_flight += 1
         self._idle.clear()
 
@@ -360,12 +370,12 @@ class Pipeline:
     def _envelope(self, request: CallRequest, principal: Principal, trace_id: str) -> Envelope:
         check_action(request.action)
         if not isinstance(request.target, str) or len(request.target) > MAX_TARGET_LENGTH:
-            raise ValidationError(f"`target` must be a module id of at most {MAX_TARGET_LENGTH} characters",
+            raise ValidationError(t("errors.pipeline.target_module_id_most", max_target_length=MAX_TARGET_LENGTH),
                                   {"pointer": "/target"})
         if not 0 <= request.priority <= 9:
-            raise ValidationError("`priority` must be 0-9", {"pointer": "/priority"})
+            raise ValidationError(t("errors.pipeline.priority"), {"pointer": "/priority"})
         if request.ttl is not None and not request.ttl > 0:
-            raise ValidationError("`ttl` must be a positive number of seconds", {"pointer": "/ttl"})
+            raise ValidationError(t("errors.http_api.ttl_positive_number_seconds"), {"pointer": "/ttl"})
         ttl = request.ttl if request.ttl is not None else self.default_ttl_s
         loop = asyncio.get_running_loop()
         message_id = Envelope.new_id()
@@ -447,7 +457,7 @@ class Pipeline:
         """EVENT: deliver to every module with the action; answer how many took it."""
         module_ids = self.host.router.broadcast(envelope.action, tenant_id=envelope.principal.tenant_id)
         if not module_ids:
-            raise CapabilityNotFound(f"no module listens for the event {envelope.action!r}")
+            raise CapabilityNotFound(t("errors.pipeline.no_module_listens_event", action=envelope.action))
         admission = await usage.admit(envelope)
 
         async def deliver(module_id: str) -> str | None:
@@ -473,13 +483,16 @@ class _CallScope:
     """One call's bookkeeping around the stages: in-flight count (for draining), trace id,
     metrics by door/action/code, and the deadline's TimeoutError as DEADLINE_EXCEEDED."""
 
-    __slots__ = ("action_label", "pipeline", "request", "started", "token", "trace_id")
+    __slots__ = ("action_label", "module", "pipeline", "request", "started", "tenant_id", "token", "trace_id")
 
     def __init__(self, pipeline: Pipeline, request: CallRequest) -> None:
         self.pipeline = pipeline
         self.request = request
         self.trace_id = request.trace_id or new_trace_id()
         self.action_label = "other"
+        #: known once authenticated and routed; the live feed's who and where
+        self.tenant_id = ""
+        self.module: str | None = None
 
     def __enter__(self) -> _CallScope:
         self.pipeline._enter()  # raises when the hub is draining
@@ -504,7 +517,14 @@ class _CallScope:
             # the action as sent may be anything (it failed validation, perhaps): bounded in the log
             log.info("call failed", extra={"code": code, "action": str(request.action)[:ACTION_MAX_LENGTH],
                                            "door": request.door})
-        pipeline.metrics.observe_call(request.door, self.action_label, code, time.perf_counter() - self.started)
+        seconds = time.perf_counter() - self.started
+        pipeline.metrics.observe_call(request.door, self.action_label, code, seconds)
+        pipeline.calls_total += 1
+        pipeline.errors_total += code != "OK"
+        feed = pipeline.call_feed
+        if feed:  # the whole cost of the live feed while nobody watches
+            feed.publish_call(action=str(request.action)[:ACTION_MAX_LENGTH], module=self.module, status=code,
+                              latency_ms=round(seconds * 1000, 3), tenant_id=self.tenant_id, door=request.door)
         trace_id_var.reset(self.token)
         if isinstance(exc, TimeoutError):
-            raise DeadlineExceeded("the call's deadline passed before it finished") from None
+            raise DeadlineExceeded(t("errors.pipeline.call_deadline_passed_before")) from None

@@ -9,6 +9,7 @@ provides them:
   ``hosting/remote_module.py`` (attached ones, which raise ``ModuleGone``)
 - ``Forwarder`` — ``federation/forwarder.py``; ``NoPeers`` on a hub with no fleet
 - ``CallObserver`` — ``runtime/metrics.py`` (``HubMetrics``)
+- ``CallFeed`` — ``console/events.py`` (``EventBus``), the live view of answered calls
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 from daemon.core.envelope import CapabilityEntry, Credentials, Envelope, Forwarded, Principal, ProgressPart, Receipt
 from daemon.core.errors import CapabilityNotFound, Unavailable
+from daemon.core.i18n import t
 from daemon.core.router import Router
 from daemon.core.scheduler import ModuleScheduler
 from modules.sdk import Call, CapabilitySpec
@@ -179,9 +181,20 @@ class NoPeers:
 def not_found(envelope: Envelope) -> CapabilityNotFound:
     """The one CAPABILITY_NOT_FOUND of a call that neither this hub nor its peers can serve."""
     return CapabilityNotFound(
-        f"no module on this hub or its peers has the capability {envelope.action!r}",
+        t("errors.ports.no_module_hub_peers", action=envelope.action),
         {"action": envelope.action},
     )
+
+
+class CallFeed(Protocol):
+    """Who watches answered calls live (the console's event bus); false while nobody listens."""
+
+    def __bool__(self) -> bool: ...
+
+    def publish_call(self, *, action: str, module: str | None, status: str, latency_ms: float,
+                     tenant_id: str, door: str) -> None:
+        """One answered call: no payloads, only what a live view shows."""
+        ...
 
 
 class CallObserver(Protocol):

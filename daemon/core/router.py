@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from daemon.core.errors import CapabilityNotFound, ModuleNotFound, ValidationError
+from daemon.core.i18n import t
 
 ACTION_MAX_LENGTH = 128
 _ACTION = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -36,11 +37,10 @@ def check_action(action: object, pointer: str = "/action") -> str:
     The message never echoes the name: it may be megabytes of anything.
     """
     if not isinstance(action, str) or not action:
-        raise ValidationError("`action` is required", {"pointer": pointer})
+        raise ValidationError(t("errors.router.action_required"), {"pointer": pointer})
     if len(action) > ACTION_MAX_LENGTH or not _ACTION.fullmatch(action):
         raise ValidationError(
-            f"`action` must be 1-{ACTION_MAX_LENGTH} characters of a-z, 0-9, '.', '_' and '-', "
-            "starting with a letter or digit",
+            t("errors.router.action_characters_z_starting", action_max_length=ACTION_MAX_LENGTH),
             {"pointer": pointer, "max_length": ACTION_MAX_LENGTH},
         )
     return action
@@ -118,10 +118,10 @@ class Router:
         if target:
             entry = self._modules.get(target)
             if entry is None or not entry.serves(tenant_id):
-                raise ModuleNotFound(f"no module {target!r} is attached", {"target": target})
+                raise ModuleNotFound(t("errors.router.no_module_attached", target=target), {"target": target})
             if action not in entry.actions:
                 raise CapabilityNotFound(
-                    f"module {target!r} has no capability {action!r}",
+                    t("errors.router.module_no_capability", target=target, action=action),
                     {"target": target, "action": action, "actions": sorted(entry.actions)},
                 )
             return target

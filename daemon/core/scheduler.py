@@ -15,6 +15,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from daemon.core.errors import DeadlineExceeded, Unavailable
+from daemon.core.i18n import t
 
 #: what a refused caller is told to wait before retrying a full queue, in seconds
 QUEUE_FULL_RETRY_AFTER_S = 1.0
@@ -66,7 +67,7 @@ class SlotQueue:
         module makes callers retry, never makes the hub hold an unbounded queue.
         """
         if len(self._heap) >= self.max_queued:
-            raise Unavailable("the module's queue is full; retry shortly",
+            raise Unavailable(t("errors.scheduler.module_queue_full_retry"),
                               {"queued": len(self._heap)}, retry_after=QUEUE_FULL_RETRY_AFTER_S)
         ticket = Ticket((-priority, next(self._seq)), waiter)
         heapq.heappush(self._heap, ticket)
@@ -114,7 +115,7 @@ class ModuleScheduler:
                 self.slots.release()
             waiter.cancel()
             if isinstance(exc, TimeoutError):
-                raise DeadlineExceeded("the call's deadline passed while it was queued") from None
+                raise DeadlineExceeded(t("errors.scheduler.call_deadline_passed_while")) from None
             raise
 
 

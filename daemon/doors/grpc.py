@@ -35,6 +35,7 @@ from daemon.core.envelope import (
     new_trace_id,
 )
 from daemon.core.errors import HubError, PayloadTooLarge, ValidationError
+from daemon.core.i18n import pick_language, t
 from daemon.core.pipeline import Pipeline
 from daemon.doors._compat import AsyncHealthServicer
 from daemon.doors.reflection import enable_reflection
@@ -59,10 +60,11 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class _Undecodable:
     """What the request deserializer yields for bytes that are not the message (answered INVALID_ARGUMENT)."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("error", "full_name")
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    def __init__(self, full_name: str, error: str) -> None:
+        self.full_name = full_name
+        self.error = error
 
 
 def _lenient(message_type: type[Any]) -> Callable[[bytes], Any]:
@@ -70,25 +72,26 @@ def _lenient(message_type: type[Any]) -> Callable[[bytes], Any]:
         try:
             return message_type.FromString(data)
         except (DecodeError, ValueError) as exc:
-            return _Undecodable(f"the request is not a valid {message_type.DESCRIPTOR.full_name}: {exc}")
+            return _Undecodable(message_type.DESCRIPTOR.full_name, str(exc))
 
     return parse
 
 
-def _error_body(exc: HubError, trace_id: str) -> pb.ErrorBody:
+def _error_body(exc: HubError, trace_id: str, lang: str) -> pb.ErrorBody:
     details = struct_pb2.Struct()
     with contextlib.suppress(TypeError, ValueError, json_format.ParseError):
         json_format.ParseDict(exc.details, details)
-    return pb.ErrorBody(code=exc.code, message=exc.message, details=details, trace_id=trace_id)
+    return pb.ErrorBody(code=exc.code, message=exc.render(lang), details=details, trace_id=trace_id)
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: HubError, trace_id: str) -> NoReturn:
-    """End the RPC with the error's gRPC status and its contract body in the trailers."""
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: HubError, trace_id: str,
+                lang: str = "en") -> NoReturn:
+    """End the RPC with the error's gRPC status and its contract body (in ``lang``) in the trailers."""
     trailers: Sequence[tuple[str, str | bytes]] = (
-        (ERROR_TRAILER, _error_body(exc, trace_id).SerializeToString()),
+        (ERROR_TRAILER, _error_body(exc, trace_id, lang).SerializeToString()),
         ("x-trace-id", trace_id),
     )
-    await context.abort(grpc.StatusCode[exc.grpc_status], exc.message, trailing_metadata=trailers)
+    await context.abort(grpc.StatusCode[exc.grpc_status], exc.render(lang), trailing_metadata=trailers)
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
@@ -109,13 +112,13 @@ def decode_payload(message: pb.MCPMessage) -> Any:
                 value = json_format.MessageToDict(unpacked)
             except (DecodeError, RecursionError, json_format.ParseError, ValueError) as exc:
                 raise ValidationError(
-                    f"`payload` is not a valid {kind.DESCRIPTOR.full_name} (or nests too deep): {exc}",
+                    t("errors.doors_grpc.payload_not_valid_nests", full_name=kind.DESCRIPTOR.full_name, exc=exc),
                     {"pointer": "/payload", "max_depth": MAX_DEPTH},
                 ) from None
-            check_value(value, what="the payload", pointer="/payload")
+            check_value(value, what=t("errors.what.payload"), pointer="/payload")
             return value
     raise ValidationError(
-        "`payload` must be a google.protobuf.Struct or Value packed in the Any",
+        t("errors.doors_grpc.payload_google_protobuf_struct"),
         {"pointer": "/payload", "type_url": payload.type_url},
     )
 
@@ -145,13 +148,13 @@ def progress_part(part: ProgressPart) -> pb.StreamPart:
 
 
 class _Caller:
-    """What a door reads off one RPC: credentials, peer, user agent, trace id, deadline."""
+    """What a door reads off one RPC: credentials, peer, user agent, trace id, language (metadata ``lang``)."""
 
-    __slots__ = ("credentials", "ip", "trace_id", "user_agent")
+    __slots__ = ("credentials", "ip", "lang", "trace_id", "user_agent")
 
     def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         api_key = authorization = None
-        trace_id = user_agent = ""
+        trace_id = user_agent = lang = ""
         for key, value in context.invocation_metadata() or ():
             if not isinstance(value, str):
                 continue
@@ -163,6 +166,9 @@ class _Caller:
                 trace_id = value
             elif key == "user-agent":
                 user_agent = value
+            elif key in ("lang", "accept-language"):
+                lang = lang or value  # errors are rendered in it (ja, zh; English otherwise)
+        self.lang = pick_language(lang)
         self.credentials = Credentials.from_headers(api_key, authorization)
         self.trace_id = trace_id or new_trace_id()
         self.user_agent = user_agent
@@ -181,13 +187,15 @@ class HubServicer:
     def _request(self, message: pb.MCPMessage | _Undecodable, context: grpc.aio.ServicerContext[Any, Any],
                  caller: _Caller) -> CallRequest:
         if isinstance(message, _Undecodable):
-            raise ValidationError(message.reason)
+            raise ValidationError(t("errors.doors_grpc.request_not_valid", full_name=message.full_name,
+                                    exc=message.error))
         size = message.ByteSize()
         if size > self.max_body_bytes:
-            raise PayloadTooLarge(f"the message is over {self.max_body_bytes} bytes", {"limit": self.max_body_bytes})
+            raise PayloadTooLarge(t("errors.doors_grpc.message_over_bytes", max_body_bytes=self.max_body_bytes),
+                                  {"limit": self.max_body_bytes})
         ttl: float | None = float(message.ttl) if message.ttl > 0 else None
         if message.ttl < 0:
-            raise ValidationError("`ttl` must be a positive number of seconds", {"pointer": "/ttl"})
+            raise ValidationError(t("errors.http_api.ttl_positive_number_seconds"), {"pointer": "/ttl"})
         remaining = context.time_remaining()
         if remaining is not None:
             # the caller's deadline is the envelope's TTL (when it is the sooner), less a margin: the
@@ -197,7 +205,7 @@ class HubServicer:
             ttl = max(remaining, 1e-3) if ttl is None else min(ttl, max(remaining, 1e-3))
         kind = MessageType.EVENT if message.type == pb.EVENT else MessageType.REQUEST
         if message.type not in (pb.MESSAGE_TYPE_UNSPECIFIED, pb.REQUEST, pb.EVENT):
-            raise ValidationError("`type` must be REQUEST or EVENT", {"pointer": "/type"})
+            raise ValidationError(t("errors.doors_grpc.type_request_event"), {"pointer": "/type"})
         return CallRequest(
             action=message.action,
             payload=decode_payload(message),
@@ -222,7 +230,7 @@ class HubServicer:
                                               user_agent=caller.user_agent)
             return call_response(result)
         except HubError as exc:
-            await abort(context, exc, caller.trace_id)
+            await abort(context, exc, caller.trace_id, caller.lang)
 
     async def CallStream(self, message: pb.MCPMessage | _Undecodable,
                          context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.StreamPart]:
@@ -240,7 +248,7 @@ class HubServicer:
             finally:
                 await parts.aclose()  # type: ignore[attr-defined]
         except HubError as exc:
-            await abort(context, exc, caller.trace_id)
+            await abort(context, exc, caller.trace_id, caller.lang)
 
     async def ListCapabilities(self, message: pb.ListCapabilitiesRequest | _Undecodable,
                                context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListCapabilitiesResponse:
@@ -248,12 +256,13 @@ class HubServicer:
         caller = _Caller(context)
         try:
             if isinstance(message, _Undecodable):
-                raise ValidationError(message.reason)
+                raise ValidationError(t("errors.doors_grpc.request_not_valid", full_name=message.full_name,
+                                    exc=message.error))
             principal = await self.pipeline.authenticate(caller.credentials, ip=caller.ip,
                                                          user_agent=caller.user_agent)
             capabilities = await self.pipeline.capabilities(principal)
         except HubError as exc:
-            await abort(context, exc, caller.trace_id)
+            await abort(context, exc, caller.trace_id, caller.lang)
         return pb.ListCapabilitiesResponse(capabilities=[_capability(c) for c in capabilities])
 
     def handler(self) -> grpc.GenericRpcHandler:

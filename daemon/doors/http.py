@@ -1,8 +1,9 @@
 """The HTTP/1.1 + WebSocket door (aiohttp).
 
-Plain routes go through ``HttpApi`` (shared with the HTTP/3 door).  Two WebSocket
+Plain routes go through ``HttpApi`` (shared with the HTTP/3 door).  Three WebSocket
 routes are connection-shaped: ``/v1/ws`` (clients: many calls and their streamed parts
-over one socket, served by ``ws_clients.py``) and ``/v1/modules/attach`` (remote modules).
+over one socket, served by ``ws_clients.py``), ``/v1/modules/attach`` (remote modules) and
+``/v1/events`` (the console's live feed, served by ``ws_events.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from daemon.core.errors import (
     PayloadTooLarge,
     ValidationError,
 )
+from daemon.core.i18n import pick_language, t
 from daemon.core.pipeline import Pipeline
 from daemon.doors._compat import answer_parse_errors, bound_sockets
 from daemon.doors.ws_clients import ClientSockets
+from daemon.doors.ws_events import EventSockets
 from daemon.hosting.attachment import Attachment
 from daemon.hosting.module_host import ModuleHost
 from daemon.runtime.config import HttpConfig, parse_listen
@@ -33,7 +36,7 @@ from daemon.runtime.tls import TlsPair, server_context
 
 log = logging.getLogger("democratic_ai.http")
 
-WS_PATHS = ("/v1/ws", "/v1/modules/attach")
+WS_PATHS = ("/v1/ws", "/v1/modules/attach", "/v1/events")
 #: one header's value (an API key, a JWT) may be this long; a longer one is VALIDATION_ERROR (400)
 MAX_HEADER_BYTES = 16384
 
@@ -57,6 +60,8 @@ class HttpDoor:
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
         self._clients = ClientSockets(config, pipeline, self._sockets)
+        #: the console's live feed; the hub sets ``events.console`` when it mounts the console
+        self.events = EventSockets(self._sockets)
         self.port = 0
 
     def build_app(self) -> web.Application:
@@ -66,6 +71,7 @@ class HttpDoor:
                               handler_args={"max_field_size": MAX_HEADER_BYTES})
         app.router.add_get("/v1/ws", self.client_socket)
         app.router.add_get("/v1/modules/attach", self.attach_socket)
+        app.router.add_get("/v1/events", self.events_socket)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
@@ -106,9 +112,9 @@ class HttpDoor:
         try:
             body = await request.read() if request.can_read_body else b""
         except web.HTTPRequestEntityTooLarge:
-            exc = PayloadTooLarge(f"the body is over {self.config.max_body_bytes} bytes",
+            exc = PayloadTooLarge(t("errors.doors_http.body_over_bytes", max_body_bytes=self.config.max_body_bytes),
                                   {"limit": self.config.max_body_bytes})
-            return self._write_plain(error_response(exc, ""))
+            return self._write_plain(error_response(exc, "", pick_language(request.headers.get("Accept-Language"))))
         api_request = ApiRequest(
             method=request.method,
             path=request.path,
@@ -143,8 +149,8 @@ class HttpDoor:
 
         The contract's body: VALIDATION_ERROR for the parser's 400s, INTERNAL for a failure in aiohttp itself.
         """
-        exc: HubError = (InternalError("the hub failed to handle this request") if status >= 500 else
-                         ValidationError(f"the request is malformed: {reason.strip()[:200]}",
+        exc: HubError = (InternalError(t("errors.http_api.hub_failed_handle_request")) if status >= 500 else
+                         ValidationError(t("errors.doors_http.request_malformed", reason=reason.strip()[:200]),
                                          {"max_header_bytes": MAX_HEADER_BYTES}))
         return self._write_plain(error_response(exc, new_trace_id()))
 
@@ -155,6 +161,10 @@ class HttpDoor:
     async def client_socket(self, request: web.Request) -> web.StreamResponse:
         """Calls over one socket, authenticated at the upgrade or by its first frame (``ws_clients.py``)."""
         return await self._clients.serve(request, self._write_plain)
+
+    async def events_socket(self, request: web.Request) -> web.StreamResponse:
+        """The console's live feed (``ws_events.py``)."""
+        return await self.events.serve(request, self._write_plain)
 
     # -- WebSocket for remote modules -------------------------------------------------------
     async def attach_socket(self, request: web.Request) -> web.StreamResponse:
@@ -200,7 +210,8 @@ class HttpDoor:
                         if isinstance(reply, dict):
                             module.deliver(reply)
         except (HubError, ValueError, TimeoutError) as exc:
-            error = exc if isinstance(exc, HubError) else ValidationError(f"bad registration: {exc}")
+            error = exc if isinstance(exc, HubError) else ValidationError(t("errors.doors_http.bad_registration",
+                                                                            exc=exc))
             if not ws.closed:
                 await send({"type": "error", **error.to_body("")})
         finally:

@@ -37,6 +37,7 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 
 from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi, error_response
 from daemon.core.errors import PayloadTooLarge, Unavailable, ValidationError
+from daemon.core.i18n import pick_language, t
 from daemon.doors._compat import (
     cap_peer_request_streams,
     quic_closing,
@@ -118,19 +119,21 @@ class H3ServerProtocol(QuicConnectionProtocol):
                 found.answered = True
                 self.buffered -= len(found.body)
                 found.body.clear()
-                self._start_call(event.stream_id, self._answer(event.stream_id, error_response(refusal, "")))
+                lang = pick_language(next((v.decode("latin-1") for k, v in found.headers
+                                           if k.lower() == b"accept-language"), None))
+                self._start_call(event.stream_id, self._answer(event.stream_id, error_response(refusal, "", lang)))
             elif event.stream_ended:
                 self._dispatch(event.stream_id)
 
     def _over_limit(self, incoming: _Incoming) -> PayloadTooLarge | Unavailable | None:
         """413 for a body over max_body_bytes; 503 when this connection's bodies together pass max_buffered_bytes."""
         if len(incoming.body) > self._door.max_body_bytes:
-            return PayloadTooLarge(f"the body is over {self._door.max_body_bytes} bytes",
+            return PayloadTooLarge(t("errors.doors_http.body_over_bytes", max_body_bytes=self._door.max_body_bytes),
                                    {"limit": self._door.max_body_bytes})
         cap = self._door.config.max_buffered_bytes
         if self.buffered > cap:
-            return Unavailable(f"this connection's request bodies are over {cap} bytes together; "
-                               "send fewer at once", {"limit": cap}, retry_after=1.0)
+            return Unavailable(t("errors.http3.connection_request_bodies_over", cap=cap), {"limit": cap},
+                               retry_after=1.0)
         return None
 
     def _dispatch(self, stream_id: int) -> None:
@@ -160,7 +163,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
         method = pseudo.get(b":method", b"").decode("latin-1")
         target = pseudo.get(b":path", b"").decode("latin-1")
         if not method or not target.startswith("/"):
-            exc = ValidationError("the request lacks :method or an absolute :path")
+            exc = ValidationError(t("errors.http3.request_lacks_method_absolute"))
             await self._answer(stream_id, error_response(exc, ""))
             return
         path, _, query = target.partition("?")

@@ -31,6 +31,7 @@ from daemon.api.http_api import ApiRequest, ApiResponse, error_response, parse_c
 from daemon.core.decoding import decode_json_async
 from daemon.core.envelope import CallResult, Credentials, ProgressPart
 from daemon.core.errors import HubError, InternalError, RateLimited, Unauthenticated, ValidationError
+from daemon.core.i18n import language_var, pick_language, t
 from daemon.core.pipeline import Pipeline
 from daemon.runtime.config import HttpConfig
 
@@ -59,13 +60,21 @@ class ClientSockets:
     async def serve(self, request: web.Request, write: Callable[[ApiResponse], web.StreamResponse]
                     ) -> web.StreamResponse:
         """One client socket, from its upgrade to its close; ``write`` answers a refused upgrade."""
+        # error frames speak the upgrade's Accept-Language for the socket's whole life
+        token = language_var.set(pick_language(request.headers.get("Accept-Language")))
+        try:
+            return await self._serve(request, write)
+        finally:
+            language_var.reset(token)
+
+    async def _serve(self, request: web.Request, write: Callable[[ApiResponse], web.StreamResponse]
+                     ) -> web.StreamResponse:
         trace_id = _trace_id(request)
         ip, ua = request.remote or "", request.headers.get("User-Agent", "")
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.config.max_body_bytes)
         if not ws.can_prepare(request).ok:
             return write(error_response(ValidationError(
-                "GET /v1/ws is a WebSocket: send a valid upgrade (Connection: Upgrade, Upgrade: websocket, "
-                "Sec-WebSocket-Key, Sec-WebSocket-Version: 13)"), trace_id))
+                t("errors.ws_clients.get_v1_ws_websocket")), trace_id))
         credentials = Credentials.from_headers(request.headers.get("X-API-Key"), request.headers.get("Authorization"))
         if credentials.present:
             try:
@@ -98,23 +107,21 @@ class ClientSockets:
         try:
             message = await ws.receive(timeout=timeout)
         except TimeoutError:
-            silent = Unauthenticated(f"no credentials within {timeout:g} s: send them at the upgrade "
-                                     f"or as a first frame {{\"type\": \"auth\", \"api_key\" | \"token\": ...}}")
+            silent = Unauthenticated(t("errors.ws_clients.no_credentials_within_send", timeout=timeout))
             raise _Refused(_frame_error(None, silent, trace_id),
                            f"authenticate within {timeout:g} s") from None
         if message.type is not WSMsgType.TEXT:
             if message.type is WSMsgType.BINARY:
-                raise _Refused(_frame_error(None, ValidationError("frames must be JSON text"), trace_id),
+                raise _Refused(_frame_error(None, ValidationError(t("errors.ws_clients.frames_json_text")), trace_id),
                                "frames must be JSON text")
             return Credentials()  # the socket is closing: nothing will be read
         try:
-            frame = await decode_json_async(message.data, what="the frame")
+            frame = await decode_json_async(message.data, what=t("errors.what.frame"))
         except ValidationError as exc:
             raise _Refused(_frame_error(None, exc, trace_id), "the first frame is not valid JSON") from None
         if not (isinstance(frame, dict) and frame.get("type") == "auth"):
             call_id = frame.get("id") if isinstance(frame, dict) else None
-            missing = Unauthenticated("this socket has no credentials: the first frame must be "
-                                      "{\"type\": \"auth\", \"api_key\" | \"token\": ...}")
+            missing = Unauthenticated(t("errors.ws_clients.socket_no_credentials_first"))
             raise _Refused(_frame_error(call_id, missing, trace_id), "authenticate first")
         return await self._auth(frame, send, ip, ua, trace_id)
 
@@ -123,7 +130,7 @@ class ClientSockets:
         api_key, token = frame.get("api_key"), frame.get("token")
         if not isinstance(api_key, str | None) or not isinstance(token, str | None):
             pointer = "/api_key" if not isinstance(api_key, str | None) else "/token"
-            exc: HubError = ValidationError("`api_key` and `token` must be strings", {"pointer": pointer})
+            exc: HubError = ValidationError(t("errors.ws_clients.api_key_token_strings"), {"pointer": pointer})
             raise _Refused({"type": "auth", "ok": False, **exc.to_body(trace_id)}, "bad auth frame")
         credentials = Credentials(api_key=api_key or None, bearer=token or None)
         try:
@@ -142,11 +149,11 @@ class ClientSockets:
             async for message in ws:
                 if message.type is not WSMsgType.TEXT:
                     if message.type is WSMsgType.BINARY:
-                        await send(_frame_error(None, ValidationError("frames must be JSON text"), ""))
+                        await send(_frame_error(None, ValidationError(t("errors.ws_clients.frames_json_text")), ""))
                     continue
                 trace_id = _trace_id(request)
                 try:
-                    frame = await decode_json_async(message.data, what="the frame")
+                    frame = await decode_json_async(message.data, what=t("errors.what.frame"))
                 except ValidationError as exc:
                     await send(_frame_error(None, exc, trace_id))
                     continue
@@ -159,8 +166,8 @@ class ClientSockets:
                     continue
                 if len(in_flight) >= limit:
                     call_id = frame.get("id") if isinstance(frame, dict) else None
-                    busy = RateLimited(f"this socket has {limit} calls in flight, the most it may: "
-                                       "wait for an answer before sending more", 1.0, details={"limit": limit})
+                    busy = RateLimited(t("errors.ws_clients.socket_calls_flight_most", limit=limit), 1.0,
+                                       details={"limit": limit})
                     await send(_frame_error(call_id, busy, trace_id))
                     continue
                 task = calls.create_task(self._call(frame, credentials, send, trace_id, ip, ua,
@@ -185,7 +192,7 @@ class ClientSockets:
             await send(_frame_error(call_id, exc, trace_id))
         except Exception:  # a bug answers this call INTERNAL; it must not end the socket's other calls
             log.exception("unhandled error in a WebSocket call")
-            await send(_frame_error(call_id, InternalError("the hub failed to handle this call"), trace_id))
+            await send(_frame_error(call_id, InternalError(t("errors.ws_clients.hub_failed_handle_call")), trace_id))
 
 
 async def _refuse(ws: web.WebSocketResponse, send: Send, refused: _Refused) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from daemon.core.envelope import Credentials, Principal
 from daemon.core.errors import HubError, PermissionDenied, Unauthenticated
+from daemon.core.i18n import t
 from daemon.core.ports import Authenticator
 from daemon.hosting.module_host import ModuleHost
 from daemon.hosting.remote_module import RemoteModule, Send
@@ -93,7 +94,7 @@ class Attachment:
         self.auth.authorize(principal, ATTACH_PERMISSION)
         if (module.tenant_id is None) != self._is_platform(principal) or (
                 module.tenant_id is not None and principal.tenant_id != module.tenant_id):
-            raise PermissionDenied("the attaching credential no longer holds this module's scope")
+            raise PermissionDenied(t("errors.attachment.attaching_credential_no_longer"))
 
     def _is_platform(self, principal: Principal) -> bool:
         try:

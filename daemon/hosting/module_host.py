@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core.errors import CapabilityNotFound, PermissionDenied
+from daemon.core.i18n import t
 from daemon.core.ports import FailedModule, ModuleHandle
 from daemon.core.router import ModuleEntry, Router
 from daemon.core.scheduler import ModuleScheduler
@@ -49,7 +50,8 @@ class LocalModule:
         try:
             return self._bound[action]
         except KeyError:
-            raise CapabilityNotFound(f"module {self.module_id} has no capability {action!r}") from None
+            raise CapabilityNotFound(t("errors.module_host.module_no_capability", module_id=self.module_id,
+                                       action=action)) from None
 
     def check_input(self, action: str, payload: Any) -> None:
         """VALIDATION_ERROR naming the JSON pointer of the first bad field; CAPABILITY_NOT_FOUND if no such action."""
@@ -144,12 +146,13 @@ class ModuleHost:
         """
         reg = parse_registration(frame, max_concurrency)
         if reg.module_id in self.router:
-            raise PermissionDenied(f"module id {reg.module_id!r} is already attached", {"module_id": reg.module_id})
+            raise PermissionDenied(t("errors.module_host.module_id_already_attached", module_id=reg.module_id),
+                                   {"module_id": reg.module_id})
         if tenant_id is not None:
             taken = sorted(a for a in reg.capabilities if self.router.platform_serves(a))
             if taken:
                 raise PermissionDenied(
-                    f"action {taken[0]!r} is served hub-wide; a tenant's module may not claim it",
+                    t("errors.module_host.action_served_hub_wide", action=taken[0]),
                     {"action": taken[0], "actions": taken},
                 )
         module = RemoteModule(reg.module_id, reg.concurrency, reg.capabilities, send, owner=owner,

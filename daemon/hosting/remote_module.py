@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.core.errors import CapabilityNotFound, ModuleError, ValidationError, error_from_body
+from daemon.core.i18n import t
 from daemon.core.ports import ModuleGone
 from daemon.core.router import check_action
 from modules.sdk import ANY_OBJECT, Call, CapabilitySpec, Progress, SchemaValidator
@@ -65,15 +66,15 @@ class Registration:
 
 def _parse_units(raw: Any) -> dict[str, float]:
     if not isinstance(raw, dict) or len(raw) > MAX_UNITS:
-        raise ValidationError(f"`units` must be an object of at most {MAX_UNITS} unit: max-per-call pairs",
+        raise ValidationError(t("errors.remote_module.units_object_most_unit", max_units=MAX_UNITS),
                               {"pointer": "/units"})
     units: dict[str, float] = {}
     for name, cap in raw.items():
         if not _UNIT_NAME.fullmatch(name):
-            raise ValidationError("a unit name is 1-64 characters of a-z, 0-9, '_' and '.', starting with a letter",
+            raise ValidationError(t("errors.remote_module.unit_name_characters_z"),
                                   {"pointer": "/units"})
         if isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 < cap <= MAX_UNIT_CAP:
-            raise ValidationError(f"the per-call cap of a unit must be a number in (0, {MAX_UNIT_CAP:g}]",
+            raise ValidationError(t("errors.remote_module.per_call_cap_unit", max_unit_cap=MAX_UNIT_CAP),
                                   {"pointer": f"/units/{name}"})
         units[name] = float(cap)
     return units
@@ -82,28 +83,32 @@ def _parse_units(raw: Any) -> dict[str, float]:
 def parse_registration(frame: Any, max_concurrency: int) -> Registration:
     """Validate a register frame; ValidationError names the bad field."""
     if not isinstance(frame, dict) or frame.get("type") != "register":
-        raise ValidationError("the first frame must be {'type': 'register', ...}", {"pointer": "/type"})
+        raise ValidationError(t("errors.remote_module.first_frame"), {"pointer": "/type"})
     module_id = frame.get("module_id")
     if not isinstance(module_id, str) or not module_id or len(module_id) > 128:
-        raise ValidationError("`module_id` must be a non-empty string", {"pointer": "/module_id"})
+        raise ValidationError(t("errors.remote_module.module_id_non_empty"), {"pointer": "/module_id"})
     concurrency = frame.get("concurrency", 4)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= max_concurrency:
-        raise ValidationError(f"`concurrency` must be 1-{max_concurrency}", {"pointer": "/concurrency"})
+        raise ValidationError(t("errors.remote_module.concurrency", max_concurrency=max_concurrency),
+                              {"pointer": "/concurrency"})
     raw = frame.get("capabilities")
     if not isinstance(raw, list) or not raw or len(raw) > MAX_CAPABILITIES:
-        raise ValidationError(f"`capabilities` must be a list of 1-{MAX_CAPABILITIES}", {"pointer": "/capabilities"})
+        raise ValidationError(t("errors.remote_module.capabilities_list", max_capabilities=MAX_CAPABILITIES),
+                              {"pointer": "/capabilities"})
     units = _parse_units(frame.get("units", {}))
     capabilities: dict[str, CapabilitySpec] = {}
     for i, cap in enumerate(raw):
         if not isinstance(cap, dict):
-            raise ValidationError("each capability needs an `action`", {"pointer": f"/capabilities/{i}/action"})
+            raise ValidationError(t("errors.remote_module.each_capability_needs_action"),
+                                  {"pointer": f"/capabilities/{i}/action"})
         check_action(cap.get("action"), f"/capabilities/{i}/action")
         for key in ("input_schema", "output_schema"):
             schema = cap.get(key, ANY_OBJECT)
             try:
                 SchemaValidator(schema)
             except Exception as exc:
-                raise ValidationError(f"invalid {key}: {exc}", {"pointer": f"/capabilities/{i}/{key}"}) from None
+                raise ValidationError(t("errors.remote_module.invalid", key=key, exc=exc),
+                                      {"pointer": f"/capabilities/{i}/{key}"}) from None
         capabilities[cap["action"]] = CapabilitySpec(
             action=cap["action"],
             description=str(cap.get("description", "")),
@@ -172,11 +177,13 @@ class RemoteModule:
         """VALIDATION_ERROR naming the JSON pointer against the registered schema; CAPABILITY_NOT_FOUND if none."""
         validator = self._inputs.get(action)
         if validator is None:
-            raise CapabilityNotFound(f"module {self.module_id} has no capability {action!r}")
+            raise CapabilityNotFound(t("errors.module_host.module_no_capability", module_id=self.module_id,
+                                       action=action))
         failure = validator.first_error(payload)
         if failure:
             pointer, reason = failure
-            raise ValidationError(f"payload{pointer} is invalid: {reason}", {"pointer": pointer, "reason": reason})
+            raise ValidationError(t("errors.remote_module.payload_invalid", pointer=pointer, reason=reason),
+                                  {"pointer": pointer, "reason": reason})
 
     async def invoke(self, action: str, payload: Any, call: Call) -> Any:
         """The module's checked result (progress is dropped); ModuleGone when the socket closes first."""
@@ -193,7 +200,7 @@ class RemoteModule:
     async def _exchange(self, action: str, payload: Any, call: Call, *, stream: bool) -> AsyncIterator[Any]:
         self.check_input(action, payload)
         if self._gone:
-            raise ModuleGone(f"module {self.module_id} is gone")
+            raise ModuleGone(t("errors.remote_module.module_gone", module_id=self.module_id))
         inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._pending[call.id] = inbox
         finished = False
@@ -203,7 +210,8 @@ class RemoteModule:
             while True:
                 frame = await inbox.get()
                 if frame is _DONE:
-                    raise ModuleGone(f"module {self.module_id} disconnected during the call")
+                    raise ModuleGone(t("errors.remote_module.module_disconnected_during_call",
+                                       module_id=self.module_id))
                 kind = frame.get("type")
                 if kind == "progress":
                     yield Progress(float(frame.get("progress", 0)), str(frame.get("message", "")), frame.get("data"))
@@ -213,8 +221,8 @@ class RemoteModule:
                     result = frame.get("result")
                     failure = self._outputs[action].first_error(result)
                     if failure:
-                        raise ModuleError(f"module {self.module_id} returned an invalid result at {failure[0]}: "
-                                          f"{failure[1]}")
+                        raise ModuleError(t("errors.remote_module.module_returned_invalid_result",
+                                            module_id=self.module_id, pointer=failure[0], reason=failure[1]))
                     yield result
                     return
                 elif kind == "error":

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from daemon.core.envelope import Principal
 from daemon.core.errors import ValidationError
+from daemon.core.i18n import t
 from daemon.metering.ledger.chain import SELECT, connect_ro
 from daemon.metering.ledger.rows import LedgerRow
 from daemon.metering.ledger.totals import UsageTotals, read_totals
@@ -61,7 +62,7 @@ def parse_period(text: str) -> Period:
     year = int(match.group(1)) if match else 0
     month = int(match.group(2)) if match and match.group(2) else None
     if not match or not 2000 <= year <= 9998 or (month is not None and not 1 <= month <= 12):
-        raise ValidationError(f"period {text!r} is not YYYY-MM (e.g. 2026-03) or YYYY",
+        raise ValidationError(t("errors.metering_billing.period_not_yyyy_mm", text=text),
                               {"period": str(text)})
     if month is None:
         return Period(f"{year:04d}", "yearly", datetime(year, 1, 1, tzinfo=UTC),

@@ -43,6 +43,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from daemon.core.errors import Conflict, NotFound, Unavailable, ValidationError
+from daemon.core.i18n import Text, t
 from daemon.metering.billing import parse_period
 from daemon.metering.ledger.chain import GENESIS, apply_pragmas, chain_fault, connect_ro, entry_hash
 from daemon.metering.ledger.events import MAX_UNITS
@@ -151,7 +152,7 @@ class CentralReader:
         self.path = Path(path)
         self._clock = clock
         if not self.path.is_file():
-            raise NotFound(f"no central ledger at {self.path}: is this the central billing node?")
+            raise NotFound(t("errors.central.no_central_ledger_central", path=self.path))
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -338,7 +339,7 @@ class CentralLedger(CentralReader):
 
     def _writer(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise Unavailable("the central ledger is closed")
+            raise Unavailable(t("errors.central.central_ledger_closed"))
         return self._conn
 
     def ingest(self, site: str, site_name: str, rows: Sequence[Sequence[Any]]) -> int:
@@ -368,7 +369,7 @@ class CentralLedger(CentralReader):
                     raise
             except sqlite3.Error as exc:
                 log.error("central ledger cannot store %d rows of site %s: %s", len(batch), site, exc)
-                raise Unavailable(f"the central ledger cannot write ({exc}); nothing was acknowledged") from None
+                raise Unavailable(t("errors.central.central_ledger_cannot_write", exc=exc)) from None
             except _Refusal as refusal:
                 reason, error = refusal.reason, Conflict(refusal.message, refusal.details)
             else:
@@ -418,8 +419,8 @@ class CentralLedger(CentralReader):
         start = fresh[0]
         if start.seq != acked + 1:
             raise _Refusal(
-                "gap", f"site {site}: the batch starts at seq {start.seq} but the centre holds up to seq {acked}"
-                f" (held hash {acked_hash}, sent prev_hash {start.prev_hash}): rows are missing",
+                "gap", t("errors.central.batch_gap", site=site, seq=start.seq, acked=acked, held_hash=acked_hash,
+                         prev_hash=start.prev_hash),
                 site, start.seq, acked_hash, start.prev_hash, acked=int(acked))
         prev, now_us = acked_hash, round(now * 1_000_000)
         month = _month_of(start.ts_us)
@@ -453,11 +454,11 @@ class CentralLedger(CentralReader):
                             " ORDER BY seq", (site, sent[0].seq, sent[-1].seq)).fetchall()
         for mine, theirs in zip(held, sent, strict=False):
             if tuple(mine) != tuple(theirs):
-                raise _Refusal("differs", f"site {site}: seq {theirs.seq} differs from the row held"
-                               f" (held hash {mine[-1]}, sent hash {theirs.hash})",
+                raise _Refusal("differs", t("errors.central.row_differs", site=site, seq=theirs.seq,
+                                            held_hash=mine[-1], sent_hash=theirs.hash),
                                site, theirs.seq, mine[-1], theirs.hash)
         if len(held) != len(sent):  # cannot happen while acked_seq is true; refuse rather than guess
-            raise _Refusal("gap", f"site {site}: rows below the acknowledged seq are missing at the centre",
+            raise _Refusal("gap", t("errors.central.rows_missing_below_ack", site=site),
                            site, sent[len(held)].seq, "", sent[len(held)].hash)
 
     def _refused(self, site: str, reason: str, error: ValidationError | Conflict) -> None:
@@ -470,22 +471,22 @@ class CentralLedger(CentralReader):
 def _chain_refusal(reason: str, site: str, row: LedgerRow, prev: str) -> _Refusal:
     """The refusal of a row that breaks the chain, naming the hashes an operator compares."""
     if reason == "broken_chain":
-        return _Refusal(reason, f"site {site}: seq {row.seq} does not link to seq {row.seq - 1}"
-                        f" (held hash {prev}, sent prev_hash {row.prev_hash})", site, row.seq, prev, row.prev_hash)
+        return _Refusal(reason, t("errors.central.broken_chain", site=site, seq=row.seq, previous=row.seq - 1,
+                                  held_hash=prev, prev_hash=row.prev_hash), site, row.seq, prev, row.prev_hash)
     if reason == "altered":
         expected = entry_hash(prev, row.hashed)
-        return _Refusal(reason, f"site {site}: seq {row.seq} was altered: its fields hash to {expected},"
-                        f" it was sent with hash {row.hash}", site, row.seq, expected, row.hash)
-    return _Refusal(reason, f"site {site}: seq {row.seq} goes back in time (hash {row.hash})",
+        return _Refusal(reason, t("errors.central.row_altered", site=site, seq=row.seq, expected=expected,
+                                  sent_hash=row.hash), site, row.seq, expected, row.hash)
+    return _Refusal(reason, t("errors.central.row_back_in_time", site=site, seq=row.seq, sent_hash=row.hash),
                     site, row.seq, prev, row.hash)
 
 
 class _Refusal(Exception):
     """A batch the chain rules refuse; raised inside the transaction, turned into Conflict after rollback."""
 
-    def __init__(self, reason: str, message: str, site: str, seq: int, held_hash: str, sent_hash: str,
+    def __init__(self, reason: str, message: Text, site: str, seq: int, held_hash: str, sent_hash: str,
                  acked: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(str(message))
         self.reason = reason
         self.message = message
         self.details: dict[str, Any] = {"reason": reason, "site": site, "seq": seq, "held_hash": held_hash,

@@ -50,6 +50,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from daemon.core.envelope import Envelope, Principal, Receipt
 from daemon.core.errors import ConfigError, CreditsExhausted, ModuleError, RateLimited, ValidationError
+from daemon.core.i18n import t
 from daemon.core.ports import Admission
 from daemon.metering.ledger.events import UsageEvent
 from daemon.metering.ledger.writer import Ledger
@@ -155,7 +156,7 @@ class UsageGate:
             headers = _headers(check, decision)
             retry = max(1, math.ceil(decision.retry_after_s))
             headers["Retry-After"] = str(retry)
-            raise RateLimited(f"rate limit of {_describe(check)} reached; retry in {retry} s",
+            raise RateLimited(t("errors.gate.rate_limit_reached_retry", limit=_describe(check), retry=retry),
                               retry_after=retry, headers=headers, details={"limit": check.reason})
         price = await self._credits(principal, plan)
         for check in checks:
@@ -189,7 +190,7 @@ class UsageGate:
             del self._key_limits[key]
         for tenant_key in [k for k, limiter in self._tenant_limits.items() if limiter.at_rest(now)]:
             del self._tenant_limits[tenant_key]
-        for tenant in [t for t, at in self._refreshed.items() if now - at >= BALANCE_REFRESH_S]:
+        for tenant in [tid for tid, at in self._refreshed.items() if now - at >= BALANCE_REFRESH_S]:
             del self._refreshed[tenant]
 
     def release(self, admission: Admission) -> None:
@@ -258,7 +259,7 @@ class UsageGate:
             if balance - self._reserved.get(tenant, Decimal(0)) >= price:
                 return price
         await self._refuse(principal, "credits_exhausted")
-        raise CreditsExhausted(f"tenant {principal.tenant_name or tenant} has no credits left; top up",
+        raise CreditsExhausted(t("errors.gate.tenant_no_credits_left", tenant=principal.tenant_name or tenant),
                                {"balance": str(balance), "price": str(price)})
 
     async def _refuse(self, principal: Principal, reason: str) -> None:
@@ -305,7 +306,7 @@ class UsageGate:
                 event.validate()
             except ValidationError as exc:
                 # what the call measured is impossible: the module's fault (502), not the caller's
-                raise ModuleError(f"the module reported impossible usage: {exc.message}") from None
+                raise ModuleError(t("errors.gate.module_reported_impossible_usage", message=exc.message)) from None
             receipt = await self._ledger.append(event, validated=True)
         finally:
             # recorded: the debit is in the balance now; failed: nothing billed. Either way.

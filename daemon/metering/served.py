@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from daemon.core.envelope import Envelope, Receipt
 from daemon.core.errors import ModuleError, Unavailable, ValidationError
+from daemon.core.i18n import t
 from daemon.core.ports import Admission
 from daemon.metering.ledger.events import UsageEvent
 from daemon.metering.ledger.writer import Ledger
@@ -49,7 +50,7 @@ class ServedForPeers:
         origin = envelope.origin_node
         held = self._in_flight.get(origin, 0)
         if held >= self._max:
-            raise Unavailable(f"the origin node already has {held} calls running on this hub; retry shortly",
+            raise Unavailable(t("errors.served.origin_node_already_calls", held=held),
                               retry_after=1)
         self._in_flight[origin] = held + 1
         return Admission(token=_PeerTicket(origin))
@@ -66,7 +67,7 @@ class ServedForPeers:
         try:
             event.validate()
         except ValidationError as exc:
-            raise ModuleError(f"the module reported impossible usage: {exc.message}") from None
+            raise ModuleError(t("errors.gate.module_reported_impossible_usage", message=exc.message)) from None
         return await self._ledger.append(event, validated=True)
 
     def release(self, admission: Admission) -> None:

@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from daemon.core.errors import ValidationError
+from daemon.core.i18n import t
 from daemon.metering.ledger.events import KINDS, MAX_BYTES, MAX_CALLS, MAX_COMPUTE_MS, MAX_UNIT, MAX_UNITS
 from daemon.metering.ledger.rows import COLUMNS, LedgerRow
 
@@ -40,11 +41,12 @@ _short_texts = operator.itemgetter(*(i for i, cap in enumerate(_MAX_LEN) if cap 
 def checked_batch(site: str, site_name: str, rows: Sequence[Sequence[Any]]) -> list[LedgerRow]:
     """The batch as LedgerRows, or ValidationError naming the first thing wrong (sans-IO)."""
     if not isinstance(site, str) or not 0 < len(site) <= MAX_SITE_ID:
-        raise ValidationError(f"sync: the site id must be 1..{MAX_SITE_ID} characters")
+        raise ValidationError(t("errors.site_rows.sync_site_id_characters", max_site_id=MAX_SITE_ID))
     if not isinstance(site_name, str) or len(site_name) > MAX_TEXT:
-        raise ValidationError(f"sync: the site name must be at most {MAX_TEXT} characters")
+        raise ValidationError(t("errors.site_rows.sync_site_name_most", max_text=MAX_TEXT))
     if not 0 < len(rows) <= MAX_INGEST_ROWS:
-        raise ValidationError(f"sync: a batch holds 1..{MAX_INGEST_ROWS} rows, not {len(rows)}")
+        raise ValidationError(t("errors.site_rows.sync_batch_holds_rows", max_ingest_rows=MAX_INGEST_ROWS,
+                                count=len(rows)))
     out: list[LedgerRow] = []
     seen_units: set[str] = {"{}"}
     seen_credits: set[str] = {"0"}
@@ -52,8 +54,8 @@ def checked_batch(site: str, site_name: str, rows: Sequence[Sequence[Any]]) -> l
     for raw in rows:
         row = _checked_row(raw, site)
         if expected is not None and row.seq != expected:
-            raise ValidationError(f"sync: site {site}: rows must be consecutive; seq {row.seq} follows"
-                                  f" seq {expected - 1}", {"site": site, "seq": row.seq})
+            raise ValidationError(t("errors.site_rows.sync_site_rows_consecutive", site=site, seq=row.seq,
+                                    previous=expected - 1), {"site": site, "seq": row.seq})
         expected = row.seq + 1
         if row.units not in seen_units:
             _check_units(row.units, site, row.seq)
@@ -69,7 +71,7 @@ def _checked_row(raw: Sequence[Any], site: str) -> LedgerRow:
     # the common case is checked in bulk (one C-level pass per test); the column-by-column walk
     # runs only to name what is wrong
     if not isinstance(raw, list | tuple) or len(raw) != len(COLUMNS):
-        raise ValidationError(f"sync: site {site}: a row must be a list of {len(COLUMNS)} columns",
+        raise ValidationError(t("errors.site_rows.sync_site_row_list", site=site, columns=len(COLUMNS)),
                               {"site": site})
     if tuple(map(type, raw)) != TYPES or max(map(len, _short_texts(raw))) > MAX_TEXT or (
             len(raw[12]) > MAX_UNITS_TEXT or len(raw[13]) > MAX_CREDITS_TEXT):
@@ -80,8 +82,8 @@ def _checked_row(raw: Sequence[Any], site: str) -> LedgerRow:
             or not 0 <= row.bytes_out <= MAX_BYTES or not 0 <= row.compute_ms <= MAX_COMPUTE_MS
             or not 0 <= row.ts_us <= MAX_TS_US or len(row.hash) != 64 or len(row.prev_hash) != 64):
         # compute_ms: a NaN fails the range test too
-        raise ValidationError(f"sync: site {site}: row {row.seq} is out of bounds (seq, kind, ids, counts,"
-                              " compute_ms, ts_us or hash length)", {"site": site, "seq": row.seq})
+        raise ValidationError(t("errors.site_rows.sync_site_row_out", site=site, seq=row.seq), {"site": site,
+                                "seq": row.seq})
     return row
 
 
@@ -89,10 +91,10 @@ def _name_bad_column(raw: Sequence[Any], site: str) -> None:
     """ValidationError naming the first column of the wrong type or length."""
     for name, value, kind, cap in zip(COLUMNS, raw, TYPES, _MAX_LEN, strict=True):
         if type(value) is not kind:
-            raise ValidationError(f"sync: site {site}: column {name} must be {kind.__name__}",
+            raise ValidationError(t("errors.site_rows.sync_site_column", site=site, name=name, type_name=kind.__name__),
                                   {"site": site, "seq": raw[0], "field": name})
         if cap and isinstance(value, str) and len(value) > cap:
-            raise ValidationError(f"sync: site {site}: column {name} is longer than {cap}",
+            raise ValidationError(t("errors.site_rows.sync_site_column_longer", site=site, name=name, cap=cap),
                                   {"site": site, "seq": raw[0], "field": name})
 
 
@@ -103,8 +105,8 @@ def _check_units(text: str, site: str, seq: int) -> None:
         units = None
     if (not isinstance(units, dict) or len(units) > MAX_UNITS
             or not all(type(v) in (int, float) and 0 <= v <= MAX_UNIT for v in units.values())):
-        raise ValidationError(f"sync: site {site}: row {seq}: units must be a JSON object of at most"
-                              f" {MAX_UNITS} numbers in 0..{MAX_UNIT:g}", {"site": site, "seq": seq, "field": "units"})
+        raise ValidationError(t("errors.site_rows.sync_site_row_units", site=site, seq=seq, max_units=MAX_UNITS,
+                                max_unit=MAX_UNIT), {"site": site, "seq": seq, "field": "units"})
 
 
 def _check_credits(text: str, site: str, seq: int) -> None:
@@ -113,5 +115,5 @@ def _check_credits(text: str, site: str, seq: int) -> None:
     except InvalidOperation:
         ok = False
     if not ok:
-        raise ValidationError(f"sync: site {site}: row {seq}: credits {text!r} is not a finite decimal",
+        raise ValidationError(t("errors.site_rows.sync_site_row_credits", site=site, seq=seq, text=text),
                               {"site": site, "seq": seq, "field": "credits"})

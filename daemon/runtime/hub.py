@@ -25,6 +25,7 @@ from prometheus_client import Counter
 
 from daemon.api.http_api import HttpApi
 from daemon.core.errors import ConfigError, Unavailable
+from daemon.core.i18n import t
 from daemon.core.pipeline import Pipeline
 from daemon.hosting.module_host import ModuleHost
 from daemon.metering.plans import save_plans
@@ -159,7 +160,7 @@ class Hub:
         log.info("hub stopped")
         if self.fatal is not None:
             # a non-zero exit: systemd's Restart=on-failure starts the hub again, whole
-            raise HubStopped(f"{self.fatal}; the hub stopped so that its service manager restarts it")
+            raise HubStopped(t("errors.hub.hub_stopped_service_manager", fatal=self.fatal))
 
     def _ledger_lost(self, reason: str) -> None:
         """The ledger writer died and no new one came up in time: drain, stop, exit non-zero."""
@@ -223,7 +224,14 @@ class Hub:
                       metrics_token=config.http.metrics_token)
         parts.mount_admin(api)
         await self._join_fleet(parts, state_dir, api, stack)
+        from daemon.console.routes import start_console
+
+        console = start_console(stack, api, parts.store, parts.ledger, parts.authenticator, config,
+                                readiness=self.readiness, endpoints=lambda: self._endpoints().to_dict(),
+                                peers=lambda: self.federation.views() if self.federation is not None else None)
         self.doors = self._build_doors(api)
+        self.http_door.events.console = console
+        console.connections = lambda: len(self.http_door.events.sockets)
         systemd.notify(systemd.status("starting doors"))
         for door in self.doors:
             await door.start()

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from daemon.core.envelope import Credentials, Principal
-from daemon.core.errors import PermissionDenied
+from daemon.core.errors import PermissionDenied, Unauthenticated
+from daemon.core.i18n import Text, t
 from daemon.runtime.config import AuthConfig
 from daemon.tenancy import tokens
 from daemon.tenancy.cache import Cached, CredentialCache
@@ -175,25 +176,25 @@ class Authenticator:
                 return hit.principal
             await self._guard.admit("auth.jwt", ip, user_agent)
             return await self._authenticate_token(credentials.bearer, digest, ip, user_agent)
-        await self._fail("auth", "missing credentials", ip=ip, user_agent=user_agent)
+        await self._fail("auth", t("errors.authn.missing_credentials"), ip=ip, user_agent=user_agent)
 
     async def _authenticate_key(self, raw: str, digest: str, ip: str, user_agent: str) -> Principal:
         visible = raw[: len(KEY_PREFIX) + 8] if raw.startswith(KEY_PREFIX) else ""
         actor = f"key:{visible}" if visible else "anonymous"
         if not visible or len(raw) > 256:  # not one of ours: no database read for garbage
-            await self._fail("auth.api_key", "invalid API key", actor, ip=ip, user_agent=user_agent)
+            await self._fail("auth.api_key", t("errors.authn.invalid_api_key"), actor, ip=ip, user_agent=user_agent)
         epoch = self._cache.epoch
         grant = await self._store.run(self._store.lookup_key, digest)
         if grant is None:
-            await self._fail("auth.api_key", "invalid API key", actor, ip=ip, user_agent=user_agent)
+            await self._fail("auth.api_key", t("errors.authn.invalid_api_key"), actor, ip=ip, user_agent=user_agent)
         key, tenant = grant.key, grant.tenant
         now = self._clock()
-        problem = ""
+        problem: Text | None = None
         if key.revoked_at is not None:
-            problem = "API key revoked"
+            problem = t("errors.authn.api_key_revoked")
         elif key.expires_at is not None and from_iso(key.expires_at) <= now:
-            problem = "API key expired"
-        if problem:
+            problem = t("errors.authn.api_key_expired")
+        if problem is not None:
             await self._fail("auth.api_key", problem, key.subject, tenant.id, ip=ip, user_agent=user_agent)
         await self._check_tenant(tenant, key.subject, ip, user_agent)
         principal = Principal(
@@ -231,9 +232,10 @@ class Authenticator:
         grant = await self._store.run(self._store.user_grant, tenant_id, user_id, jti if check_jti else None,
                                       family_of(claims))
         if grant.token_revoked:
-            await self._fail("auth.jwt", "token revoked", actor, tenant_id, ip=ip, user_agent=user_agent)
+            await self._fail("auth.jwt", t("errors.authn.token_revoked"), actor, tenant_id, ip=ip,
+                             user_agent=user_agent)
         if grant.user is None or grant.tenant is None or grant.user.status != "active":
-            await self._fail("auth.jwt", "user is no longer active", actor, tenant_id or None,
+            await self._fail("auth.jwt", t("errors.authn.user_not_active"), actor, tenant_id or None,
                              ip=ip, user_agent=user_agent)
         await self._check_tenant(grant.tenant, actor, ip, user_agent)
         user, tenant = grant.user, grant.tenant
@@ -255,20 +257,25 @@ class Authenticator:
             return
         message = f"tenant {tenant.name!r} is suspended"
         await self._guard.fail(AuditEvent("auth", actor, tenant.id, f"tenant:{tenant.id}", ip, user_agent, False,
-                                          message), PermissionDenied(message, {"tenant": tenant.name}))
+                                          message), PermissionDenied(t("errors.authn.tenant_suspended",
+                                                                       name=tenant.name), {"tenant": tenant.name}))
 
     async def _fail(
         self,
         action: str,
-        message: str,
+        message: Text,
         actor: str = "anonymous",
         tenant_id: str | None = None,
         *,
         ip: str = "",
         user_agent: str = "",
     ) -> NoReturn:
-        """Tally an authentication failure for the audit log (guard.py: one row per minute) and raise."""
-        await self._guard.fail(AuditEvent(action, actor, tenant_id, "", ip, user_agent, False, message))
+        """Tally an authentication failure for the audit log (guard.py: one row per minute) and raise.
+
+        The audit row keeps the English reason (operators read it); the caller gets it in its language.
+        """
+        await self._guard.fail(AuditEvent(action, actor, tenant_id, "", ip, user_agent, False, message.render("en")),
+                               Unauthenticated(message))
 
     async def _decode(self, token: str, typ: str, *, ip: str = "", user_agent: str = "") -> dict[str, Any]:
         """The verified claims (see tokens.verify); a rejection is audited and raised."""
@@ -280,7 +287,8 @@ class Authenticator:
             if exc.claims is not None:
                 actor = f"user:{exc.claims.get('sub', '')}"
                 tenant_id = str(exc.claims.get("tenant_id") or "") or None
-            await self._fail(action, exc.reason, actor, tenant_id, ip=ip, user_agent=user_agent)
+            await self._fail(action, t("errors.relayed", message=exc.reason), actor, tenant_id, ip=ip,
+                             user_agent=user_agent)
 
     # authorization
 
@@ -288,7 +296,7 @@ class Authenticator:
         """PermissionDenied naming ``permission`` unless the principal holds it."""
         if not allows(principal.permissions, permission):
             raise PermissionDenied(
-                f"role {principal.role} lacks the {permission} permission",
+                t("errors.authn.role_lacks_permission", actor_role=principal.role, permission=permission),
                 {"permission": permission, "role": principal.role},
             )
 
@@ -314,7 +322,7 @@ class Authenticator:
         """``{access_token, refresh_token, token_type, expires_in}`` for a right password."""
         await self._guard.admit("auth.login", ip, user_agent, login=True)
         if not all(isinstance(v, str) and v for v in (email, password, tenant_name)):
-            await self._fail("auth.login", "email, password and tenant are required", ip=ip, user_agent=user_agent)
+            await self._fail("auth.login", t("errors.authn.login_fields_required"), ip=ip, user_agent=user_agent)
         record = await self._store.run(self._store.find_login, tenant_name, email)
         if self._dummy_hash is None:
             self._dummy_hash = await self._passwords.hash(generate_password())
@@ -324,7 +332,7 @@ class Authenticator:
         if record is None or not ok or record.user.status != "active":
             tenant_id = record.tenant.id if record is not None else None
             actor = record.user.subject if record is not None else "anonymous"
-            await self._fail("auth.login", "bad email, password or tenant", actor, tenant_id,
+            await self._fail("auth.login", t("errors.authn.bad_login"), actor, tenant_id,
                              ip=ip, user_agent=user_agent)
         await self._check_tenant(record.tenant, record.user.subject, ip, user_agent)
         await self._store.audit(
@@ -337,15 +345,15 @@ class Authenticator:
         second use of it means someone else holds a copy: the whole family is revoked."""
         await self._guard.admit("auth.refresh", ip, user_agent)
         if not isinstance(refresh_token, str) or not refresh_token:
-            await self._fail("auth.refresh", "refresh_token is required", ip=ip, user_agent=user_agent)
+            await self._fail("auth.refresh", t("errors.authn.refresh_token_required"), ip=ip, user_agent=user_agent)
         claims = await self._decode(refresh_token, "refresh", ip=ip, user_agent=user_agent)
         actor, family = f"user:{claims['sub']}", family_of(claims)
         # revoke first, atomically: of two racing refreshes with the same token only one wins
         if not await self._store.run(self._store.revoke_token, str(claims["jti"]), float(claims["exp"])):
-            reason = "refresh token already used or revoked"
+            reason = t("errors.authn.refresh_token_reused")
             if family is not None:
                 await self._revoke_family(family)
-                reason += "; every token issued from it is revoked too"
+                reason = t("errors.authn.refresh_token_reused_family")
             await self._fail("auth.refresh", reason, actor, str(claims["tenant_id"]), ip=ip, user_agent=user_agent)
         # the jti is now revoked by us: check its family, user and tenant
         principal, _ = await self._user_principal(claims, ip, user_agent, check_jti=False)
@@ -367,7 +375,7 @@ class Authenticator:
         try:
             jti, expires = tokens.revocation_target(token, self._secret)
         except TokenRejected as exc:
-            await self._fail("auth.revoke", exc.reason, ip=ip, user_agent=user_agent)
+            await self._fail("auth.revoke", t("errors.relayed", message=exc.reason), ip=ip, user_agent=user_agent)
         await self._store.run(self._store.revoke_token, jti, expires)
         self._cache.drop(self._cache.tokens, lambda entry: entry.jti == jti)
         return jti

@@ -29,6 +29,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 import sqlite_utils
 
 from daemon.core.errors import Unavailable
+from daemon.core.i18n import t
 from daemon.tenancy.audit import AuditQueue
 from daemon.tenancy.records import AuditEvent
 from daemon.tenancy.schema import connect
@@ -112,8 +113,8 @@ class TenancyDatabase:
         except sqlite3.OperationalError as exc:
             if not _locked(exc):
                 raise
-            raise Unavailable("the tenancy database is locked by another process (an operator command);"
-                              " try again", {"database": "tenancy"}, retry_after=LOCKED_RETRY_AFTER_S) from None
+            raise Unavailable(t("errors.database.tenancy_database_locked_another"), {"database": "tenancy"},
+                              retry_after=LOCKED_RETRY_AFTER_S) from None
 
     async def start(self) -> None:
         """Open the database on the writer thread and start draining audit events."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from daemon.core.errors import HubError, RateLimited, Unauthenticated
+from daemon.core.i18n import t
 from daemon.runtime.config import AuthConfig, parse_rate
 from daemon.tenancy.records import AuditEvent
 from daemon.tenancy.store import TenancyStore
@@ -38,7 +39,8 @@ class AuthGuard:
         retry_after = (self._logins if login else self._checks).take(ip, now)
         if retry_after > 0:
             await self.fail(AuditEvent(action, "anonymous", None, "", ip, user_agent, False, RATE_LIMITED_REASON),
-                            RateLimited(f"{RATE_LIMITED_REASON}; try again later", retry_after,
+                            RateLimited(t("errors.guard.too_many_attempts"),
+                                        retry_after,
                                         details={"scope": "ip"}))
 
     async def count(self, event: AuditEvent) -> None:
@@ -49,7 +51,7 @@ class AuthGuard:
     async def fail(self, event: AuditEvent, error: HubError | None = None) -> NoReturn:
         """Tally ``event`` (a failure) and raise ``error`` (default: Unauthenticated with its reason)."""
         await self.count(event)
-        raise error if error is not None else Unauthenticated(event.error)
+        raise error if error is not None else Unauthenticated(t("errors.relayed", message=event.error))
 
     async def tick(self) -> None:
         """Audit the tallies of the minutes that are over and forget the IPs that went quiet."""

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from daemon.core.errors import Unavailable
+from daemon.core.i18n import t
 from daemon.tenancy.secrets import hash_password, verify_password
 
 T = TypeVar("T")
@@ -47,7 +48,7 @@ class PasswordPool:
 
     async def _run(self, fn: Callable[[str, str], T] | Callable[[str], T], *args: str) -> T:
         if self._pending >= self._capacity:
-            raise Unavailable("too many logins at once; try again", {"reason": "login pool full"},
+            raise Unavailable(t("errors.passwords.too_many_logins_once"), {"reason": "login pool full"},
                               retry_after=BUSY_RETRY_AFTER_S)
         self._pending += 1
         try:

@@ -17,6 +17,11 @@ may attach a remote module) but not ``module:use`` (it may not call capabilities
 it cannot grant a ``user``-role key either, since that key would carry ``module:use``.
 Whether developers should also call capabilities is the lead's decision; it is one line
 in ``ROLES``.
+
+``console:read`` (the operator console, daemon/console/) is an addition to the seed table:
+tenant_admin, developer and viewer watch their own tenant there (super_admin, through ``*``,
+the whole hub).  ``user`` does not get it: a user-role key is an application's key for
+calling capabilities, not a person's view of the hub.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ ROLES: Mapping[str, frozenset[str]] = MappingProxyType(
                 "module:*",
                 "api_key:*",
                 "billing:read",
+                "console:read",
             }
         ),
         "developer": frozenset(
@@ -54,6 +60,7 @@ ROLES: Mapping[str, frozenset[str]] = MappingProxyType(
                 "api_key:create:own",
                 "api_key:read:own",
                 "api_key:delete:own",
+                "console:read",
             }
         ),
         "user": frozenset(
@@ -66,7 +73,7 @@ ROLES: Mapping[str, frozenset[str]] = MappingProxyType(
                 "api_key:read:own",
             }
         ),
-        "viewer": frozenset({"tenant:read", "user:read:self", "module:read"}),
+        "viewer": frozenset({"tenant:read", "user:read:self", "module:read", "console:read"}),
     }
 )
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daemon.core.errors import ValidationError
+from daemon.core.i18n import t
 from daemon.runtime.config import parse_rate
 from daemon.tenancy.rbac import ROLE_NAMES
 
@@ -38,7 +39,7 @@ def check_role(role: str) -> str:
     """``role`` when it is one of rbac's roles."""
     if role not in ROLE_NAMES:
         raise ValidationError(
-            f"role: {role!r} is not one of {', '.join(ROLE_NAMES)}", {"field": "role"}
+            t("errors.admin.role_not_one", role=role, choices=', '.join(ROLE_NAMES)), {"field": "role"}
         )
     return role
 
@@ -50,7 +51,7 @@ def check_rate(rate: str | None) -> str | None:
     try:
         parse_rate(rate)
     except (ValueError, TypeError) as exc:
-        raise ValidationError(f"rate_limit: {exc}", {"field": "rate_limit"}) from None
+        raise ValidationError(t("errors.records.rate_limit", exc=exc), {"field": "rate_limit"}) from None
     return rate.strip()
 
 
@@ -58,7 +59,7 @@ def check_tenant_name(name: str) -> str:
     """``name`` when it is a tenant name: 1-64 letters, digits, '_', '.', '-', not starting with a sign."""
     if not isinstance(name, str) or not _TENANT_NAME.match(name):
         raise ValidationError(
-            f"name: {name!r} is not a tenant name (letters, digits, '_', '.', '-'; up to 64)",
+            t("errors.records.name_not_tenant_name", name=name),
             {"field": "name"},
         )
     return name
@@ -67,14 +68,14 @@ def check_tenant_name(name: str) -> str:
 def check_email(email: str) -> str:
     """The address stripped and lower-cased, as the store keys users by it."""
     if not isinstance(email, str) or not _EMAIL.match(email.strip()):
-        raise ValidationError(f"email: {email!r} is not an e-mail address", {"field": "email"})
+        raise ValidationError(t("errors.records.email_not_mail_address", email=email), {"field": "email"})
     return email.strip().lower()
 
 
 def check_password(password: str) -> str:
     """``password`` when it has at least 8 characters."""
     if not isinstance(password, str) or len(password) < 8:
-        raise ValidationError("password: must be at least 8 characters", {"field": "password"})
+        raise ValidationError(t("errors.records.password_least_characters"), {"field": "password"})
     return password
 
 

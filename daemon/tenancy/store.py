@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from daemon.core.errors import Conflict, NotFound, ValidationError
+from daemon.core.i18n import t
 from daemon.runtime.files import atomic_write
 from daemon.tenancy.database import TenancyDatabase
 from daemon.tenancy.rbac import allows, permissions_for
@@ -54,7 +55,7 @@ def canonical_tenant_id(text: str) -> str:
             raise ValueError(text)
         return str(uuid.UUID(text.strip()))
     except ValueError:
-        raise ValidationError(f"id: {str(text)[:64]!r} is not a UUID (e.g. {uuid.UUID(int=0)})",
+        raise ValidationError(t("errors.store.id_not_uuid", value=str(text)[:64], nil=uuid.UUID(int=0)),
                               {"field": "id"}) from None
 
 
@@ -91,7 +92,7 @@ class TenancyStore(TenancyDatabase):
         tenant = Tenant(tenant_id or str(uuid.uuid4()), name, plan, "active", timezone, credits, iso(self._clock()))
         if tenant_id is not None and conn.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,)).fetchone():
             # checked first, inside the write transaction: the name's UNIQUE error would name the wrong field
-            raise Conflict(f"a tenant with id {tenant_id} already exists", {"field": "id"})
+            raise Conflict(t("errors.store.tenant_id_already_exists", tenant_id=tenant_id), {"field": "id"})
         try:
             conn.execute(
                 "INSERT INTO tenants (id, name, plan, status, timezone, credits_enabled, created_at)"
@@ -99,7 +100,7 @@ class TenancyStore(TenancyDatabase):
                 (tenant.id, name, plan, tenant.status, timezone, int(credits), tenant.created_at),
             )
         except sqlite3.IntegrityError:
-            raise Conflict(f"tenant {name!r} already exists", {"field": "name"}) from None
+            raise Conflict(t("errors.store.tenant_already_exists", name=name), {"field": "name"}) from None
         return tenant
 
     def create_tenant(
@@ -116,11 +117,12 @@ class TenancyStore(TenancyDatabase):
         if tenant_id is not None:
             tenant_id = canonical_tenant_id(tenant_id)
         if not isinstance(plan, str) or not plan:
-            raise ValidationError("plan: must be a plan name", {"field": "plan"})
+            raise ValidationError(t("errors.store.plan_plan_name"), {"field": "plan"})
         try:
             zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
-            raise ValidationError(f"timezone: {timezone!r} is not a time zone", {"field": "timezone"}) from None
+            raise ValidationError(t("errors.store.timezone_not_time_zone", timezone=timezone),
+                                  {"field": "timezone"}) from None
         with self._write() as conn:
             return self._insert_tenant(conn, name, plan, timezone, bool(credits_enabled), tenant_id)
 
@@ -137,13 +139,13 @@ class TenancyStore(TenancyDatabase):
         """The tenant named (or with the id) ``ref``; NotFound otherwise."""
         tenant = self.find_tenant(ref)
         if tenant is None:
-            raise NotFound(f"tenant {ref!r} not found", {"tenant": ref})
+            raise NotFound(t("errors.admin.tenant_not_found", ref=ref), {"tenant": ref})
         return tenant
 
     def set_tenant_status(self, ref: str, status: str) -> Tenant:
         """Suspend (``suspended``) or reinstate (``active``) a tenant; bumps ``generation``."""
         if status not in ("active", "suspended"):
-            raise ValidationError(f"status: {status!r} is not active or suspended", {"field": "status"})
+            raise ValidationError(t("errors.store.status_not_active_suspended", status=status), {"field": "status"})
         tenant = self.get_tenant(ref)
         with self._write() as conn:
             conn.execute("UPDATE tenants SET status = ? WHERE id = ?", (status, tenant.id))
@@ -167,7 +169,7 @@ class TenancyStore(TenancyDatabase):
         user = User(str(uuid.uuid4()), tenant_id, email, role, "active", iso(self._clock()))
         with self._write() as conn:
             if self._one("SELECT id FROM tenants WHERE id = ?", (tenant_id,)) is None:
-                raise NotFound(f"tenant {tenant_id!r} not found", {"tenant": tenant_id})
+                raise NotFound(t("errors.store.tenant_not_found", tenant_id=tenant_id), {"tenant": tenant_id})
             try:
                 conn.execute(
                     "INSERT INTO users (id, tenant_id, email, role, password_hash, status, created_at)"
@@ -175,7 +177,7 @@ class TenancyStore(TenancyDatabase):
                     (user.id, tenant_id, email, role, password_hash, user.status, user.created_at),
                 )
             except sqlite3.IntegrityError:
-                raise Conflict(f"user {email!r} already exists in this tenant", {"field": "email"}) from None
+                raise Conflict(t("errors.store.user_already_exists_tenant", email=email), {"field": "email"}) from None
         return user
 
     def list_users(self, tenant_id: str) -> list[User]:
@@ -194,7 +196,7 @@ class TenancyStore(TenancyDatabase):
             (tenant_id, user_id),
         )
         if row is None:
-            raise NotFound(f"user {user_id!r} not found", {"user": user_id})
+            raise NotFound(t("errors.store.user_not_found", user_id=user_id), {"user": user_id})
         return user_from_row(row)
 
     def find_login(self, tenant_name: str, email: str) -> LoginRecord | None:
@@ -237,7 +239,7 @@ class TenancyStore(TenancyDatabase):
             (found.id, check_email(email)),
         )
         if row is None:
-            raise NotFound(f"user {email!r} not found in tenant {found.name!r}", {"email": email})
+            raise NotFound(t("errors.store.user_not_found_tenant", email=email, name=found.name), {"email": email})
         return self.delete_user_id(found.id, row["id"])
 
     # API keys
@@ -266,7 +268,7 @@ class TenancyStore(TenancyDatabase):
             except sqlite3.IntegrityError:
                 continue
             return key, raw
-        raise Conflict("could not draw a unique API key prefix; try again")
+        raise Conflict(t("errors.store.could_not_draw_unique"))
 
     def create_api_key(
         self,
@@ -285,12 +287,13 @@ class TenancyStore(TenancyDatabase):
         role_permissions = permissions_for(role)
         for scope in scope_list:
             if not isinstance(scope, str) or not allows(role_permissions, scope):
-                raise ValidationError(f"scopes: {scope!r} is not within role {role}", {"field": "scopes"})
+                raise ValidationError(t("errors.store.scopes_not_within_role", scope=scope, role=role),
+                                      {"field": "scopes"})
         if expires_at is not None and expires_at <= self._clock():
-            raise ValidationError("expires_at: must be in the future", {"field": "expires_at"})
+            raise ValidationError(t("errors.store.expires_future"), {"field": "expires_at"})
         with self._write() as conn:
             if self._one("SELECT id FROM tenants WHERE id = ?", (tenant_id,)) is None:
-                raise NotFound(f"tenant {tenant_id!r} not found", {"tenant": tenant_id})
+                raise NotFound(t("errors.store.tenant_not_found", tenant_id=tenant_id), {"tenant": tenant_id})
             expires = iso(expires_at) if expires_at is not None else None
             return self._insert_key(conn, tenant_id, role, rate_limit, expires, scope_list, created_by)
 
@@ -316,7 +319,7 @@ class TenancyStore(TenancyDatabase):
             params.append(tenant_id)
         row = self._one(sql, params)
         if row is None:
-            raise NotFound(f"API key {shown!r} not found", {"key": shown})
+            raise NotFound(t("errors.store.api_key_not_found", shown=shown), {"key": shown})
         return key_from_row(row)
 
     def revoke_api_key(self, ref: str, tenant_id: str | None = None) -> ApiKey:

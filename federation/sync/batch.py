@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.core.errors import PermissionDenied, ValidationError
+from daemon.core.i18n import t
 from federation.fleet import FleetTrust, NodeCertificate, PeerRefused
 from federation.identity import IdentityError, NodeIdentity, peer_id_from_public_key
 from federation.sealing import MAX_SEALED_BYTES, ReplayGuard, SealError, open_sealed, seal
@@ -95,9 +96,9 @@ def check_rows(rows: Any) -> list[list[Any]]:
     follow each other by one.  Whether the hashes chain is the centre ledger's check.
     """
     if not isinstance(rows, list | tuple):
-        raise ValidationError("a batch's rows are a list", {"field": "rows"})
+        raise ValidationError(t("errors.batch.batch_rows_list"), {"field": "rows"})
     if not 0 < len(rows) <= MAX_BATCH_ROWS:
-        raise ValidationError(f"a batch carries 1 to {MAX_BATCH_ROWS} rows, not {len(rows)}",
+        raise ValidationError(t("errors.batch.batch_carries_rows_not", max_batch_rows=MAX_BATCH_ROWS, count=len(rows)),
                               {"field": "rows", "count": len(rows)})
     checked: list[list[Any]] = []
     previous: int | None = None
@@ -105,7 +106,7 @@ def check_rows(rows: Any) -> list[list[Any]]:
         values = _check_row(index, row)
         seq = values[SEQ_INDEX]
         if previous is not None and seq != previous + 1:
-            raise ValidationError(f"row {index} has seq {seq} after seq {previous}: a batch's seqs follow each other",
+            raise ValidationError(t("errors.batch.row_seq_after_seq", index=index, seq=seq, previous=previous),
                                   {"field": "rows", "row": index, "seq": seq})
         previous = seq
         checked.append(values)
@@ -114,11 +115,12 @@ def check_rows(rows: Any) -> list[list[Any]]:
 
 def _check_row(index: int, row: Any) -> list[Any]:
     if not isinstance(row, list | tuple) or len(row) != ROW_COLUMN_COUNT:
-        raise ValidationError(f"row {index} is not a list of {ROW_COLUMN_COUNT} columns",
+        raise ValidationError(t("errors.batch.row_not_list_columns", index=index, row_column_count=ROW_COLUMN_COUNT),
                               {"field": "rows", "row": index})
     for (name, kind), value in zip(ROW_COLUMNS, row, strict=True):
         if not _column_ok(name, kind, value):
-            raise ValidationError(f"row {index}: column {name!r} is not a valid {kind.__name__}",
+            raise ValidationError(t("errors.batch.row_column_not_valid", index=index, name=name,
+                                    type_name=kind.__name__),
                                   {"field": "rows", "row": index, "column": name})
     return list(row)
 
@@ -172,34 +174,38 @@ def open_batch(data: bytes, *, trust: FleetTrust, guard: ReplayGuard, now: float
         # the seal's own checks, with a throwaway guard: the real one is asked once the sender is trusted
         opened = open_sealed(data, now=now, guard=ReplayGuard(), expect_sender=expect_sender, max_bytes=max_bytes)
     except SealError as exc:
-        raise PermissionDenied(f"the batch's seal does not hold: {exc.reason}", {"reason": exc.reason}) from None
+        raise PermissionDenied(t("errors.batch.batch_seal_does_not", reason=exc.reason),
+                               {"reason": exc.reason}) from None
     if opened.kind != BATCH_KIND:
-        raise ValidationError(f"a sealed {opened.kind!r} message is not a usage batch", {"field": "kind"})
+        raise ValidationError(t("errors.batch.sealed_message_not_usage", kind=opened.kind), {"field": "kind"})
     body = opened.body
     if set(body) != _BODY_FIELDS or body["v"] != BATCH_VERSION:
-        raise ValidationError(f"a usage batch (version {BATCH_VERSION}) has the fields {sorted(_BODY_FIELDS)}",
+        raise ValidationError(t("errors.batch.usage_batch_version_fields", batch_version=BATCH_VERSION,
+                                fields=sorted(_BODY_FIELDS)),
                               {"field": "body"})
     site = peer_id_from_public_key(opened.sender)
     if body["site"] != site:
-        raise PermissionDenied("the batch names another site than the key that sealed it", {"reason": "wrong_site"})
+        raise PermissionDenied(t("errors.batch.batch_names_another_site"), {"reason": "wrong_site"})
     raw_cert = body["cert"]
     if raw_cert is not None:
         if not isinstance(raw_cert, bytes):
-            raise ValidationError("the batch's certificate is not bytes", {"field": "cert"})
+            raise ValidationError(t("errors.batch.batch_certificate_not_bytes"), {"field": "cert"})
         try:
             cert = NodeCertificate.from_bytes(raw_cert)
         except IdentityError as exc:
-            raise PermissionDenied(f"the batch's certificate is not one: {exc}", {"reason": "malformed"}) from None
+            raise PermissionDenied(t("errors.batch.batch_certificate_not_one", exc=exc),
+                                   {"reason": "malformed"}) from None
     try:
         peer = trust.admit(site, cert, now)
     except PeerRefused as exc:
-        raise PermissionDenied(f"the site is not trusted: {exc.reason}", {"reason": exc.reason}) from None
+        raise PermissionDenied(t("errors.batch.site_not_trusted", reason=exc.reason), {"reason": exc.reason}) from None
     try:
         guard.check(opened.sender, opened.nonce, opened.sent_at, now)
     except SealError as exc:
-        raise PermissionDenied(f"the batch's seal does not hold: {exc.reason}", {"reason": exc.reason}) from None
+        raise PermissionDenied(t("errors.batch.batch_seal_does_not", reason=exc.reason),
+                               {"reason": exc.reason}) from None
     rows = check_rows(body["rows"])
     first, last = body["first"], body["last"]
     if type(first) is not int or type(last) is not int or first != rows[0][SEQ_INDEX] or last != rows[-1][SEQ_INDEX]:
-        raise ValidationError("the batch's first and last seqs are not those of its rows", {"field": "first"})
+        raise ValidationError(t("errors.batch.batch_first_last_seqs"), {"field": "first"})
     return Batch(site=site, site_name=peer.site, rows=rows, first=first, last=last, sent_at=opened.sent_at)

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from daemon.core.errors import HubError, Unavailable, error_from_body
+from daemon.core.i18n import t
 
 SYNC_PATH = "/v1/sync/batch"
 CONTENT_TYPE = "application/msgpack"
@@ -51,17 +52,19 @@ async def _post(session: aiohttp.ClientSession, url: str, data: bytes, ssl: ssl_
             raw = await response.content.read(MAX_REPLY_BYTES + 1)
             status = response.status
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise Unavailable(f"the central node at {target} cannot be reached: {type(exc).__name__}: {exc}") from None
+        raise Unavailable(t("errors.sync_http.central_node_cannot_reached", target=target,
+                            type_name=type(exc).__name__, exc=exc)) from None
     body = _json(raw)
     if 200 <= status < 300:
         acked = body.get("acked") if isinstance(body, dict) else None
         if type(acked) is not int or acked < 0:
-            raise Unavailable(f"the central node at {target} answered without an acknowledged seq")
+            raise Unavailable(t("errors.sync_http.central_node_answered_without", target=target))
         return acked
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error: HubError = error_from_body(body)
         raise error
-    raise Unavailable(f"the central node at {target} answered HTTP {status}", {"status": status})
+    raise Unavailable(t("errors.sync_http.central_node_answered_http", target=target, status=status),
+                      {"status": status})
 
 
 def _json(raw: bytes) -> Any:

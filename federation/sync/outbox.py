@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core.errors import HubError, Unavailable
+from daemon.core.i18n import t
 from daemon.runtime.files import atomic_write
 from federation.fleet import NodeCertificate
 from federation.identity import NodeIdentity
@@ -256,9 +257,9 @@ class SyncOutbox:
             return False
         rows = list(await asyncio.to_thread(self._read_rows, acked, self.batch_max))
         if not rows:
-            raise Unavailable(f"the ledger's head is seq {head_seq} but no row after seq {acked} could be read")
+            raise Unavailable(t("errors.outbox.ledger_head_seq_but", head_seq=head_seq, acked=acked))
         if rows[0][SEQ_INDEX] != acked + 1:
-            raise Unavailable(f"the ledger read after seq {acked} began at seq {rows[0][SEQ_INDEX]}")
+            raise Unavailable(t("errors.outbox.ledger_read_after_seq", acked=acked, seq=rows[0][SEQ_INDEX]))
         self._state = replace(self._state, pending_ts_us=rows[0][TS_US_INDEX])
         sealed = seal_batch(self.identity, rows, self._clock(), cert=self.cert)
         while len(sealed) > MAX_BATCH_BYTES and len(rows) > 1:
@@ -270,7 +271,7 @@ class SyncOutbox:
             async with asyncio.timeout(self._send_timeout_s):
                 answer = await self._send(sealed)
         except TimeoutError:
-            raise Unavailable(f"the central node did not answer within {self._send_timeout_s:g} s") from None
+            raise Unavailable(t("errors.outbox.central_node_did_not", send_timeout_s=self._send_timeout_s)) from None
         except HubError as exc:
             held = exc.details.get("acked")
             if exc.code != "CONFLICT" or exc.details.get("reason") != "gap" or type(held) is not int \
@@ -294,17 +295,17 @@ class SyncOutbox:
     def _check_ack(self, answer: Any, acked: int, last_sent: int) -> int:
         """The centre's answer as the new ack, or AckRefused (a lie, or an ack that would go back)."""
         if type(answer) is not int:
-            raise AckRefused(f"the central node answered {type(answer).__name__}, not an acknowledged seq")
+            raise AckRefused(t("errors.outbox.central_node_answered_not", type_name=type(answer).__name__))
         if answer > last_sent:
-            raise AckRefused(f"the central node acknowledged seq {answer}, but only rows {acked + 1}..{last_sent} "
-                             "were sent: it claims rows it was never given", {"acked": answer, "last": last_sent})
+            raise AckRefused(t("errors.outbox.central_node_acknowledged_seq", answer=answer, next_seq=acked + 1,
+                               last_sent=last_sent), {"acked": answer, "last": last_sent})
         if answer < acked:
             log.warning("the central node acknowledged less than it did before: kept the ack held",
                         extra={"acked": answer, "held": acked})
-            raise AckRefused(f"the central node acknowledged seq {answer}, below seq {acked} it acknowledged "
-                             "before: the ack held is kept", {"acked": answer, "held": acked})
+            raise AckRefused(t("errors.outbox.central_node_acknowledged_seq_2", answer=answer, acked=acked),
+                             {"acked": answer, "held": acked})
         if answer == acked:
-            raise AckRefused(f"the central node acknowledged none of rows {acked + 1}..{last_sent}",
+            raise AckRefused(t("errors.outbox.central_node_acknowledged_none", next_seq=acked + 1, last_sent=last_sent),
                              {"acked": answer, "last": last_sent})
         return answer
 

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daemon.core.errors import HubError, InternalError, PermissionDenied
+from daemon.core.i18n import t
 from federation.fleet import FleetTrust, NodeCertificate
 from federation.identity import IdentityError, public_key_from_peer_id
 from federation.sealing import ReplayGuard
@@ -71,7 +72,7 @@ class SyncReceiver:
             expect = public_key_from_peer_id(sender) if sender is not None else None
         except IdentityError as exc:
             self._on_denied("malformed")
-            raise PermissionDenied(f"the sender is not a node id: {exc}", {"reason": "malformed"}) from None
+            raise PermissionDenied(t("errors.receiver.sender_not_node_id", exc=exc), {"reason": "malformed"}) from None
         try:
             # signature, decoding and row checks cost tens of ms for a full batch, and an unproven sender
             # may send one: off the loop, one batch at a time (the guard is not shared across threads)
@@ -84,7 +85,7 @@ class SyncReceiver:
             raise
         if sender is not None and batch.site != sender:  # open_batch checked the key already; the ids, explicitly
             self._on_denied("wrong_sender")
-            raise PermissionDenied("the batch was sealed by another node than the link's", {"reason": "wrong_sender"})
+            raise PermissionDenied(t("errors.receiver.batch_sealed_another_node"), {"reason": "wrong_sender"})
         try:
             held = await self._ingest(batch.site, batch.site_name, batch.rows)
         except HubError as exc:
@@ -93,5 +94,5 @@ class SyncReceiver:
             self._on_refused(batch.site, exc.message)
             raise
         if type(held) is not int:
-            raise InternalError(f"the centre's ledger answered {type(held).__name__}, not a seq")
+            raise InternalError(t("errors.receiver.centre_ledger_answered_not", type_name=type(held).__name__))
         return min(held, batch.rows[-1][SEQ_INDEX])

@@ -22,7 +22,7 @@ from tests.support.hubproc import ROOT, HubProcess, write_config
 
 UNIT = ROOT / "democratic-ai.service"
 GPU_DROP_IN = ROOT / "packaging" / "systemd" / "gpu.conf"
-INSTALLED_COMMAND = "/opt/democratic-ai/.venv/bin/democratic-ai"
+INSTALLED_COMMAND = "/opt/democratic-ai/bin/democratic-ai"
 MAX_EXPOSURE = 2.0
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,

@@ -54,6 +54,7 @@ from daemon.api.mcp.sessions import Session, SessionTable
 from daemon.api.mcp.versions import INSTRUCTIONS, MODERN_VERSIONS, SERVER_INFO, SESSION_HEADER, VERSION_HEADER
 from daemon.core.envelope import CallResult, Principal, trace_id_var
 from daemon.core.errors import HubError, NotFound
+from daemon.core.i18n import t
 from daemon.runtime.config import HttpConfig
 
 log = logging.getLogger("democratic_ai.mcp")
@@ -126,8 +127,7 @@ class McpEndpoint:
         """
         base = public_base(request, self.public_url, self.allowed_hosts)
         if base is None:
-            raise NotFound("no resource metadata for this Host: the operator sets http.public_url "
-                           "or lists the host in http.allowed_hosts")
+            raise NotFound(t("errors.endpoint.no_resource_metadata_host"))
         return ApiResponse.json({
             "resource": f"{base}/mcp",
             "bearer_methods_supported": ["header"],
@@ -288,7 +288,7 @@ class McpEndpoint:
         try:
             capabilities = await self.pipeline.callable_capabilities(rpc.principal)
         except HubError as exc:
-            raise RpcError(INTERNAL_ERROR, exc.message, exc.to_body(trace_id_var.get())) from None
+            raise RpcError(INTERNAL_ERROR, exc.render(), exc.to_body(trace_id_var.get())) from None
         result: dict[str, Any] = {"tools": [tools.tool(c) for c in capabilities]}
         if rpc.modern:
             result.update(ttlMs=0, cacheScope="private")

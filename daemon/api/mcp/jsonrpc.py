@@ -88,7 +88,7 @@ async def decode_message(request: ApiRequest) -> dict[str, Any]:
         decoded = await decode_json_async(request.body)  # a large body off the loop
     except ValidationError as exc:
         # JSON-RPC's own code, and the contract's body (VALIDATION_ERROR, the pointer) as its data
-        raise RpcError(PARSE_ERROR, f"Parse error: {exc.message}", exc.to_body(trace_id_var.get()),
+        raise RpcError(PARSE_ERROR, f"Parse error: {exc.render()}", exc.to_body(trace_id_var.get()),
                        http_status=400) from None
     if isinstance(decoded, list):
         raise RpcError(INVALID_REQUEST, "batches are not supported: send one JSON-RPC message per POST",

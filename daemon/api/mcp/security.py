@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from daemon.api.http_api import ApiRequest, ApiResponse, error_response
 from daemon.core.envelope import trace_id_var
 from daemon.core.errors import PermissionDenied
+from daemon.core.i18n import t
 
 _LOOPBACK_ORIGIN = re.compile(r"^https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d+)?$", re.I)
 _B64_SENTINEL = re.compile(r"^=\?base64\?(?P<payload>.*)\?=$")
@@ -40,7 +41,7 @@ def origin_refused(request: ApiRequest, allowed: frozenset[str]) -> ApiResponse 
     origin = request.header("origin")
     if not origin or origin_allowed(origin, allowed):
         return None
-    exc = PermissionDenied(f"origin {origin!r} may not use /mcp", {"origin": origin})
+    exc = PermissionDenied(t("errors.security.origin_not_use_mcp", origin=origin), {"origin": origin})
     return error_response(exc, trace_id_var.get())
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.core.errors import Unavailable
+from daemon.core.i18n import t
 
 
 @dataclass(slots=True)
@@ -77,8 +78,7 @@ class SessionTable:
             self.end(next(iter(own)))
         if len(self._sessions) >= self.max_sessions:
             oldest = next(iter(self._sessions.values()))
-            raise Unavailable(f"this hub holds {self.max_sessions} MCP sessions, the most it may: end one "
-                              "(DELETE /mcp) or use the sessionless 2026-07-28 revision",
+            raise Unavailable(t("errors.sessions.hub_holds_mcp_sessions", max_sessions=self.max_sessions),
                               {"limit": self.max_sessions},
                               retry_after=max(1.0, self.idle_s - (now - oldest.last_seen)))
         session = Session(secrets.token_urlsafe(24), subject, version, now, tenant)

@@ -81,7 +81,7 @@ def call_error(rpc: Rpc, exc: HubError) -> dict[str, Any]:
         error = RpcError(INVALID_PARAMS, f"Unknown tool: {rpc.params.get('name')}", body["error"])
         return message(rpc.id, error=error)
     result: dict[str, Any] = {
-        "content": [{"type": "text", "text": f"{exc.code}: {exc.message}"}],
+        "content": [{"type": "text", "text": f"{exc.code}: {exc.render()}"}],
         "structuredContent": body,
         "isError": True,
     }

@@ -7,6 +7,7 @@ answers as the HTTP door would print them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ import grpc
 from google.protobuf import any_pb2, json_format, struct_pb2
 
 from daemon.cli.output import print_json
+from daemon.core.i18n import language_from_env
 from proto import mcp_v2_pb2 as pb
 
 DEFAULT_PORT = 50051
@@ -43,7 +45,8 @@ async def call_grpc(url: str, body: dict[str, Any], api_key: str, stream: bool, 
                             priority=int(body.get("priority", 5)), type=pb.REQUEST)
     ttl = body.get("ttl")
     async with open_channel(url, cafile) as channel:
-        metadata = (("x-api-key", api_key),)
+        # the hub renders its errors in the language of the user's locale
+        metadata = (("x-api-key", api_key), ("lang", language_from_env(os.environ)))
         serialize = pb.MCPMessage.SerializeToString
         try:
             if stream:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 
 from daemon.cli.output import print_json
+from daemon.core.i18n import language_from_env
 
 
 @dataclass(slots=True)
@@ -161,6 +163,7 @@ async def call_h3(url: str, body: dict[str, Any], api_key: str, cafile: Path, st
     """POST ``body`` to /v1/call over HTTP/3, print the answer (or each NDJSON part); 0 on a 200."""
     host, port = _target(url)
     headers = {"x-api-key": api_key, "content-type": "application/json",
+               "accept-language": language_from_env(os.environ),
                "accept": "application/x-ndjson" if stream else "application/json"}
     async with contextlib.AsyncExitStack() as stack:
         async with asyncio.timeout(10):  # QUIC over UDP: an absent hub is silence, not a refusal

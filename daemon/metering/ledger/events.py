@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 
 from daemon.core.envelope import new_uuid
 from daemon.core.errors import ValidationError
+from daemon.core.i18n import t
 
 __all__ = ["KINDS", "MAX_BYTES", "MAX_CALLS", "MAX_COMPUTE_MS", "MAX_TOP_UP", "MAX_UNIT", "MAX_UNITS", "UsageEvent",
            "check_measurements", "top_up_event"]
@@ -56,25 +57,25 @@ class UsageEvent:
         """Refuse what cannot be a true measurement, before it gets near the ledger."""
         for name, text in (("tenant_id", self.tenant_id), ("subject", self.subject), ("action", self.action)):
             if not text or len(text) > 256:
-                raise ValidationError(f"usage event: {name} must be 1..256 characters")
+                raise ValidationError(t("errors.ledger_events.usage_event_characters", name=name))
         if "@" in self.subject:
             # the ledger outlives people: only opaque ids, so deleting a user leaves anonymous billing
-            raise ValidationError("usage event: subject must be an opaque id, not an email")
+            raise ValidationError(t("errors.ledger_events.usage_event_subject_opaque"))
         if self.kind not in KINDS:
-            raise ValidationError(f"usage event: unknown kind {self.kind!r}")
+            raise ValidationError(t("errors.ledger_events.usage_event_unknown_kind", kind=self.kind))
         _bounded("api_calls", self.api_calls, MAX_CALLS, integer=True)
         _bounded("bytes_in", self.bytes_in, MAX_BYTES, integer=True)
         check_measurements(self.compute_ms, self.bytes_out, self.units)
         if not isinstance(self.credits, Decimal) or not self.credits.is_finite():
-            raise ValidationError("usage event: credits must be a finite Decimal")
+            raise ValidationError(t("errors.ledger_events.usage_event_credits_finite"))
         if self.kind == "usage" and self.credits > 0:
-            raise ValidationError("usage event: a call can only debit credits")
+            raise ValidationError(t("errors.ledger_events.usage_event_call_only"))
         if self.kind in ("account", "served") and self.credits != 0:
-            raise ValidationError(f"{self.kind} event: carries no credits")
+            raise ValidationError(t("errors.ledger_events.event_carries_no_credits", kind=self.kind))
         if self.kind == "top_up" and not 0 < self.credits <= MAX_TOP_UP:
-            raise ValidationError(f"top-up: amount must be > 0 and <= {MAX_TOP_UP}")
+            raise ValidationError(t("errors.ledger_events.top_up_amount", max_top_up=MAX_TOP_UP))
         if not math.isfinite(self.ts) or self.ts < 0:
-            raise ValidationError("usage event: bad timestamp")
+            raise ValidationError(t("errors.ledger_events.usage_event_bad_timestamp"))
 
 
 def top_up_event(tenant_id: str, amount: Decimal | str | int, actor: str, ts: float) -> UsageEvent:
@@ -82,9 +83,9 @@ def top_up_event(tenant_id: str, amount: Decimal | str | int, actor: str, ts: fl
     try:
         value = Decimal(str(amount))
     except InvalidOperation:
-        raise ValidationError(f"top-up: {amount!r} is not a number") from None
+        raise ValidationError(t("errors.ledger_events.top_up_not_number", amount=amount)) from None
     if value.is_finite() and value.as_tuple().exponent < -6:  # type: ignore[operator]
-        raise ValidationError("top-up: at most 6 decimal places")
+        raise ValidationError(t("errors.ledger_events.top_up_most_decimal"))
     return UsageEvent(tenant_id=tenant_id, subject=actor, action="credits.top_up", kind="top_up", api_calls=0,
                       credits=value, ts=ts)
 
@@ -99,17 +100,19 @@ def check_measurements(compute_ms: float, bytes_out: int, units: Mapping[str, fl
     _bounded("compute_ms", compute_ms, MAX_COMPUTE_MS)
     _bounded("bytes_out", bytes_out, MAX_BYTES, integer=True)
     if len(units) > MAX_UNITS:
-        raise ValidationError(f"usage event: more than {MAX_UNITS} model units")
+        raise ValidationError(t("errors.ledger_events.usage_event_more_model", max_units=MAX_UNITS))
     for unit, value in units.items():
         if not isinstance(unit, str) or not _UNIT_NAME.match(unit):
-            raise ValidationError(f"usage event: unit name {unit!r} is not like 'audio_s'")
+            raise ValidationError(t("errors.ledger_events.usage_event_unit_name", unit=unit))
         _bounded(f"units.{unit}", value, MAX_UNIT)
 
 
 def _bounded(name: str, value: object, cap: float, integer: bool = False) -> None:
     ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not ok_type:
-        raise ValidationError(f"usage event: {name} must be a {'whole ' if integer else ''}number")
+        if integer:
+            raise ValidationError(t("errors.ledger_events.usage_event_whole_number", name=name))
+        raise ValidationError(t("errors.ledger_events.usage_event_number", name=name))
     number = float(value)  # type: ignore[arg-type]
     if not math.isfinite(number) or number < 0 or number > cap:
-        raise ValidationError(f"usage event: {name}={value!r} is outside 0..{cap:g}")
+        raise ValidationError(t("errors.ledger_events.usage_event_outside", name=name, value=value, cap=cap))

@@ -48,6 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from daemon.core.envelope import Receipt
 from daemon.core.errors import ERRORS_BY_CODE, HubError, Unavailable
+from daemon.core.i18n import t
 from daemon.metering.ledger.child import pack_event
 from daemon.metering.ledger.events import UsageEvent, open_account_event, top_up_event
 from daemon.metering.ledger.totals import UsageTotals, read_balance, read_totals
@@ -160,7 +161,8 @@ class LedgerProcess:
             # a child that reported its failure exits by itself; a stuck one is not waited for
             await self._reap(process, reader, kill=not isinstance(exc, HubError))
             if isinstance(exc, TimeoutError):
-                raise Unavailable(f"the ledger writer did not open {self.path} in {open_within_s:g} s") from None
+                raise Unavailable(t("errors.process.ledger_writer_did_not_2", path=self.path,
+                                    open_within_s=open_within_s)) from None
             raise
         self._process, self._reader, self._up = process, reader, True
 
@@ -218,7 +220,7 @@ class LedgerProcess:
                 continue
             await self._replay()
             return
-        raise Unavailable(f"the ledger writer did not come back within {bound:g} s: {reason}")
+        raise Unavailable(t("errors.process.ledger_writer_did_not", bound=bound, reason=reason))
 
     async def _replay(self) -> None:
         """Send the new child every event the dead one did not answer, marked as a replay."""
@@ -242,7 +244,7 @@ class LedgerProcess:
     def _fail_pending(self, reason: str) -> None:
         for sent in self._pending.values():
             if not sent.future.done():
-                sent.future.set_exception(Unavailable(f"{reason}; the call may not be billed"))
+                sent.future.set_exception(Unavailable(t("errors.process.call_not_billed", reason=reason)))
         self._pending.clear()
 
     # -- what the hub calls ----------------------------------------------------------------------
@@ -253,9 +255,9 @@ class LedgerProcess:
         process = self._process
         if not self.healthy or process is None or process.stdin is None:
             why = self._lost or ("closed" if self._closing else "its writer process is restarting")
-            raise Unavailable(f"the usage ledger is not available: {why}", retry_after=RETRY_AFTER_S)
+            raise Unavailable(t("errors.process.usage_ledger_not_available", why=why), retry_after=RETRY_AFTER_S)
         if len(self._pending) >= self.config.max_pending:
-            raise Unavailable(f"the usage ledger is behind: {len(self._pending)} events await their commit",
+            raise Unavailable(t("errors.process.usage_ledger_behind_events", count=len(self._pending)),
                               retry_after=RETRY_AFTER_S)
         self._next_id += 1
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
@@ -303,7 +305,7 @@ class LedgerProcess:
             for frame in unpacker:
                 self._on_frame(frame, ready)
         if not ready.done():
-            ready.set_exception(Unavailable("the ledger writer process exited before it was ready"))
+            ready.set_exception(Unavailable(t("errors.process.ledger_writer_process_exited")))
         # a running child's exit is the supervisor's: it starts another and replays what is pending
 
     def _on_frame(self, frame: list[Any], ready: asyncio.Future[None]) -> None:
@@ -314,7 +316,7 @@ class LedgerProcess:
             ready.set_result(None)
         elif kind == "failed":
             if not ready.done():
-                ready.set_exception(Unavailable(str(frame[1])))
+                ready.set_exception(Unavailable(t("errors.relayed", message=frame[1])))
         elif kind == "balances":
             self._balances = {t: Decimal(b) for t, b in frame[1].items()}
         elif kind == "metrics":

@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from daemon.core.envelope import Receipt
 from daemon.core.errors import HubError, Unavailable, ValidationError
+from daemon.core.i18n import t
 from daemon.metering.ledger.chain import INSERT, SCHEMA, VerifyResult, apply_pragmas, chain_rows, read_head, verify
 from daemon.metering.ledger.events import UsageEvent, open_account_event, top_up_event
 from daemon.metering.ledger.rows import LedgerHead
@@ -169,7 +170,7 @@ class UsageLedger:
         if not validated:
             event.validate()
         if self._thread is None:
-            raise Unavailable("the usage ledger is not open")
+            raise Unavailable(t("errors.writer.usage_ledger_not_open"))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()
         self._queue.put(_Pending(event, future, loop))
@@ -262,7 +263,7 @@ class UsageLedger:
                 except Exception as exc:
                     # a bug here must not kill the only writer and leave callers waiting forever
                     log.exception("ledger writer failed on a batch")
-                    self._settle(batch, [Unavailable(f"the usage ledger failed: {exc}") for _ in batch])
+                    self._settle(batch, [Unavailable(t("errors.writer.usage_ledger_failed", exc=exc)) for _ in batch])
         finally:
             assert self._conn is not None
             self._conn.close()
@@ -335,12 +336,12 @@ class UsageLedger:
                 for one in batch:
                     self._commit([one])
                 return
-            self._settle(batch, [ValidationError(f"usage event refused by the ledger: {exc}")])
+            self._settle(batch, [ValidationError(t("errors.writer.usage_event_refused_ledger", exc=exc))])
             return
         except sqlite3.Error as exc:
             self._m_failures.inc()
             log.error("ledger commit failed, %d events not billed: %s", len(batch), exc)
-            self._settle(batch, [Unavailable(f"the usage ledger cannot write ({exc}); nothing was billed")
+            self._settle(batch, [Unavailable(t("errors.writer.usage_ledger_cannot_write", exc=exc))
                                  for _ in batch])
             return
         # committed: only now does anything outside the file move

@@ -12,18 +12,23 @@ def test_the_five_roles_of_the_seed() -> None:
     assert permissions_for("super_admin") == {"*"}
     assert permissions_for("tenant_admin") == {
         "tenant:read", "tenant:update", "user:create", "user:read", "user:update", "user:delete",
-        "module:*", "api_key:*", "billing:read",
+        "module:*", "api_key:*", "billing:read", "console:read",
     }
     assert permissions_for("developer") == {
         "tenant:read", "user:read:self", "user:update:self", "module:create", "module:read",
         "module:update", "module:delete:own", "api_key:create:own", "api_key:read:own",
-        "api_key:delete:own",
+        "api_key:delete:own", "console:read",
     }
     assert permissions_for("user") == {
         "tenant:read", "user:read:self", "user:update:self", "module:read", "module:use",
         "api_key:read:own",
     }
-    assert permissions_for("viewer") == {"tenant:read", "user:read:self", "module:read"}
+    assert permissions_for("viewer") == {"tenant:read", "user:read:self", "module:read", "console:read"}
+
+
+def test_every_role_but_user_may_watch_the_console() -> None:
+    assert [r for r in ROLE_NAMES if allows(ROLES[r], "console:read")] == [
+        "super_admin", "tenant_admin", "developer", "viewer"]
 
 
 def test_an_unknown_role_is_named_in_the_error() -> None:
