@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := libsystemd-dev pkg-config espeak-ng wrk iproute2 debootstrap lintian debhelper fakeroot dpkg-dev python3-venv python3-dev chromium chromium-driver fonts-ipafont-gothic
 
-.PHONY: run test test-gpu lint typecheck proto bench clean system-packages deb ops
+.PHONY: run test test-gpu lint typecheck proto bench bench-check clean system-packages deb ops
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed"'
@@ -71,6 +71,12 @@ test-gpu: system-packages $(STAMP)
 
 bench: $(STAMP)
 	bash bench/http_call.sh
+
+# make bench-check — the per-call cost's regression guard (issue 13), not part of `make test`: 20 s of
+# POST /v1/call echo load, the hub against a bare aiohttp handler, wrk and the server on a core each
+# (taskset), 2 interleaved rounds of 5 s; fails when the hub's ratio is below 0.5x
+bench-check: $(STAMP)
+	$(BIN)/python -m bench.http_ratio --seconds 5 --rounds 2 --min-ratio 0.5
 
 clean:
 	rm -rf $(VENV) $(OPS_VENV) var build *.egg-info

@@ -8,6 +8,7 @@ pipeline (or the admin and usage APIs) and encode: no business logic lives here.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -38,7 +39,7 @@ from daemon.core.errors import (
     Unavailable,
     ValidationError,
 )
-from daemon.core.i18n import language_var, pick_language, t
+from daemon.core.i18n import DEFAULT_LANGUAGE, language_var, pick_language, t
 from daemon.core.pipeline import Pipeline
 from daemon.runtime.metrics import HubMetrics
 from daemon.tenancy.rbac import is_cross_tenant
@@ -86,7 +87,8 @@ class ApiRequest:
     @property
     def language(self) -> str:
         """The language errors are answered in: the best of en/ja/zh for ``Accept-Language``."""
-        return pick_language(self.header("accept-language"))
+        header = self.header("accept-language")
+        return _language_of(header) if header else DEFAULT_LANGUAGE
 
     @property
     def trace_id(self) -> str:
@@ -116,6 +118,10 @@ class ApiResponse:
     def json(cls, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> ApiResponse:
         """``value`` encoded compactly with content-type application/json (``headers`` may override it)."""
         return cls(status, {"content-type": JSON, **(headers or {})}, encode(value))
+
+
+#: a caller sends the same Accept-Language on every request: parsed once per distinct value (bounded)
+_language_of = functools.lru_cache(maxsize=256)(pick_language)
 
 
 def encode(value: Any) -> bytes:
@@ -269,8 +275,8 @@ class SessionAuth(Protocol):
         PERMISSION_DENIED (reason csrf) when a cookie request that changes something lacks the CSRF header."""
         ...
 
-    def rejected(self, request: ApiRequest) -> None:
-        """``request``'s credential was refused (UNAUTHENTICATED): end the session it came from, if any."""
+    async def rejected(self, request: ApiRequest) -> None:
+        """Something in ``request`` was UNAUTHENTICATED: end its session if the session's own credential is."""
         ...
 
 
@@ -339,7 +345,7 @@ class HttpApi:
             return response
         except HubError as exc:
             if isinstance(exc, Unauthenticated) and self.session_auth is not None:
-                self.session_auth.rejected(request)
+                await self.session_auth.rejected(request)
             return error_response(exc, trace_id)
         except Exception:
             log.exception("unhandled error", extra={"path": request.path})

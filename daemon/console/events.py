@@ -2,7 +2,9 @@
 
 Each subscription holds at most ``QUEUE_SIZE`` frames.  A reader that falls that far behind
 is not buffered for: its subscription is marked overflowed and dropped from the bus, and the
-door closes its socket (4008, "slow reader").  The bus holds at most ``MAX_SUBSCRIBERS``.
+door closes its socket (4008, "slow reader").  The bus holds at most ``MAX_SUBSCRIBERS``, the
+last ``RESERVED`` of them for the hub's operators, and one key or person holds ``PER_PRINCIPAL``
+at most: no tenant's watchers can lock the operators (or other tenants) out.
 
 What a watcher may see is decided here, without I/O: a call's frame goes to super_admin
 watchers and to watchers of the call's own tenant only.  While nobody watches the bus is
@@ -25,15 +27,25 @@ from daemon.core.i18n import t
 
 QUEUE_SIZE = 256
 MAX_SUBSCRIBERS = 64
+#: feeds one key or person (not an operator) may hold at once
+PER_PRINCIPAL = 4
+#: places among MAX_SUBSCRIBERS that only cross-tenant viewers (super_admin) may take
+RESERVED = 4
 
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """Who watches: a role in a tenant; ``everything`` for the hub's operators (super_admin)."""
+    """Who watches: a role in a tenant; ``everything`` for the hub's operators (super_admin).
+
+    ``billing``: may see money and call counts (billing:read); ``who``: the key or person, the
+    unit the feed's per-principal bound counts.
+    """
 
     role: str
     tenant_id: str
     everything: bool = False
+    billing: bool = False
+    who: str = ""
 
     def sees(self, tenant_id: str) -> bool:
         """True when this viewer may see what tenant ``tenant_id`` did."""
@@ -42,7 +54,7 @@ class Viewer:
     @property
     def scope(self) -> Hashable:
         """Viewers with the same scope see the same things: one frame is built per scope."""
-        return True if self.everything else self.tenant_id
+        return True if self.everything else (self.tenant_id, self.billing)
 
 
 def iso(now: float) -> str:
@@ -109,8 +121,11 @@ class EventBus:
     """Subscriptions and the frames published to them; false while nobody is subscribed."""
 
     def __init__(self, *, max_subscribers: int = MAX_SUBSCRIBERS, queue_size: int = QUEUE_SIZE,
+                 per_principal: int = PER_PRINCIPAL, reserved: int = RESERVED,
                  clock: Callable[[], float] = time.time) -> None:
         self.max_subscribers = max_subscribers
+        self.per_principal = per_principal
+        self.reserved = reserved
         self.queue_size = queue_size
         self.clock = clock
         self._subscriptions: list[Subscription] = []
@@ -127,10 +142,19 @@ class EventBus:
         return [s.viewer for s in self._subscriptions]
 
     def subscribe(self, viewer: Viewer) -> Subscription:
-        """A new subscription; UNAVAILABLE (503) when ``max_subscribers`` already watch."""
-        if len(self._subscriptions) >= self.max_subscribers:
+        """A new subscription; UNAVAILABLE (503) when the bus, or the viewer's own share of it, is full.
+
+        Operators may take every place; others leave ``reserved`` free and hold ``per_principal``
+        each at most.
+        """
+        limit = self.max_subscribers if viewer.everything else self.max_subscribers - self.reserved
+        if len(self._subscriptions) >= limit:
             raise Unavailable(t("errors.console.too_many_watchers", limit=self.max_subscribers),
                               {"max_subscribers": self.max_subscribers}, retry_after=5.0)
+        if not viewer.everything and sum(s.viewer.who == viewer.who for s in self._subscriptions) \
+                >= self.per_principal:
+            raise Unavailable(t("errors.console.too_many_own_watchers", limit=self.per_principal),
+                              {"per_principal": self.per_principal}, retry_after=5.0)
         subscription = Subscription(viewer, self.queue_size)
         self._subscriptions.append(subscription)
         return subscription

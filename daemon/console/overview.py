@@ -3,7 +3,9 @@
 Modules and their load come from the module host; tenants from tenancy; calls, invoices and
 latencies from the usage ledger file, read in a worker thread (so they survive a restart and
 never stall the loop); the fleet's peers from federation.  What a viewer gets is scoped:
-super_admin sees the whole hub, everyone else their own tenant only.
+super_admin sees the whole hub, everyone else their own tenant only, and money and call counts
+only with billing:read.  Ledger reads are bounded: ``READERS`` worker threads at most, and an
+answer is reused for ``REUSE_S`` by viewers of the same scope.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.console.events import Viewer, iso
+from daemon.core.i18n import language_var, t
 from daemon.core.pipeline import Pipeline
 from daemon.metering.billing import build_invoice, parse_period
 from daemon.metering.ledger.chain import connect_ro, verify
@@ -31,11 +34,15 @@ from daemon.runtime.config import PlanConfig
 from daemon.tenancy.records import Tenant
 from daemon.tenancy.store import TenancyStore
 
-#: module latencies are the ledger's compute times of the last hour, at most this many calls
-LATENCY_WINDOW_S = 3600
+#: module latencies are the ledger's compute times of the last minute, at most this many calls
+LATENCY_WINDOW_S = 60
 LATENCY_SAMPLES = 10_000
 #: how long latencies read from the ledger are reused by the live feed
 LATENCY_REUSE_S = 10.0
+#: ledger reads running at once (worker threads), whoever asks
+READERS = 2
+#: how long one scope's overview or usage answer is reused
+REUSE_S = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,18 +96,21 @@ def read_usage_series(path: Path, start_us: int, minutes: int, tenant_id: str | 
             for (tenant, action), counts in sorted(series.items())]
 
 
-def read_tenant_calls(path: Path, since_us: tuple[int, int]) -> dict[str, tuple[int, int]]:
-    """Per tenant: calls since ``since_us[0]`` (today) and since ``since_us[1]`` (the period)."""
+def read_tenant_calls(path: Path, since_us: tuple[int, int], tenant_id: str | None = None
+                      ) -> dict[str, tuple[int, int]]:
+    """Per tenant: calls since ``since_us[0]`` (today) and since ``since_us[1]`` (the period); one tenant's
+    only unless ``tenant_id`` is None."""
     if not path.is_file():
         return {}
     today_us, period_us = since_us
     with contextlib.closing(connect_ro(path)) as conn:
         first = first_seq_since(conn, min(today_us, period_us))
+        where, args = ("", ()) if tenant_id is None else (" AND tenant_id = ?", (tenant_id,))
         rows = conn.execute(
             "SELECT tenant_id, total(CASE WHEN ts_us >= ? THEN api_calls ELSE 0 END),"
             " total(CASE WHEN ts_us >= ? THEN api_calls ELSE 0 END)"
-            " FROM events WHERE seq >= ? AND kind = 'usage' GROUP BY tenant_id",
-            (today_us, period_us, first)).fetchall()
+            f" FROM events WHERE seq >= ? AND kind = 'usage'{where} GROUP BY tenant_id",
+            (today_us, period_us, first, *args)).fetchall()
     return {tenant: (int(today), int(period)) for tenant, today, period in rows}
 
 
@@ -125,6 +135,28 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return round(cuts[49], 3), round(cuts[98], 3)
 
 
+class Reuse:
+    """Answers by key, each reused for ``max_age_s`` (sans-IO: ``now`` is given); at most ``size`` kept."""
+
+    def __init__(self, max_age_s: float = REUSE_S, size: int = 256) -> None:
+        self.max_age_s = max_age_s
+        self.size = size
+        self._answers: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, now: float) -> Any | None:
+        """The answer kept for ``key`` when it is younger than ``max_age_s``; None otherwise."""
+        kept = self._answers.get(key)
+        return kept[1] if kept is not None and now - kept[0] < self.max_age_s else None
+
+    def put(self, key: Any, value: Any, now: float) -> None:
+        """Keep ``value`` for ``key``; stale answers go first when ``size`` are kept."""
+        if len(self._answers) >= self.size:
+            self._answers = {k: v for k, v in self._answers.items() if now - v[0] < self.max_age_s}
+            if len(self._answers) >= self.size:
+                self._answers.clear()
+        self._answers[key] = (now, value)
+
+
 def _us(moment: datetime) -> int:
     return round(moment.timestamp() * 1_000_000)
 
@@ -138,18 +170,27 @@ class Overview:
         #: the last end-to-end check of the ledger's chain: (ok, when); (None, None) before the first
         self.verified: tuple[bool | None, float | None] = (None, None)
         self._latencies: tuple[float, dict[str, tuple[float, float]]] = (float("-inf"), {})
+        # whoever asks, at most READERS ledger reads run in worker threads at once
+        self._readers = asyncio.Semaphore(READERS)
+        self._reuse = Reuse()
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async with self._readers:
+            return await asyncio.to_thread(fn, *args)
 
     # -- pieces ----------------------------------------------------------------------------------
     def node(self) -> dict[str, Any]:
         """This hub: name, id, version, uptime, doors and whether it is ready (and why not)."""
         facts, now = self.facts, self.clock()
         state = facts.readiness()
-        reasons = []
+        lang = language_var.get()
+        texts = []
         if state.get("state") != "open":
-            reasons.append(f"the hub is {state.get('state')}")
+            texts.append(t("errors.console.not_open", state=state.get("state")))
         if state.get("ledger") != "ok":
-            reasons.append("the usage ledger is unavailable")
-        reasons += [f"module {f['module']} failed to start" for f in state.get("failed_modules", [])]
+            texts.append(t("errors.console.ledger_down"))
+        texts += [t("errors.console.module_failed", module=f["module"]) for f in state.get("failed_modules", [])]
+        reasons = [text.render(lang) for text in texts]
         return {"name": facts.node_name, "node_id": facts.pipeline.node_id or None, "version": facts.version,
                 "started_at": iso(facts.started_at), "uptime_s": round(now - facts.started_at, 1),
                 "doors": facts.doors(), "ready": bool(state.get("ready")), "reasons": reasons}
@@ -164,11 +205,14 @@ class Overview:
             if not viewer.everything and not host.router.visible(handle.module_id, viewer.tenant_id):
                 continue
             running, queued = stats.get(handle.module_id, (0, 0))
+            load: tuple[int | None, int | None] = (running, queued)
+            if not viewer.everything and host.router.visible(handle.module_id, ""):
+                load = (None, None)  # a shared module's load is everyone's calls: not a tenant's to see
             p50, p99 = latencies.get(handle.module_id, (None, None))
             provider = handle.describe().get("provider")
             out.append({"name": handle.module_id, "state": "loaded", "error": None,
                         "provider": provider if isinstance(provider, str) else None,
-                        "capabilities": sorted(handle.capabilities), "in_flight": running, "queue_depth": queued,
+                        "capabilities": sorted(handle.capabilities), "in_flight": load[0], "queue_depth": load[1],
                         "p50_ms": p50, "p99_ms": p99})
         # why a module failed (paths, library errors) is the operator's business: names only for tenants
         out += [{"name": failed.name, "state": "failed", "error": failed.error if viewer.everything else None,
@@ -188,11 +232,11 @@ class Overview:
         if now - self._latencies[0] < max_age_s:
             return
         since = _us(datetime.fromtimestamp(now - LATENCY_WINDOW_S, UTC))
-        self._latencies = (now, await asyncio.to_thread(read_latencies, self.facts.ledger.path, since))
+        self._latencies = (now, await self._read(read_latencies, self.facts.ledger.path, since))
 
     async def verify_ledger(self) -> None:
         """Walk the ledger's chain end to end in a worker thread and remember the verdict."""
-        result = await asyncio.to_thread(verify, self.facts.ledger.path)
+        result = await self._read(verify, self.facts.ledger.path)
         self.verified = (result.ok, self.clock())
 
     async def tenants(self, viewer: Viewer) -> list[Tenant]:
@@ -207,8 +251,14 @@ class Overview:
     async def overview(self, viewer: Viewer) -> dict[str, Any]:
         """``GET /v1/console/overview``."""
         await self.refresh_latencies(max_age_s=1.0)
-        tenants = await self.tenants(viewer)
-        rows, head = await asyncio.to_thread(self._tenant_rows, tenants, self.clock())
+        # a call answered since makes the answer stale: what a caller just did shows at once
+        key = ("tenants", viewer.scope, self.facts.pipeline.calls_total)
+        kept = self._reuse.get(key, self.clock())
+        if kept is None:
+            tenants = await self.tenants(viewer)
+            kept = await self._read(self._tenant_rows, tenants, self.clock(), viewer)
+            self._reuse.put(key, kept, self.clock())
+        rows, head = kept
         ok, at = self.verified
         return {
             "viewer": {"role": viewer.role, "tenant_id": viewer.tenant_id},
@@ -221,14 +271,20 @@ class Overview:
             "federation": self.facts.peers() is not None,
         }
 
-    def _tenant_rows(self, tenants: list[Tenant], now: float) -> tuple[list[dict[str, Any]], int]:
-        """Calls today and this month, balance and estimated invoice per tenant (worker thread)."""
+    def _tenant_rows(self, tenants: list[Tenant], now: float, viewer: Viewer
+                     ) -> tuple[list[dict[str, Any]], int]:
+        """Calls today and this month, balance and estimated invoice per tenant (worker thread);
+        name, plan and status only for a viewer without billing:read."""
         facts = self.facts
         path = facts.ledger.path
+        if not viewer.billing:
+            return [{"id": tenant.id, "name": tenant.name, "plan": tenant.plan, "status": tenant.status}
+                    for tenant in tenants], ledger_head(path)[0]
         moment = datetime.fromtimestamp(now, UTC)
         period = parse_period(moment.strftime("%Y-%m"))
         day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        calls = read_tenant_calls(path, (_us(day), _us(period.start)))
+        calls = read_tenant_calls(path, (_us(day), _us(period.start)),
+                                  None if viewer.everything else viewer.tenant_id)
         rows = []
         for tenant in tenants:
             plan_name = tenant.plan if tenant.plan in facts.plans else facts.default_plan
@@ -250,6 +306,10 @@ class Overview:
         """``GET /v1/console/usage``: calls per minute over the last ``minutes``, the current one last."""
         now = datetime.fromtimestamp(self.clock(), UTC).replace(second=0, microsecond=0)
         start = now - timedelta(minutes=minutes - 1)
-        series = await asyncio.to_thread(read_usage_series, self.facts.ledger.path, _us(start), minutes,
-                                         None if viewer.everything else viewer.tenant_id)
+        key = ("usage", viewer.scope, start, minutes, self.facts.pipeline.calls_total)
+        series = self._reuse.get(key, self.clock())
+        if series is None:
+            series = await self._read(read_usage_series, self.facts.ledger.path, _us(start), minutes,
+                                      None if viewer.everything else viewer.tenant_id)
+            self._reuse.put(key, series, self.clock())
         return {"start": start.isoformat(), "minutes": minutes, "series": series}

@@ -79,27 +79,45 @@ def check_value(value: Any, *, what: str | Text = t("errors.what.value"), pointe
     Iterative, so it cannot itself run out of stack; used as is on values another parser
     built (a gRPC ``Struct``).
     """
-    stack: list[tuple[Any, int, str]] = [(value, 1, pointer)]
+    # a node's place is (its parent's place, its key): the pointer text is built only for a refusal,
+    # so a body that passes (nearly all) costs no string per value
+    stack: list[tuple[Any, int, _Place]] = [(value, 1, None)]
     while stack:
-        node, depth, where = stack.pop()
+        node, depth, place = stack.pop()
         if isinstance(node, dict):
             entries: Any = node.items()
         elif isinstance(node, list):
             entries = enumerate(node)
         else:
-            _check_scalar(node, what, where, strings)
+            _check_scalar(node, what, _pointer(pointer, place), strings)
             continue
         if depth > MAX_DEPTH:
             raise ValidationError(t("errors.decoding.nests_arrays_objects_deeper", what=what, max_depth=MAX_DEPTH),
-                                  {"pointer": where, "max_depth": MAX_DEPTH})
+                                  {"pointer": _pointer(pointer, place), "max_depth": MAX_DEPTH})
         for key, item in entries:
             if strings and isinstance(key, str) and not _encodable(key):
                 raise ValidationError(t("errors.decoding.key_lone_utf_surrogate", what=what),
-                                      {"pointer": f"{where}/{_escape(key)}"})
+                                      {"pointer": _pointer(pointer, (place, key))})
             if isinstance(item, dict | list):
-                stack.append((item, depth + 1, f"{where}/{_escape(key)}"))
-            elif isinstance(item, str | float):
-                _check_scalar(item, what, f"{where}/{_escape(key)}", strings)
+                stack.append((item, depth + 1, (place, key)))
+            elif isinstance(item, float):
+                if not math.isfinite(item):
+                    _check_scalar(item, what, _pointer(pointer, (place, key)), strings)
+            elif strings and isinstance(item, str) and not _encodable(item):
+                _check_scalar(item, what, _pointer(pointer, (place, key)), strings)
+
+
+#: where a value sits: None for the root, else (the parent's place, the key or index in it)
+_Place = tuple[Any, Any] | None
+
+
+def _pointer(prefix: str, place: _Place) -> str:
+    """The JSON pointer of ``place`` under ``prefix``."""
+    tokens: list[str] = []
+    while place is not None:
+        place, key = place
+        tokens.append(_escape(key))
+    return prefix + "".join(f"/{token}" for token in reversed(tokens))
 
 
 def _check_scalar(node: Any, what: str | Text, where: str, strings: bool) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from daemon.api.http_api import ApiRequest, ApiResponse, HttpApi, error_response
+from daemon.console.routes import Console
 from daemon.core.envelope import Credentials, new_trace_id
 from daemon.core.errors import (
     HubError,
@@ -46,7 +47,7 @@ class HttpDoor:
 
     def __init__(self, config: HttpConfig, api: HttpApi, pipeline: Pipeline, host: ModuleHost, *,
                  alt_svc: str = "", remote_concurrency: int = 16, attach_recheck_s: float = 1.0,
-                 tls: TlsPair | None = None) -> None:
+                 tls: TlsPair | None = None, console: Console | None = None) -> None:
         self.config = config
         #: served over TLS with this pair when set (the hub decides: beyond loopback, or asked for)
         self.tls = tls
@@ -60,8 +61,8 @@ class HttpDoor:
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
         self._clients = ClientSockets(config, pipeline, self._sockets)
-        #: the console's live feed; the hub sets ``events.console`` when it mounts the console
-        self.events = EventSockets(self._sockets)
+        #: the console's live feed (NOT_FOUND without a console)
+        self.events = EventSockets(self._sockets, console=console)
         self.port = 0
 
     def build_app(self) -> web.Application:
@@ -72,6 +73,9 @@ class HttpDoor:
         app.router.add_get("/v1/ws", self.client_socket)
         app.router.add_get("/v1/modules/attach", self.attach_socket)
         app.router.add_get("/v1/events", self.events_socket)
+        # the hot path first, by its exact path: aiohttp finds it in its index without trying the
+        # catch-all's pattern (same handler, so every method and answer stays the same)
+        app.router.add_route("*", "/v1/call", self.handle)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 

@@ -24,7 +24,7 @@ from daemon.console.events import Subscription
 from daemon.console.routes import Console
 from daemon.core.envelope import new_trace_id
 from daemon.core.errors import HubError, NotFound
-from daemon.core.i18n import t
+from daemon.core.i18n import language_var, t
 
 log = logging.getLogger("democratic_ai.http")
 
@@ -37,13 +37,13 @@ SEND_BUFFER = 32 * 1024
 class EventSockets:
     """Serves ``/v1/events``; ``sockets`` is the door's set of open sockets (closed with 1001 at shutdown)."""
 
-    def __init__(self, sockets: set[web.WebSocketResponse], *, recheck_s: float = 5.0,
-                 close_timeout_s: float = 5.0) -> None:
+    def __init__(self, sockets: set[web.WebSocketResponse], *, console: Console | None = None,
+                 recheck_s: float = 5.0, close_timeout_s: float = 5.0) -> None:
         self.sockets = sockets
         self.recheck_s = recheck_s
         self.close_timeout_s = close_timeout_s
         #: the hub's console; None: the route answers NOT_FOUND
-        self.console: Console | None = None
+        self.console = console
 
     @property
     def watching(self) -> int:
@@ -53,9 +53,18 @@ class EventSockets:
     async def serve(self, request: web.Request, write: Callable[[ApiResponse], web.StreamResponse]
                     ) -> web.StreamResponse:
         """Authenticate, subscribe, then send frames until either side ends it."""
-        console = self.console
         api_request = ApiRequest("GET", request.path, request.headers, b"", dict(request.query),
                                  request.remote or "", "http", request.secure)
+        # refusals and close reasons in the watcher's language (the tasks below copy this context)
+        token = language_var.set(api_request.language)
+        try:
+            return await self._serve(request, api_request, write)
+        finally:
+            language_var.reset(token)
+
+    async def _serve(self, request: web.Request, api_request: ApiRequest,
+                     write: Callable[[ApiResponse], web.StreamResponse]) -> web.StreamResponse:
+        console = self.console
         try:
             if console is None:
                 raise NotFound(t("errors.console.off"))
@@ -81,7 +90,7 @@ class EventSockets:
             if subscription.overflowed:
                 code, reason = SLOW_READER, b"slow reader"
             elif failed:
-                code, reason = WSCloseCode.POLICY_VIOLATION, str(failed[0]).encode()[:120]
+                code, reason = WSCloseCode.POLICY_VIOLATION, close_reason(str(failed[0]))
         finally:
             for task in tasks:
                 task.cancel()
@@ -120,7 +129,12 @@ class EventSockets:
             try:
                 await console.recheck(request)
             except HubError as exc:
-                return f"{exc.code}: {exc.message}"
+                return f"{exc.code}: {exc.text.render(language_var.get())}"
+
+
+def close_reason(text: str, limit: int = 123) -> bytes:
+    """``text`` as a close frame's reason: at most ``limit`` bytes of UTF-8, never a character cut in two."""
+    return text.encode()[:limit].decode(errors="ignore").encode()
 
 
 def _small_buffers(request: web.Request) -> None:

@@ -127,6 +127,8 @@ class UsageGate:
         self._tokens = itertools.count(1)
         self._refreshed: dict[str, float] = {}
         self._swept = -math.inf
+        #: each caller's limiter checks (key, its rate, tenant, plan); cleared with every sweep
+        self._caller_checks: dict[tuple[str, str | None, str, str], list[_Check]] = {}
         self._m_refusals = Counter("democratic_ai_usage_refusals", "Calls refused before execution",
                                    ["reason"], registry=registry if registry is not None else CollectorRegistry())
 
@@ -186,6 +188,7 @@ class UsageGate:
     def sweep(self, now: float) -> None:
         """Drop the limiters back at rest and stale balance-refresh stamps (admission calls it)."""
         self._swept = now
+        self._caller_checks.clear()  # they may hold limiters dropped here
         for key in [k for k, limiter in self._key_limits.items() if limiter.at_rest(now)]:
             del self._key_limits[key]
         for tenant_key in [k for k, limiter in self._tenant_limits.items() if limiter.at_rest(now)]:
@@ -217,6 +220,17 @@ class UsageGate:
         return self._default, self._plans[self._default]
 
     def _checks(self, principal: Principal, plan_name: str, plan: PlanConfig, bytes_in: int) -> list[_Check]:
+        # a caller's checks are the same limiters call after call: built once, until a sweep drops limiters
+        who = (principal.key_id or principal.subject, principal.rate_limit, principal.tenant_id, plan_name)
+        checks = self._caller_checks.get(who)
+        if checks is None:
+            checks = self._caller_checks[who] = self._build_checks(principal, plan_name, plan)
+        if "bandwidth" not in plan.rate_limits:
+            return checks
+        return [_Check(c.reason, c.limiter, float(bytes_in), c.window_s) if c.reason == "plan_bandwidth" else c
+                for c in checks]
+
+    def _build_checks(self, principal: Principal, plan_name: str, plan: PlanConfig) -> list[_Check]:
         checks: list[_Check] = []
         if principal.rate_limit:
             key = principal.key_id or principal.subject
@@ -230,7 +244,7 @@ class UsageGate:
                     limiter = self._key_limits[(key, principal.rate_limit)] = SlidingWindow(count, window)
             if limiter is not None:
                 checks.append(_Check("key_api_calls", limiter, 1.0, limiter.window_s))
-        costs = {"api_calls": 1.0, "compute_time": 0.0, "bandwidth": float(bytes_in), "storage_bytes": 0.0}
+        costs = {"api_calls": 1.0, "compute_time": 0.0, "bandwidth": 0.0, "storage_bytes": 0.0}  # bytes: per call
         for metric in plan.rate_limits:
             tenant_limiter = self._tenant_limiter(principal.tenant_id, plan_name, plan, metric)
             checks.append(_Check(f"plan_{metric}", tenant_limiter, costs[metric], tenant_limiter.window_s))

@@ -79,6 +79,8 @@ class HttpConfig:
     allow_plaintext: bool = False
     #: when set, GET /metrics needs ``Authorization: Bearer <metrics_token>`` (401 without)
     metrics_token: str = ""
+    #: the console's cookie says Secure even on plain http (TLS ends at a proxy in front of the hub)
+    console_secure_cookie: bool = False
 
 
 @dataclass(frozen=True)

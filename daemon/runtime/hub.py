@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from prometheus_client import Counter
 
 from daemon.api.http_api import HttpApi
+from daemon.console.routes import Console, start_console
 from daemon.core.errors import ConfigError, Unavailable
 from daemon.core.i18n import t
 from daemon.core.pipeline import Pipeline
@@ -224,14 +225,11 @@ class Hub:
                       metrics_token=config.http.metrics_token)
         parts.mount_admin(api)
         await self._join_fleet(parts, state_dir, api, stack)
-        from daemon.console.routes import start_console
-
         console = start_console(stack, api, parts.store, parts.ledger, parts.authenticator, config,
                                 readiness=self.readiness, endpoints=lambda: self._endpoints().to_dict(),
-                                peers=lambda: self.federation.views() if self.federation is not None else None)
-        self.doors = self._build_doors(api)
-        self.http_door.events.console = console
-        console.connections = lambda: len(self.http_door.events.sockets)
+                                peers=lambda: self.federation.views() if self.federation is not None else None,
+                                connections=lambda: len(self.http_door.events.sockets))
+        self.doors = self._build_doors(api, console)
         systemd.notify(systemd.status("starting doors"))
         for door in self.doors:
             await door.start()
@@ -353,7 +351,7 @@ class Hub:
                 await asyncio.wait_for(self.shutdown.wait(), LEDGER_POLL_S)
         return ledger.healthy
 
-    def _build_doors(self, api: HttpApi) -> list[Door]:
+    def _build_doors(self, api: HttpApi, console: Console) -> list[Door]:
         """HTTP/1.1 + WebSocket always, MCP on its routes, HTTP/3 and gRPC when enabled."""
         from daemon.api.mcp.endpoint import McpEndpoint
         from daemon.doors.grpc import GrpcDoor
@@ -364,7 +362,7 @@ class Hub:
         config = self.config
         self.http_door = HttpDoor(config.http, api, self.pipeline, self.host,
                                   remote_concurrency=config.modules.remote_concurrency,
-                                  tls=self._door_tls("http", config.http))
+                                  tls=self._door_tls("http", config.http), console=console)
         mcp = McpEndpoint(api, config.http, max_sessions=config.mcp.max_sessions,
                           max_sessions_per_tenant=config.mcp.max_sessions_per_tenant,
                           session_idle_s=config.mcp.session_idle_s)

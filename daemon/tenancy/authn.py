@@ -317,12 +317,15 @@ class Authenticator:
         return await self._passwords.hash(password)
 
     async def login(
-        self, email: str, password: str, tenant_name: str, *, ip: str = "", user_agent: str = ""
+        self, email: str, password: str, tenant_name: str | None, *, ip: str = "", user_agent: str = ""
     ) -> dict[str, Any]:
-        """``{access_token, refresh_token, token_type, expires_in}`` for a right password."""
+        """``{access_token, refresh_token, token_type, expires_in}`` for a right password.  ``tenant_name``
+        None: the one tenant where ``email`` has a password (none or several: "", checked like any)."""
         await self._guard.admit("auth.login", ip, user_agent, login=True)
-        if not all(isinstance(v, str) and v for v in (email, password, tenant_name)):
+        if not all(isinstance(v, str) and v for v in (email, password, "-" if tenant_name is None else tenant_name)):
             await self._fail("auth.login", t("errors.authn.login_fields_required"), ip=ip, user_agent=user_agent)
+        if tenant_name is None:  # "" is no tenant's name: the dummy hash below still runs
+            tenant_name = await self._store.run(self._store.login_tenant, email) or ""
         record = await self._store.run(self._store.find_login, tenant_name, email)
         if self._dummy_hash is None:
             self._dummy_hash = await self._passwords.hash(generate_password())

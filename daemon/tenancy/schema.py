@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS users (
     deleted_at TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS users_tenant_email ON users(tenant_id, email);
+CREATE INDEX IF NOT EXISTS users_email ON users(email);
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL REFERENCES tenants(id),

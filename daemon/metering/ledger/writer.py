@@ -169,14 +169,18 @@ class UsageLedger:
         """
         if not validated:
             event.validate()
+        # if the caller is cancelled the event may still commit: billed but unacknowledged,
+        # never acknowledged but unbilled
+        return await self.submit(event)
+
+    def submit(self, event: UsageEvent) -> asyncio.Future[Receipt]:
+        """``append`` without a coroutine, for a validated event: the future settles after the commit."""
         if self._thread is None:
             raise Unavailable(t("errors.writer.usage_ledger_not_open"))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()
         self._queue.put(_Pending(event, future, loop))
-        # if the caller is cancelled the event may still commit: billed but unacknowledged,
-        # never acknowledged but unbilled
-        return await future
+        return future
 
     async def append_many(self, events: Iterable[UsageEvent]) -> list[Receipt]:
         """Append several events; they share batches with everyone else's."""

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from daemon.api.http_api import ApiRequest
-from daemon.console.overview import first_seq_since, read_latencies, read_tenant_calls, read_usage_series
+from daemon.console.overview import (
+    LATENCY_WINDOW_S,
+    Reuse,
+    first_seq_since,
+    read_latencies,
+    read_tenant_calls,
+    read_usage_series,
+)
 from daemon.console.static import CSP, StaticFiles
 from daemon.core.errors import NotFound
 from daemon.metering.ledger.chain import connect_ro
@@ -68,6 +75,23 @@ def test_calls_per_minute_by_tenant_and_action(ledger: Path) -> None:
 def test_calls_today_and_this_month_per_tenant(ledger: Path) -> None:
     calls = read_tenant_calls(ledger, (us("2026-11-30T00:00:00+00:00"), us("2026-11-01T00:00:00+00:00")))
     assert calls == {"acme": (4, 4), "globex": (1, 1)}, "October's call and the top-up are not counted"
+    since = (us("2026-11-30T00:00:00+00:00"), us("2026-11-01T00:00:00+00:00"))
+    assert read_tenant_calls(ledger, since, "globex") == {"globex": (1, 1)}, "a tenant's viewer: its rows only"
+
+
+def test_answers_are_reused_for_a_moment_per_key_and_kept_bounded() -> None:
+    reuse = Reuse(max_age_s=1.5, size=3)
+    reuse.put(("tenants", "acme"), ["acme's rows"], now=100.0)
+    assert reuse.get(("tenants", "acme"), 101.0) == ["acme's rows"]
+    assert reuse.get(("tenants", "globex"), 101.0) is None, "another scope reads for itself"
+    assert reuse.get(("tenants", "acme"), 101.5) is None, "stale after 1.5 s"
+    for n in range(10):
+        reuse.put(n, n, now=200.0 + n)
+    assert len(reuse._answers) <= 3
+
+
+def test_module_latencies_cover_the_last_minute() -> None:
+    assert LATENCY_WINDOW_S == 60, "issue 14: p50/p99 over the last minute"
 
 
 def test_module_latencies_are_percentiles_of_the_ledgers_compute_times(ledger: Path) -> None:

@@ -152,3 +152,21 @@ def _frames(data: bytes) -> list[list[object]]:
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
     unpacker.feed(data)
     return [frame for frame in unpacker if isinstance(frame[0], int)]
+
+
+async def test_the_events_of_one_loop_iteration_cross_the_pipe_in_one_write(tmp_path: Path) -> None:
+    async with LedgerProcess(tmp_path / "ledger.db") as ledger:
+        process = ledger._process
+        assert process is not None and process.stdin is not None
+        writes: list[bytes] = []
+        write = process.stdin.write
+
+        def counted(data: bytes) -> None:
+            writes.append(data)
+            write(data)
+
+        process.stdin.write = counted  # type: ignore[method-assign]
+        receipts = await asyncio.gather(*(ledger.append(ev(n)) for n in range(50)))
+    assert len(writes) == 1
+    assert sorted(r.seq for r in receipts) == list(range(1, 51))  # each caller its own receipt
+    assert [trace for trace, _ in rows(tmp_path / "ledger.db")] == [f"call-{n}" for n in range(50)]

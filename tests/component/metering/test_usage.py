@@ -194,3 +194,26 @@ async def test_limiters_of_keys_gone_idle_are_dropped(ledger: UsageLedger) -> No
     gate.sweep(1602.0)
     with pytest.raises(RateLimited):
         await gate.admit(envelope(who), now=1603.0)
+
+
+async def test_a_callers_checks_built_once_follow_the_limiters_a_sweep_drops(ledger: UsageLedger) -> None:
+    gate = UsageGate(ledger, {"starter": PlanConfig(rate_limits={"api_calls": "5/min", "bandwidth": "10000/min"})})
+    who = principal(rate="2/min")
+    await gate.admit(envelope(who), now=1000.0)
+    await gate.admit(envelope(who), now=1001.0)
+    with pytest.raises(RateLimited):  # the cached checks hold the key's own limiter: its count is kept
+        await gate.admit(envelope(who), now=1002.0)
+    # the bandwidth check costs each call's own bytes, not the first call's: 42 + 42 of 100, then over
+    bytes_gate = UsageGate(ledger, {"starter": PlanConfig(rate_limits={"bandwidth": "100/min"})})
+    anyone = principal()
+    await bytes_gate.admit_call(anyone, "echo", 42, now=1000.0)
+    await bytes_gate.admit_call(anyone, "echo", 42, now=1000.0)
+    with pytest.raises(RateLimited):
+        await bytes_gate.admit_call(anyone, "echo", 42, now=1000.0)
+    await bytes_gate.admit_call(anyone, "echo", 0, now=1000.0)
+    # ten minutes later the sweep drops the key's limiter, and the next call gets a fresh one
+    await gate.admit(envelope(who), now=1600.0)
+    assert gate.limiters == 3
+    await gate.admit(envelope(who), now=1601.0)
+    with pytest.raises(RateLimited):
+        await gate.admit(envelope(who), now=1602.0)

@@ -437,3 +437,32 @@ async def test_an_anonymous_revoke_takes_only_a_signed_token_and_leaves_counts_n
     assert (await site.admin.revoke(None, {"token": alice["access_token"]}))["revoked"]
     with pytest.raises(Unauthenticated, match="revoked"):
         await site.bearer(alice["access_token"])
+
+
+async def test_a_login_naming_no_tenant_finds_the_one_tenant_of_the_email(site: Site, alice: dict[str, Any]) -> None:
+    """The console's sign-in: one indexed query finds the tenant; none or several fail like a bad password."""
+    pair = await site.auth.login("alice@example.com", "correct horse", None)
+    assert (await site.bearer(pair["access_token"])).tenant_name == "default"
+    await site.admin.create_tenant(site.root, {"name": "second"})
+    await site.admin.create_user(site.root, {"tenant": "second", "email": "alice@example.com", "role": "user",
+                                             "password": "correct horse"})
+    assert await site.store.run(site.store.login_tenant, "alice@example.com") is None, "two tenants: not unique"
+    with pytest.raises(Unauthenticated, match="bad email, password or tenant"):
+        await site.auth.login("alice@example.com", "correct horse", None)
+    plan = await site.store.run(lambda: site.store._all(
+        "EXPLAIN QUERY PLAN SELECT id FROM users WHERE email = ?", ("alice@example.com",)))
+    assert any("users_email" in str(row) for row in plan), "an index, not a scan of every user"
+
+
+async def test_an_unknown_email_costs_a_password_check_too(site: Site, alice: dict[str, Any]) -> None:
+    """With no tenant named, an e-mail nobody has takes as long as a wrong password: timing tells nothing."""
+    async def took(email: str) -> float:
+        began = time.perf_counter()
+        with pytest.raises(Unauthenticated):
+            await site.auth.login(email, "wrong horse", None)
+        return time.perf_counter() - began
+
+    await took("alice@example.com")  # the dummy hash is made once, at the first miss
+    known = min([await took("alice@example.com") for _ in range(3)])
+    unknown = min([await took("nobody@example.com") for _ in range(3)])
+    assert unknown > known / 3, (unknown, known)

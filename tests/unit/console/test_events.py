@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from daemon.console.events import MAX_SUBSCRIBERS, QUEUE_SIZE, EventBus, Viewer
+from daemon.console.events import MAX_SUBSCRIBERS, PER_PRINCIPAL, QUEUE_SIZE, RESERVED, EventBus, Viewer
 from daemon.core.errors import Unavailable
 
 OPERATOR = Viewer("super_admin", "t0", everything=True)
@@ -80,11 +80,30 @@ async def test_a_reader_that_falls_behind_is_dropped_not_buffered() -> None:
 def test_the_65th_watcher_is_refused() -> None:
     bus = EventBus()
     for _ in range(MAX_SUBSCRIBERS):
-        bus.subscribe(ACME)
+        bus.subscribe(OPERATOR)
     with pytest.raises(Unavailable) as refused:
-        bus.subscribe(ACME)
+        bus.subscribe(OPERATOR)
     assert refused.value.http_status == 503 and refused.value.details["max_subscribers"] == 64
     assert MAX_SUBSCRIBERS == 64 and QUEUE_SIZE == 256
+
+
+def test_one_key_holds_four_feeds_and_tenants_leave_the_operators_places_free() -> None:
+    bus = EventBus()
+    for _ in range(PER_PRINCIPAL):
+        bus.subscribe(Viewer("viewer", "acme", who="key:dai_acme1"))
+    with pytest.raises(Unavailable) as refused:
+        bus.subscribe(Viewer("viewer", "acme", who="key:dai_acme1"))
+    assert refused.value.details["per_principal"] == 4
+    # many keys of one tenant fill the bus up to the operators' reserved places, not into them
+    n = PER_PRINCIPAL
+    while n < MAX_SUBSCRIBERS - RESERVED:
+        bus.subscribe(Viewer("viewer", "acme", who=f"key:dai_acme_{n}"))
+        n += 1
+    with pytest.raises(Unavailable):
+        bus.subscribe(Viewer("viewer", "globex", who="key:dai_globex"))
+    for _ in range(RESERVED):
+        bus.subscribe(OPERATOR)
+    assert len(bus) == MAX_SUBSCRIBERS
 
 
 async def test_a_waiting_reader_wakes_for_the_next_frame_and_on_close() -> None:
@@ -105,3 +124,11 @@ def test_frames_only_some_watchers_may_see_go_to_them_only() -> None:
     operator, acme = bus.subscribe(OPERATOR), bus.subscribe(ACME)
     bus.publish("peer_status", [], only=lambda viewer: viewer.everything)
     assert operator.pending == 1 and acme.pending == 0
+
+
+def test_a_close_reason_is_cut_to_123_bytes_between_characters() -> None:
+    from daemon.doors.ws_events import close_reason
+
+    reason = close_reason("UNAUTHENTICATED: " + "認証" * 60)
+    assert len(reason) <= 123 and reason.decode("utf-8").startswith("UNAUTHENTICATED: 認証")
+    assert close_reason("slow reader") == b"slow reader"
