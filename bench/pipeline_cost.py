@@ -5,14 +5,20 @@ routing, scheduling, the durable ledger entry through the writer process, the re
 ``bench/pipeline_profile.py`` does, but measured as CPU time per call of each process (user +
 system, from /proc), which counts the pipe's syscalls that an instruction count misses.
 
-    .venv/bin/python -m bench.pipeline_cost [--calls 20000] [--concurrency 32] [--rounds 3]
+    .venv/bin/python -m bench.pipeline_cost [--calls 20000] [--concurrency 32] [--rounds 3] \\
+        [--through pipeline|http_api]
+
+``--through http_api`` enters one step earlier: each call is an ``ApiRequest`` (the body and headers
+a wrk request carries) awaited through ``HttpApi.handle`` (routing, trace id, language, the body's
+decoding, ``parse_call``, the pipeline, the reply's encoding), as a door would, minus the door itself.
 
 For a noise-free figure of the Python work, run it under callgrind twice with different
 ``--calls`` and divide the difference in instructions by the difference in calls (start-up
 cancels out):
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python -m bench.pipeline_cost \\
-        --calls 500 --rounds 1     # then --calls 2500; "Collected" Ir difference / 2000
+        --calls 500 --rounds 1     # then --calls 2500; "Collected" Ir difference / 4000 (the warm-up
+                                   # runs as many calls as the round: 2 x 2000 more calls)
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from daemon.api.http_api import ApiRequest, HttpApi
 from daemon.core.envelope import CallRequest, Credentials
 from daemon.core.pipeline import Pipeline
 from daemon.hosting.module_host import ModuleHost
@@ -42,7 +49,8 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def measure(calls: int, concurrency: int, rounds: int) -> list[tuple[float, float, float]]:
+async def measure(calls: int, concurrency: int, rounds: int,
+                  through: str = "pipeline") -> list[tuple[float, float, float]]:
     """(calls/s, hub µs CPU/call, writer µs CPU/call) per round."""
     with tempfile.TemporaryDirectory() as tmp:
         config = HubConfig.from_dict({"plans": {"starter": {"rate_limits": {"api_calls": "100000000/min"}}}})
@@ -56,8 +64,19 @@ async def measure(calls: int, concurrency: int, rounds: int) -> list[tuple[float
             credentials = Credentials(api_key=parts.bootstrap_key)
             request = CallRequest(action="echo", payload={"text": "hello, edge"}, door="bench")
             per_worker = max(1, calls // concurrency)
+            api = HttpApi(pipeline, metrics, readiness=lambda: {"ready": True})
+            body = b'{"action":"echo","payload":{"text":"hello, edge"}}'
+            api_request = ApiRequest("POST", "/v1/call", {
+                "host": "127.0.0.1:8080", "x-api-key": parts.bootstrap_key or "",
+                "content-type": "application/json", "content-length": str(len(body)),
+            }, body, remote="127.0.0.1")
 
             async def worker() -> None:
+                if through == "http_api":
+                    for _ in range(per_worker):
+                        response = await api.handle(api_request)
+                        assert response.status == 200, response.body
+                    return
                 for _ in range(per_worker):
                     await pipeline.call(request, credentials)
 
@@ -81,10 +100,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--through", choices=("pipeline", "http_api"), default="pipeline",
+                        help="enter at Pipeline.call, or at HttpApi.handle with an ApiRequest")
     args = parser.parse_args()
     import uvloop
 
-    results = uvloop.run(measure(args.calls, args.concurrency, args.rounds))
+    results = uvloop.run(measure(args.calls, args.concurrency, args.rounds, args.through))
     for rate, hub, writer in results:
         print(f"round: {rate:,.0f} calls/s, hub {hub:.1f} µs CPU/call, ledger writer {writer:.1f} µs CPU/call")
     print(f"median: {statistics.median(r[0] for r in results):,.0f} calls/s, "

@@ -36,7 +36,22 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+class _NotFinite(Exception):
+    """A number literal that overflows a float (``1e999``): decode again the slow way, which names it."""
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _NotFinite  # not a ValueError: the caller must not take it for bad JSON
+    return value
+
+
+#: the usual decoder: refuses NaN/Infinity, and stops at a float that overflows, so that a value it
+#: returns holds only finite numbers and (``_bounded_depth``) needs no walk over every value
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+#: the same, letting an overflowing float through to ``check_value``, which refuses it with its pointer
+_DECODER_ALL_FLOATS = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def decode_json(data: bytes | bytearray | memoryview | str, *, what: str | Text = t("errors.what.body"),
@@ -52,15 +67,22 @@ def decode_json(data: bytes | bytearray | memoryview | str, *, what: str | Text 
             raise ValidationError(t("errors.decoding.not_utf_text_byte", what=what, reason=exc.reason, start=exc.start),
                                   {"pointer": pointer}) from None
         escapes = False
+    # from UTF-8 bytes a surrogate can only come from a \u escape: most bodies skip the string scan
+    strings = escapes or "\\u" in text
     try:
-        value = _DECODER.decode(text)
+        try:
+            value = _DECODER.decode(text)
+        except _NotFinite:
+            value = _DECODER_ALL_FLOATS.decode(text)  # the walk below finds the number and names it
+        else:
+            if not strings and text.count("[") + text.count("{") <= MAX_DEPTH:
+                return value  # no surrogate, no infinite number, and too few brackets to nest too deep
     except RecursionError:
         raise ValidationError(t("errors.decoding.nests_arrays_objects_deeper", what=what, max_depth=MAX_DEPTH),
                               {"pointer": pointer, "max_depth": MAX_DEPTH}) from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer over Python's digit limit
         raise ValidationError(t("errors.decoding.not_valid_json", what=what, exc=exc), {"pointer": pointer}) from None
-    # from UTF-8 bytes a surrogate can only come from a \u escape: most bodies skip the string scan
-    check_value(value, what=what, pointer=pointer, strings=escapes or "\\u" in text)
+    check_value(value, what=what, pointer=pointer, strings=strings)
     return value
 
 

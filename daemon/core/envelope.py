@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemon.core.fastinit import fast_init
+
 # Ids reach callers (trace ids, envelope and event ids), so they must not be predictable:
 # not the stdlib's MT19937, whose state an observer recovers from 624 outputs.  Nor
 # os.urandom per id: getrandom() releases the GIL, and with inference and ledger threads
@@ -18,34 +20,39 @@ from typing import Any
 # per-process CSPRNG: keyed BLAKE2b over a counter (a PRF in counter mode), keyed from
 # os.urandom once and again in a forked child, so parent and child never share a stream.
 # BLAKE2b of 8 bytes keeps the GIL, and ``next`` on itertools.count is atomic under it.
-_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)
-_VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
 
 
 class _IdStream:
-    """128-bit values no caller can predict: BLAKE2b(key, counter), the key from os.urandom."""
+    """128-bit values no caller can predict: BLAKE2b(key, block) of 512 bits gives four, the key from os.urandom.
 
-    __slots__ = ("_counter", "_keyed")
+    Value ``n`` is the ``n % 4``-th quarter of block ``n // 4``: one hash per four ids.  Each
+    quarter of a PRF's output is as unpredictable as the whole, so knowing some ids of a block
+    (a trace id a caller saw) tells nothing of the others.  The last block's digest is kept as
+    one (block, hex) tuple, swapped whole: two threads that race for a block each hash it (the
+    same text), and ``n`` comes from ``itertools.count``, so no two calls get the same quarter.
+    """
+
+    __slots__ = ("_block", "_counter", "_keyed")
 
     def __init__(self) -> None:
         self.rekey()
 
     def rekey(self) -> None:
         """A fresh key and counter (at import, and in a child after fork)."""
-        self._keyed = hashlib.blake2b(key=os.urandom(32), digest_size=16)
+        self._keyed = hashlib.blake2b(key=os.urandom(32), digest_size=64)
         self._counter = itertools.count()
-
-    def next128(self) -> int:
-        """The next value of the stream, as an int of 128 bits."""
-        h = self._keyed.copy()
-        h.update(next(self._counter).to_bytes(8, "little"))
-        return int.from_bytes(h.digest(), "big")
+        self._block: tuple[int, str] = (-1, "")
 
     def next_hex(self) -> str:
         """The next value of the stream as 32 hex digits."""
-        h = self._keyed.copy()
-        h.update(next(self._counter).to_bytes(8, "little"))
-        return h.hexdigest()
+        block, quarter = divmod(next(self._counter), 4)
+        cached = self._block
+        if cached[0] != block:
+            h = self._keyed.copy()
+            h.update(block.to_bytes(8, "little"))
+            cached = self._block = (block, h.hexdigest())
+        start = quarter * 32
+        return cached[1][start:start + 32]
 
 
 _ids = _IdStream()
@@ -55,10 +62,18 @@ os.register_at_fork(after_in_child=_ids.rekey)
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 
 
+#: the UUID variant's hex digit (10xx) for each hex digit of the stream: its two low bits kept
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def new_uuid() -> str:
-    """A random (version 4) UUID as text, from the per-process CSPRNG stream."""
-    h = f"{(_ids.next128() & _VERSION_MASK) | _VERSION_4:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A random (version 4) UUID as text, from the per-process CSPRNG stream.
+
+    The version and variant digits are set on the hex text (one slice each), not on a 128-bit
+    int: the same 122 random bits in the same places, ~0.5 µs less per id.
+    """
+    h = _ids.next_hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def new_trace_id() -> str:
@@ -77,6 +92,7 @@ class MessageType(enum.Enum):
     STREAM_END = "stream_end"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What a caller presented; exactly what the door read off the wire."""
@@ -97,6 +113,7 @@ class Credentials:
         return bool(self.api_key or self.bearer)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller: who, for which tenant, allowed to do what."""
@@ -113,6 +130,7 @@ class Principal:
     auth: str = "api_key"  # "api_key" | "jwt"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CallRequest:
     """A call as a door decoded it, before authentication."""
@@ -136,6 +154,7 @@ class CallRequest:
     assertion: bytes = b""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """An authenticated, validated call travelling through the pipeline."""
@@ -167,6 +186,7 @@ class Envelope:
         return new_uuid()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """Proof that the call's usage is durable in the ledger."""
@@ -196,6 +216,7 @@ class PeerReceipt:
         return {"node": self.node, "seq": self.seq, "hash": self.hash}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CallResult:
     """The final answer of a call, as every door reports it."""
@@ -242,6 +263,7 @@ class Forwarded:
     receipt: PeerReceipt
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ProgressPart:
     """A streamed progress part; the stream ends with a CallResult."""

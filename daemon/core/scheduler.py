@@ -99,6 +99,11 @@ class ModuleScheduler:
         """``async with scheduler.slot(priority, deadline):`` runs the body holding one slot."""
         return _Slot(self, priority, deadline)
 
+    async def acquire(self, priority: int, deadline: float | None) -> None:
+        """Wait for a slot (``slots.release()`` gives it back): ``slot`` without the context manager, for
+        the pipeline's unary path, which first tries ``slots.try_acquire()`` and awaits only when it fails."""
+        await self._acquire(priority, deadline)
+
     async def _acquire(self, priority: int, deadline: float | None) -> None:
         if self.slots.try_acquire():
             return

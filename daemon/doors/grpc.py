@@ -24,7 +24,6 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from daemon.api.http_api import HttpApi
-from daemon.core.decoding import MAX_DEPTH, check_value
 from daemon.core.envelope import (
     CallRequest,
     CallResult,
@@ -38,6 +37,7 @@ from daemon.core.errors import HubError, PayloadTooLarge, ValidationError
 from daemon.core.i18n import pick_language, t
 from daemon.core.pipeline import Pipeline
 from daemon.doors._compat import AsyncHealthServicer
+from daemon.doors.grpc_values import decode_payload, to_value
 from daemon.doors.reflection import enable_reflection
 from daemon.runtime.config import GrpcConfig, parse_listen
 from daemon.runtime.tls import TlsPair
@@ -95,41 +95,6 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: HubError, trac
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
-def decode_payload(message: pb.MCPMessage) -> Any:
-    """``payload`` (an Any holding a Struct, or a Value) -> JSON value; empty -> {}.
-
-    The value passes the checks every door's JSON passes (``core/decoding.check_value``); a
-    Struct nested past protobuf's own limit (about 50 JSON levels) is VALIDATION_ERROR too.
-    """
-    payload = message.payload
-    if not payload.type_url:
-        return {}
-    for kind in (struct_pb2.Struct, struct_pb2.Value):
-        if payload.Is(kind.DESCRIPTOR):
-            unpacked = kind()
-            try:
-                payload.Unpack(unpacked)
-                value = json_format.MessageToDict(unpacked)
-            except (DecodeError, RecursionError, json_format.ParseError, ValueError) as exc:
-                raise ValidationError(
-                    t("errors.doors_grpc.payload_not_valid_nests", full_name=kind.DESCRIPTOR.full_name, exc=exc),
-                    {"pointer": "/payload", "max_depth": MAX_DEPTH},
-                ) from None
-            check_value(value, what=t("errors.what.payload"), pointer="/payload")
-            return value
-    raise ValidationError(
-        t("errors.doors_grpc.payload_google_protobuf_struct"),
-        {"pointer": "/payload", "type_url": payload.type_url},
-    )
-
-
-def to_value(result_json: bytes) -> struct_pb2.Value:
-    """The pipeline's already-encoded JSON result as a protobuf Value (parsed once, never re-encoded from Python)."""
-    value = struct_pb2.Value()
-    json_format.Parse(result_json, value)
-    return value
-
-
 def call_response(result: CallResult) -> pb.CallResponse:
     """A CallResult as the proto's CallResponse; ``receipt`` is left unset when the result has none."""
     receipt = None
@@ -138,7 +103,8 @@ def call_response(result: CallResult) -> pb.CallResponse:
         receipt = pb.Receipt(seq=result.receipt.seq, hash=result.receipt.hash,
                              peer=pb.PeerReceipt(node=peer.node, seq=peer.seq, hash=peer.hash) if peer else None)
     return pb.CallResponse(id=result.id, correlation_id=result.correlation_id, module=result.module,
-                           result=to_value(result.result_json), receipt=receipt, served_by=result.served_by)
+                           result=to_value(result.result_json, result.result), receipt=receipt,
+                           served_by=result.served_by)
 
 
 def progress_part(part: ProgressPart) -> pb.StreamPart:

@@ -1,6 +1,9 @@
-"""The HTTP/1.1 + WebSocket door (aiohttp).
+"""The HTTP/1.1 + WebSocket door (aiohttp, with httptools in front).
 
-Plain routes go through ``HttpApi`` (shared with the HTTP/3 door).  Three WebSocket
+Plain routes go through ``HttpApi`` (shared with the HTTP/3 door).  With ``[http] fast_path`` (the
+default) the listening socket's connections start on ``http1.py``'s httptools protocol, which
+serves plain requests itself and hands a connection to aiohttp (the app below) at its first
+unusual request; without it aiohttp's own TCPSite serves everything.  Three WebSocket
 routes are connection-shaped: ``/v1/ws`` (clients: many calls and their streamed parts
 over one socket, served by ``ws_clients.py``), ``/v1/modules/attach`` (remote modules) and
 ``/v1/events`` (the console's live feed, served by ``ws_events.py``).
@@ -28,6 +31,7 @@ from daemon.core.errors import (
 from daemon.core.i18n import pick_language, t
 from daemon.core.pipeline import Pipeline
 from daemon.doors._compat import answer_parse_errors, bound_sockets
+from daemon.doors.http1 import Http1Server
 from daemon.doors.ws_clients import ClientSockets
 from daemon.doors.ws_events import EventSockets
 from daemon.hosting.attachment import Attachment
@@ -40,6 +44,8 @@ log = logging.getLogger("democratic_ai.http")
 WS_PATHS = ("/v1/ws", "/v1/modules/attach", "/v1/events")
 #: one header's value (an API key, a JWT) may be this long; a longer one is VALIDATION_ERROR (400)
 MAX_HEADER_BYTES = 16384
+#: what open requests get at close before they are cancelled (aiohttp's and the fast path's alike)
+SHUTDOWN_GRACE_S = 1.0
 
 
 class HttpDoor:
@@ -59,6 +65,9 @@ class HttpDoor:
         #: how often an attached module's credential is checked again (the authenticator's own tick)
         self.attach_recheck_s = attach_recheck_s
         self._runner: web.AppRunner | None = None
+        #: the fast path's listening socket and its connections (None: aiohttp's TCPSite listens)
+        self._listener: asyncio.AbstractServer | None = None
+        self._fast: Http1Server | None = None
         self._sockets: set[web.WebSocketResponse] = set()
         self._clients = ClientSockets(config, pipeline, self._sockets)
         #: the console's live feed (NOT_FOUND without a console)
@@ -86,29 +95,50 @@ class HttpDoor:
         # never runs, a model is not kept busy for nobody); aiohttp leaves it off by default
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
                                      handler_cancellation=True,
-                                     shutdown_timeout=1.0)
+                                     shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
         answer_parse_errors(self._runner, self._malformed)
         ssl_context = server_context(self.tls) if self.tls is not None else None
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_context)
-        await site.start()
-        sockets = bound_sockets(site)
+        if self.config.fast_path:
+            server = self._runner.server
+            assert server is not None
+            self._fast = Http1Server(self.api, server, max_body_bytes=self.config.max_body_bytes,
+                                     max_field_bytes=MAX_HEADER_BYTES, secure=ssl_context is not None,
+                                     alt_svc=lambda: self.alt_svc, handed_off_paths=frozenset(WS_PATHS))
+            # aiohttp's TCPSite's own settings (backlog 128), with the fast protocol in front
+            self._listener = await asyncio.get_running_loop().create_server(
+                self._fast.connection, host, port, reuse_address=True, ssl=ssl_context, backlog=128)
+            sockets = list(self._listener.sockets)
+        else:
+            site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_context)
+            await site.start()
+            sockets = bound_sockets(site)
         self.port = sockets[0].getsockname()[1] if sockets else port
         log.info("http door listening", extra={"listen": f"{host}:{self.port}", "tls": self.tls is not None})
 
     async def stop_accepting(self) -> None:
         """Close the listening socket; connections already open keep being served."""
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             for site in list(self._runner.sites):
                 await site.stop()
 
     async def close(self) -> None:
-        """Close every open WebSocket with 1001 (going away), then stop the runner (1 s for open requests)."""
+        """Close every open WebSocket with 1001 (going away), then end the fast connections and the runner.
+
+        Both give requests in flight ``SHUTDOWN_GRACE_S`` before cancelling them."""
         for ws in list(self._sockets):
             await ws.close(code=1001, message=b"hub shutting down")
+        if self._listener is not None:
+            self._listener.close()
+        ends = []
+        if self._fast is not None:  # the same 1 s for answers in flight as aiohttp's shutdown_timeout
+            ends.append(self._fast.shutdown(SHUTDOWN_GRACE_S))
         if self._runner is not None:
-            await self._runner.cleanup()
+            ends.append(self._runner.cleanup())
             self._runner = None
+        await asyncio.gather(*ends)
 
     # -- plain routes -----------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -11,6 +11,9 @@ connections (a new one beyond is closed at once with CONNECTION_REFUSED),
 ``max_buffered_bytes`` of request bodies held per connection (a stream that would pass it
 is answered 503 UNAVAILABLE): bodies are held until their call ends.  A request
 stream the client resets, or a connection that ends, cancels its call in the pipeline.
+QPACK keeps to its static table both ways (``_compat.static_table_h3``): the hub answers
+after the pipeline, not in the event that brought the request, so table acknowledgments
+would each cost a datagram of their own.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from urllib.parse import parse_qsl
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.buffer import Buffer
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import TRANSPORT_CLOSE_FRAME_CAPACITY, NetworkAddress
@@ -44,6 +47,7 @@ from daemon.doors._compat import (
     quic_server_configuration,
     quic_server_knows,
     quic_server_transport,
+    static_table_h3,
 )
 from daemon.runtime.config import Http3Config, parse_listen
 from daemon.runtime.tls import TlsPair, ensure_pair
@@ -66,7 +70,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
     def __init__(self, *args: Any, door: Http3Door, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._door = door
-        self._http = H3Connection(self._quic)
+        self._http = static_table_h3(self._quic)  # half the datagrams per call: see its docstring
         self._incoming: dict[int, _Incoming] = {}
         self.calls: dict[int, asyncio.Task[None]] = {}
         #: request body bytes this connection has the hub hold: received, or in a call still running
@@ -168,7 +172,8 @@ class H3ServerProtocol(QuicConnectionProtocol):
             return
         path, _, query = target.partition("?")
         request = ApiRequest(method=method, path=path, headers=headers, body=bytes(incoming.body),
-                             query=dict(parse_qsl(query)), remote=self._remote, door="http3", secure=True)
+                             query=dict(parse_qsl(query)) if query else {}, remote=self._remote, door="http3",
+                             secure=True)
         await self._answer(stream_id, await self._door.api.handle(request))
 
     async def _answer(self, stream_id: int, response: ApiResponse) -> None:

@@ -27,9 +27,9 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from daemon.api.http_api import ApiRequest, ApiResponse, error_response, parse_call
+from daemon.api.http_api import ApiResponse, error_response, parse_call
 from daemon.core.decoding import decode_json_async
-from daemon.core.envelope import CallResult, Credentials, ProgressPart
+from daemon.core.envelope import CallResult, Credentials, ProgressPart, new_trace_id
 from daemon.core.errors import HubError, InternalError, RateLimited, Unauthenticated, ValidationError
 from daemon.core.i18n import language_var, pick_language, t
 from daemon.core.pipeline import Pipeline
@@ -37,7 +37,11 @@ from daemon.runtime.config import HttpConfig
 
 log = logging.getLogger("democratic_ai.http")
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[dict[str, Any] | str], Awaitable[None]]
+#: what a bad frame is called in its VALIDATION_ERROR (made once, not per frame)
+_FRAME = t("errors.what.frame")
+#: json.dumps(frame, separators=(",", ":")) without building an encoder per frame
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class _Refused(Exception):
@@ -69,7 +73,7 @@ class ClientSockets:
 
     async def _serve(self, request: web.Request, write: Callable[[ApiResponse], web.StreamResponse]
                      ) -> web.StreamResponse:
-        trace_id = _trace_id(request)
+        trace_id = _trace_id(_supplied_trace_id(request))
         ip, ua = request.remote or "", request.headers.get("User-Agent", "")
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.config.max_body_bytes)
         if not ws.can_prepare(request).ok:
@@ -85,10 +89,11 @@ class ClientSockets:
         self.sockets.add(ws)
         send_lock = asyncio.Lock()
 
-        async def send(frame: dict[str, Any]) -> None:
+        async def send(frame: dict[str, Any] | str) -> None:
+            text = frame if isinstance(frame, str) else _encode(frame)  # a str: already encoded
             async with send_lock:
                 if not ws.closed:
-                    await ws.send_str(json.dumps(frame, separators=(",", ":")))
+                    await ws.send_str(text)
 
         try:
             if not credentials.present:
@@ -116,7 +121,7 @@ class ClientSockets:
                                "frames must be JSON text")
             return Credentials()  # the socket is closing: nothing will be read
         try:
-            frame = await decode_json_async(message.data, what=t("errors.what.frame"))
+            frame = await decode_json_async(message.data, what=_FRAME)
         except ValidationError as exc:
             raise _Refused(_frame_error(None, exc, trace_id), "the first frame is not valid JSON") from None
         if not (isinstance(frame, dict) and frame.get("type") == "auth"):
@@ -144,6 +149,7 @@ class ClientSockets:
     async def _calls(self, ws: web.WebSocketResponse, send: Send, credentials: Credentials, request: web.Request,
                      ip: str, ua: str) -> None:
         limit = self.config.ws_max_in_flight
+        supplied = _supplied_trace_id(request)  # the upgrade's headers do not change: read them once
         in_flight: set[asyncio.Task[None]] = set()
         async with asyncio.TaskGroup() as calls:
             async for message in ws:
@@ -151,9 +157,9 @@ class ClientSockets:
                     if message.type is WSMsgType.BINARY:
                         await send(_frame_error(None, ValidationError(t("errors.ws_clients.frames_json_text")), ""))
                     continue
-                trace_id = _trace_id(request)
+                trace_id = _trace_id(supplied)
                 try:
-                    frame = await decode_json_async(message.data, what=t("errors.what.frame"))
+                    frame = await decode_json_async(message.data, what=_FRAME)
                 except ValidationError as exc:
                     await send(_frame_error(None, exc, trace_id))
                     continue
@@ -200,15 +206,40 @@ async def _refuse(ws: web.WebSocketResponse, send: Send, refused: _Refused) -> N
     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=refused.reason.encode()[:120])  # fits 123 bytes
 
 
-def _trace_id(request: web.Request) -> str:
-    """The caller's X-Trace-Id when acceptable, else a fresh one (ApiRequest's rule)."""
-    return ApiRequest("GET", "", {"x-trace-id": request.headers.get("X-Trace-Id", "")}).trace_id
+def _supplied_trace_id(request: web.Request) -> str:
+    """The upgrade's X-Trace-Id when acceptable (ApiRequest's rule), else ""."""
+    supplied = request.headers.get("X-Trace-Id", "")
+    return supplied if supplied and len(supplied) <= 64 and supplied.isprintable() else ""
 
 
-def _part_frame(part: ProgressPart | CallResult, call_id: Any) -> dict[str, Any]:
+def _trace_id(supplied: str) -> str:
+    """A frame's trace id: the upgrade's X-Trace-Id when it had one, else a fresh one per frame."""
+    return supplied or new_trace_id()
+
+
+def _part_frame(part: ProgressPart | CallResult, call_id: Any) -> dict[str, Any] | str:
     # "id" is the client's call id; the hub's message id travels as "message_id"
-    frame = {"type": "result", **part.to_dict()} if isinstance(part, CallResult) else part.to_dict()
+    if isinstance(part, CallResult):
+        if part.result_json.isascii():
+            return _result_text(part, call_id)
+        frame = {"type": "result", **part.to_dict()}
+    else:
+        frame = part.to_dict()
     return {**frame, "id": call_id, "message_id": part.id}
+
+
+def _result_text(result: CallResult, call_id: Any) -> str:
+    """The result frame as ``_encode`` would write it, with the pipeline's encoded result spliced in.
+
+    Only for an ASCII ``result_json``: it is encoded without escaping non-ASCII, the frame with
+    escaping, and the spliced text must be the very same bytes the dict path gives.
+    """
+    receipt = result.receipt
+    served_by = f',"served_by":{_encode(result.served_by)}' if result.served_by else ""
+    return (f'{{"type":"result","id":{_encode(call_id)},"correlation_id":{_encode(result.correlation_id)},'
+            f'"module":{_encode(result.module)},"result":{result.result_json.decode("ascii")},'
+            f'"receipt":{_encode(receipt.to_dict()) if receipt is not None else "null"}{served_by},'
+            f'"message_id":{_encode(result.id)}}}')
 
 
 def _frame_error(call_id: Any, exc: HubError, trace_id: str) -> dict[str, Any]:

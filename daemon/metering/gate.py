@@ -50,9 +50,10 @@ from prometheus_client import CollectorRegistry, Counter
 
 from daemon.core.envelope import Envelope, Principal, Receipt
 from daemon.core.errors import ConfigError, CreditsExhausted, ModuleError, RateLimited, ValidationError
+from daemon.core.fastinit import fast_init
 from daemon.core.i18n import t
 from daemon.core.ports import Admission
-from daemon.metering.ledger.events import UsageEvent
+from daemon.metering.ledger.events import MAX_BYTES, MAX_COMPUTE_MS, UsageEvent
 from daemon.metering.ledger.writer import Ledger
 from daemon.metering.ratelimit import Decision, FixedWindow, LeakyBucket, Limiter, SlidingWindow, TokenBucket
 from daemon.runtime.config import PlanConfig, parse_rate
@@ -75,6 +76,7 @@ SWEEP_EVERY_S = 60.0
 RefusalHook = Callable[[Principal, str], object]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, weakref_slot=True)
 class Ticket:
     """The gate's part of an Admission (its ``token``): what record will debit."""
@@ -91,6 +93,10 @@ class _Check:
     limiter: Limiter
     cost: float
     window_s: float
+    #: an api_calls check: its quota goes into the RateLimit-* headers of every admitted call
+    calls: bool = False
+    #: its RateLimit-Limit and RateLimit-Policy values, the same for every call (made at first use)
+    fixed: tuple[str, str] | None = None
 
 
 class UsageGate:
@@ -150,35 +156,49 @@ class UsageGate:
             self.sweep(now)
         plan_name, plan = self._plan(principal)
         checks = self._checks(principal, plan_name, plan, max(0, bytes_in))
-        decisions = [(c, c.limiter.peek(now, c.cost)) for c in checks]
-        refused = [(c, d) for c, d in decisions if not d.allowed]
+        # one pass: each limiter decides once; the headers follow the api_calls quota closest to running out
+        refused = False
+        closest: tuple[_Check, Decision] | None = None
+        decisions = []
+        for c in checks:
+            decision = c.limiter.peek(now, c.cost)
+            decisions.append(decision)
+            if not decision.allowed:
+                refused = True
+            elif c.calls and (closest is None or decision.remaining / decision.limit
+                              < closest[1].remaining / closest[1].limit):
+                closest = (c, decision)
         if refused:
-            check, decision = max(refused, key=lambda cd: cd[1].retry_after_s)
-            await self._refuse(principal, f"rate_limited_{check.reason}")
-            headers = _headers(check, decision)
-            retry = max(1, math.ceil(decision.retry_after_s))
-            headers["Retry-After"] = str(retry)
-            raise RateLimited(t("errors.gate.rate_limit_reached_retry", limit=_describe(check), retry=retry),
-                              retry_after=retry, headers=headers, details={"limit": check.reason})
-        price = await self._credits(principal, plan)
+            await self._refuse_limits(principal, checks, decisions)
+        balance = self._ledger.balance(principal.tenant_id)
+        # postpaid (no balance) needs no await: the usual call never suspends here
+        price = Decimal(0) if balance is None else await self._credits(principal, plan)
         for check in checks:
             # every limiter allowed this cost at this instant: take it without deciding again
             check.limiter.charge(now, check.cost)
-        ticket = Ticket(principal.tenant_id, plan_name, price)
         if price:
             ticket = Ticket(principal.tenant_id, plan_name, price, next(self._tokens))
             self._reservations[ticket.reservation] = (principal.tenant_id, price)
             self._reserved[principal.tenant_id] = self._reserved.get(principal.tenant_id, Decimal(0)) + price
             # a call that dies before record must not hold its reservation forever
             weakref.finalize(ticket, self._unreserve, ticket.reservation)
-        calls = [(c, d) for c, d in decisions if c.reason.endswith("api_calls")]
-        headers = {}
-        if calls:
-            # the IETF headers describe the quota closest to running out
-            check, decision = min(calls, key=lambda cd: cd[1].remaining / cd[1].limit)
-            headers = _headers(check, decision)
-            headers["RateLimit-Remaining"] = str(max(0, int(decision.remaining)))
+        else:
+            ticket = Ticket(principal.tenant_id, plan_name, price)
+        if closest is None:
+            return Admission(headers={}, token=ticket)
+        headers = _headers(*closest)
         return Admission(headers=headers, token=ticket)
+
+    async def _refuse_limits(self, principal: Principal, checks: list[_Check], decisions: list[Decision]) -> None:
+        """RATE_LIMITED for the refusal that lasts longest, with Retry-After and its RateLimit-* fields."""
+        refused = [(c, d) for c, d in zip(checks, decisions, strict=True) if not d.allowed]
+        check, decision = max(refused, key=lambda cd: cd[1].retry_after_s)
+        await self._refuse(principal, f"rate_limited_{check.reason}")
+        headers = _headers(check, decision)
+        retry = max(1, math.ceil(decision.retry_after_s))
+        headers["Retry-After"] = str(retry)
+        raise RateLimited(t("errors.gate.rate_limit_reached_retry", limit=_describe(check), retry=retry),
+                          retry_after=retry, headers=headers, details={"limit": check.reason})
 
     @property
     def limiters(self) -> int:
@@ -227,8 +247,8 @@ class UsageGate:
             checks = self._caller_checks[who] = self._build_checks(principal, plan_name, plan)
         if "bandwidth" not in plan.rate_limits:
             return checks
-        return [_Check(c.reason, c.limiter, float(bytes_in), c.window_s) if c.reason == "plan_bandwidth" else c
-                for c in checks]
+        return [_Check(c.reason, c.limiter, float(bytes_in), c.window_s, c.calls) if c.reason == "plan_bandwidth"
+                else c for c in checks]
 
     def _build_checks(self, principal: Principal, plan_name: str, plan: PlanConfig) -> list[_Check]:
         checks: list[_Check] = []
@@ -243,11 +263,12 @@ class UsageGate:
                 else:
                     limiter = self._key_limits[(key, principal.rate_limit)] = SlidingWindow(count, window)
             if limiter is not None:
-                checks.append(_Check("key_api_calls", limiter, 1.0, limiter.window_s))
+                checks.append(_Check("key_api_calls", limiter, 1.0, limiter.window_s, calls=True))
         costs = {"api_calls": 1.0, "compute_time": 0.0, "bandwidth": 0.0, "storage_bytes": 0.0}  # bytes: per call
         for metric in plan.rate_limits:
             tenant_limiter = self._tenant_limiter(principal.tenant_id, plan_name, plan, metric)
-            checks.append(_Check(f"plan_{metric}", tenant_limiter, costs[metric], tenant_limiter.window_s))
+            checks.append(_Check(f"plan_{metric}", tenant_limiter, costs[metric], tenant_limiter.window_s,
+                                 calls=metric == "api_calls"))
         return checks
 
     def _tenant_limiter(self, tenant: str, plan_name: str, plan: PlanConfig, metric: str) -> Limiter:
@@ -317,7 +338,8 @@ class UsageGate:
                 bytes_in=max(0, int(envelope.bytes_in)), bytes_out=int(bytes_out), units=units,
                 credits=-ticket.price, ts=self._wall(), trace_id=envelope.trace_id or envelope.id)
             try:
-                event.validate()
+                if not _plainly_valid(event):
+                    event.validate()  # the full check, and its precise message when it refuses
             except ValidationError as exc:
                 # what the call measured is impossible: the module's fault (502), not the caller's
                 raise ModuleError(t("errors.gate.module_reported_impossible_usage", message=exc.message)) from None
@@ -335,16 +357,35 @@ class UsageGate:
         return receipt
 
 
+def _plainly_valid(event: UsageEvent) -> bool:
+    """True only for a usage event that ``UsageEvent.validate`` would pass: the usual call's, checked in a
+    few comparisons (no units, exact types, within the caps).  False means "ask validate", not "invalid"."""
+    compute_ms, bytes_in, bytes_out, credits = event.compute_ms, event.bytes_in, event.bytes_out, event.credits
+    return (
+        not event.units and event.kind == "usage" and event.api_calls == 1
+        and 0 < len(event.tenant_id) <= 256 and 0 < len(event.subject) <= 256 and 0 < len(event.action) <= 256
+        and "@" not in event.subject
+        and type(compute_ms) is float and 0.0 <= compute_ms <= MAX_COMPUTE_MS
+        and type(bytes_in) is int and 0 <= bytes_in <= MAX_BYTES
+        and type(bytes_out) is int and 0 <= bytes_out <= MAX_BYTES
+        and type(credits) is Decimal and (not credits or (credits.is_finite() and credits < 0))  # 0: postpaid
+        and type(event.ts) is float and 0.0 <= event.ts < math.inf
+    )
+
+
 def _headers(check: _Check, decision: Decision) -> dict[str, str]:
     """The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers), both spellings."""
-    limit, remaining = int(decision.limit), max(0, int(decision.remaining))
+    fixed = check.fixed
+    if fixed is None:  # a limiter's limit and window never change
+        limit = int(decision.limit)
+        fixed = check.fixed = (str(limit), f'"{check.reason}";q={limit};w={int(check.window_s)}')
+    remaining = max(0, int(decision.remaining))
     reset = max(0, math.ceil(decision.reset_s))
-    window = int(check.window_s)
     return {
-        "RateLimit-Limit": str(limit),
+        "RateLimit-Limit": fixed[0],
         "RateLimit-Remaining": str(remaining),
         "RateLimit-Reset": str(reset),
-        "RateLimit-Policy": f'"{check.reason}";q={limit};w={window}',
+        "RateLimit-Policy": fixed[1],
         "RateLimit": f'"{check.reason}";r={remaining};t={reset}',
     }
 

@@ -29,7 +29,10 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from daemon.core.fastinit import fast_init
 
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The answer of a limiter for one request."""

@@ -81,6 +81,9 @@ class HttpConfig:
     metrics_token: str = ""
     #: the console's cookie says Secure even on plain http (TLS ends at a proxy in front of the hub)
     console_secure_cookie: bool = False
+    #: plain requests served by the httptools fast path, anything unusual handed to aiohttp;
+    #: false: aiohttp serves every request itself
+    fast_path: bool = True
 
 
 @dataclass(frozen=True)

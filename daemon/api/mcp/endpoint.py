@@ -317,6 +317,9 @@ class McpEndpoint:
                 result = await self.pipeline.call(call, credentials, ip=rpc.request.remote, user_agent=ua)
             except HubError as exc:
                 return self._call_failed(rpc, exc)
+            reply = tools.tool_reply(rpc, result)
+            if reply is not None:
+                return ApiResponse(200, {"content-type": "application/json"}, reply)
             return self._result(rpc, tools.tool_result(rpc, result))
         assert isinstance(token, str | int)
         parts = self.pipeline.stream(call, credentials, ip=rpc.request.remote, user_agent=ua)

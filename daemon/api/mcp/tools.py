@@ -10,16 +10,23 @@ JSON-RPC -32602 with the contract body as ``data``; any other is a tool result w
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from daemon.api.mcp.jsonrpc import INVALID_PARAMS, Rpc, RpcError, message, sse_event
+from daemon.api.mcp.versions import SERVER_INFO, SERVER_INFO_KEY
 from daemon.core.envelope import CallRequest, CallResult, CapabilityEntry, ProgressPart, trace_id_var
 from daemon.core.errors import HubError
 
 # params._meta keys of this hub
 TTL_KEY = "democratic-ai/ttl"  # the call's TTL in seconds
 PRIORITY_KEY = "democratic-ai/priority"  # 0-9, as /v1/call's priority
+
+#: http_api.encode's JSON (compact, non-ASCII kept), without building an encoder per call
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: the tail every modern reply ends its result with (endpoint._result adds it to the others)
+_MODERN_TAIL = b',"resultType":"complete","_meta":' + _json({SERVER_INFO_KEY: SERVER_INFO}).encode() + b"}}"
 
 
 def object_schema(schema: Any) -> dict[str, Any]:
@@ -71,6 +78,25 @@ def tool_result(rpc: Rpc, result: CallResult) -> dict[str, Any]:
     if result.served_by:
         out["_meta"] = {"democratic-ai/served_by": result.served_by}
     return out
+
+
+def tool_reply(rpc: Rpc, result: CallResult) -> bytes | None:
+    """The whole JSON-RPC answer to a successful tools/call, with the pipeline's encoded result spliced in.
+
+    Byte for byte what ``encode(message(rpc.id, tool_result(...)))`` with the endpoint's modern
+    ``_meta`` gives (``result_json`` is encoded as ``encode`` does): the result is not encoded
+    again, twice (as text and as ``structuredContent``).  None for a forwarded call (its
+    ``result_json`` is the peer's bytes): the dict path answers it.
+    """
+    if result.served_by:
+        return None
+    text = result.result_json.decode()
+    structured = result.result_json if isinstance(result.result, dict) else \
+        b'{"result":' + result.result_json + b"}"
+    return b"".join((b'{"jsonrpc":"2.0","id":', _json(rpc.id).encode(),
+                     b',"result":{"content":[{"type":"text","text":', _json(text).encode(),
+                     b'}],"structuredContent":', structured, b',"isError":false',
+                     _MODERN_TAIL if rpc.modern else b"}}"))
 
 
 def call_error(rpc: Rpc, exc: HubError) -> dict[str, Any]:

@@ -1,31 +1,43 @@
 """The ledger writer's own process, and the msgpack frames that cross its pipe.
 
-``python -m daemon.metering.ledger.process PATH CONFIG_JSON`` runs ``main`` here: one
-``UsageLedger`` and a loop that only relays frames.
+``python -m daemon.metering.ledger.process PATH CONFIG_JSON`` runs ``main`` here: two threads and
+no event loop.  The main thread reads the pipe and turns every frame of a read into a prepared
+event (``Prepared``: no ``UsageEvent``, no future); it hands the whole read to the writer thread
+at once.  The writer thread owns the ledger's write connection (``Committer``): it gathers a
+batch as the in-process writer does (``batch_max`` events, ``batch_delay_ms``), commits it with
+one fsync, and writes the receipts of the whole batch to the pipe in one frame, itself.  The
+reads go on while a commit's fsync runs, so the next batch is ready when it returns.
 
     hub -> child   [id, *event fields, credits]             append, answer after the commit
                    ["replay", id, *event fields, credits]   sent to a writer that died: answer with the
                                                             committed entry if it landed, else append it
     child -> hub   ["ready", {tenant: balance}, {"journal_mode", "synchronous"}]
                    ["failed", message]                      the ledger cannot be opened
-                   [id, 1, seq, hash, tenant, balance] | [id, 0, code, message]
+                   ["done", [id, seq, hash, id, seq, hash, ...], {tenant: balance}]
+                                                            committed: one frame per batch, with the
+                                                            balances of its prepaid tenants after it
+                   [id, 0, code, message]                   that event was refused
                    ["balances", {...}]                      an idle check saw another writer
                    ["metrics", text]                        the writer's own Prometheus samples
 
-The child ignores SIGINT/SIGTERM (systemd and a terminal signal the whole group): it ends when
-the hub closes its stdin, after committing and answering everything the hub sent.
+The events come from the hub, which validated them (``UsageEvent.validate``): the child only
+converts them, and a frame it cannot convert is refused alone.  The child ignores SIGINT/SIGTERM
+(systemd and a terminal signal the whole group): it ends when the hub closes its stdin, after
+committing and answering everything the hub sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import itertools
+import gc
 import json
 import logging
+import os
+import queue
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -34,11 +46,10 @@ from typing import Any
 import msgpack
 from prometheus_client import CollectorRegistry, generate_latest
 
-from daemon.core.envelope import Receipt
 from daemon.core.errors import HubError, ValidationError
+from daemon.metering.ledger.chain import Prepared, canonical_units
+from daemon.metering.ledger.commit import Committed, Committer
 from daemon.metering.ledger.events import UsageEvent
-from daemon.metering.ledger.totals import find_receipt
-from daemon.metering.ledger.writer import UsageLedger
 from daemon.runtime.config import LedgerConfig
 
 log = logging.getLogger("democratic_ai.ledger")
@@ -47,26 +58,59 @@ log = logging.getLogger("democratic_ai.ledger")
 BALANCE_CHECK_S = 0.1
 #: ... and reports its metrics
 METRICS_EVERY = 5  # balance checks
+#: how long the writer must have been idle before it looks for entries another process committed
+IDLE_CHECK_S = 0.5
+#: group commit: a gap in arrivals this long ends a batch early (batch_delay_ms still caps it)
+LINGER_S = 0.0005
+READ_SIZE = 1 << 16
 REPLAY = "replay"
-_FIELDS = ("tenant_id", "subject", "action", "module", "plan", "kind", "api_calls", "compute_ms", "bytes_in",
-           "bytes_out", "units", "ts", "trace_id", "event_id")
+DONE = "done"
+#: an event frame: the request id and these fields, then the credits as text
+FIELD_COUNT = 16
+_new = tuple.__new__
 
 
-def pack_event(request_id: int, event: UsageEvent, *, replay: bool = False) -> bytes:
-    """One event as the hub sends it; ``replay``: it went to a writer that died before answering."""
+def pack_event(request_id: int, event: UsageEvent, *, replay: bool = False,
+               pack: Callable[[Any], bytes] = msgpack.packb) -> bytes:
+    """One event as the hub sends it; ``replay``: it went to a writer that died before answering.
+
+    ``pack``: a ``msgpack.Packer().pack`` of the caller's, kept for its thread (``packb`` builds
+    a Packer per call, half of this function's cost); the bytes are the same.
+    """
     e = event
     frame = [request_id, e.tenant_id, e.subject, e.action, e.module, e.plan, e.kind, e.api_calls, e.compute_ms,
              e.bytes_in, e.bytes_out, dict(e.units), e.ts, e.trace_id, e.event_id, str(e.credits)]
-    return msgpack.packb([REPLAY, *frame] if replay else frame)
+    return pack([REPLAY, *frame] if replay else frame)
+
+
+def prepare_frame(frame: list[Any]) -> Prepared:
+    """``pack_event``'s frame (without a replay mark) as its entry will store it.
+
+    The same conversions as ``chain.prepare`` of the ``UsageEvent`` the hub packed, so the entry is
+    the same; TypeError/ValueError/ArithmeticError for a frame that is not one.
+    """
+    (_, tenant_id, subject, action, module, plan, kind, api_calls, compute_ms, bytes_in, bytes_out, units, ts,
+     trace_id, event_id, credits) = frame
+    if credits != "0":  # the hub sends str(Decimal): zero (postpaid) is "0"
+        amount = Decimal(credits)
+        if not amount.is_finite():
+            raise ValueError(f"credits {credits!r} is not a finite number")
+        credits = str(amount) if amount else "0"
+    if ts and not isinstance(ts, int | float):  # (a string would be multiplied, not refused)
+        raise TypeError(f"ts {ts!r} is not a number")
+    # tuple.__new__: a NamedTuple's own __new__ is a Python function, a frame per event
+    return _new(Prepared, (event_id, kind, tenant_id, subject, plan, action, module, int(api_calls),
+                           float(compute_ms), int(bytes_in), int(bytes_out), canonical_units(units) if units else "{}",
+                           credits, round(ts * 1_000_000) if ts else None, trace_id))
 
 
 class FrameBatch:
-    """Frames for one pipe, written together once per loop iteration.
+    """Frames for one pipe, written together once per loop iteration (the hub's side).
 
     One write (one syscall, one wake-up of the reader) for every frame of that iteration instead
-    of one each: under load, the events of all the calls that finished in one iteration (or the
-    receipts of one group commit) cross the pipe together.  What is written is bounded by the
-    sender, not here: the hub holds at most ``max_pending`` events, the child answers only those.
+    of one each: under load, the events of all the calls that finished in one iteration cross the
+    pipe together.  What is written is bounded by the sender, not here: the hub holds at most
+    ``max_pending`` events.
     """
 
     __slots__ = ("_frames", "_loop", "_write")
@@ -91,101 +135,212 @@ class FrameBatch:
             self._write(data)
 
 
-def unpack_event(frame: list[Any]) -> tuple[int, UsageEvent, bool]:
-    """``pack_event``'s frame back: request id, event, and whether it is a replay."""
-    replay = bool(frame) and frame[0] == REPLAY
-    request_id, *values, credits = frame[1:] if replay else frame
-    event = UsageEvent(**dict(zip(_FIELDS, values, strict=True)), credits=Decimal(credits))
-    return request_id, event, replay
+class _Pipe:
+    """The child's stdout, written whole frames at a time by either thread (blocking writes).
+
+    A hub that stops reading holds the writer once the pipe's buffer is full: it is the hub that
+    waits for those receipts.  A hub that is gone (EPIPE) is not written to again, but the writer
+    goes on committing what it was sent.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._gone = False
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            if self._gone:
+                return
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._fd, view):]
+            except OSError:  # EPIPE: the hub is gone; nobody is left to answer
+                self._gone = True
 
 
-async def _serve(path: Path, config: LedgerConfig) -> None:
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout)
-    stdout = asyncio.StreamWriter(transport, protocol, None, loop)
-    registry = CollectorRegistry()
-    async with contextlib.AsyncExitStack() as stack:
-        try:
-            ledger = await stack.enter_async_context(UsageLedger(path, config, registry))
-        except Exception as exc:  # told to the hub, which refuses to start (or retries) with the reason
-            stdout.write(msgpack.packb(["failed", f"cannot open the usage ledger {path}: {exc}"]))
-            await stdout.drain()
-            return
-        await _relay(ledger, registry, stdin, stdout)
-        # leaving the stack closes the ledger: its last batch is committed before we exit
-    with contextlib.suppress(ConnectionError):
-        await stdout.drain()
+# a job: (request id, the event, whether it is a replay)
+_Job = tuple[int, Prepared, bool]
+_STOP = object()
 
 
-async def _relay(ledger: UsageLedger, registry: CollectorRegistry, stdin: asyncio.StreamReader,
-                 stdout: asyncio.StreamWriter) -> None:
-    """Append what the hub sends, answer each after its commit, until the hub closes stdin."""
-    balances = ledger.balances()
-    stdout.write(msgpack.packb(["ready", {t: str(b) for t, b in balances.items()}, ledger.durability]))
-    calls: set[asyncio.Future[Any]] = set()
-    # every frame after "ready" goes through the batch, so they reach the hub in the order sent
-    out = FrameBatch(stdout.write)
+class _Writer:
+    """The writer thread: group commits of what the reader hands over, receipts straight to the pipe."""
 
-    def send(frame: list[Any]) -> None:
-        out.add(msgpack.packb(frame))
+    def __init__(self, committer: Committer, config: LedgerConfig, registry: CollectorRegistry, out: _Pipe) -> None:
+        self._committer = committer
+        self._config = config
+        self._registry = registry
+        self._out = out
+        self.jobs: queue.SimpleQueue[list[_Job] | object] = queue.SimpleQueue()
+        self._reported = dict(committer.balances)
+        self._checks = 0
+        self._pack: Callable[[Any], bytes] = msgpack.Packer().pack  # this thread's own
 
-    def answer(request_id: int, tenant_id: str, done: asyncio.Future[Receipt]) -> None:
-        if done.cancelled():
-            return  # only a loop torn down under us cancels one; nobody is left to answer
-        exc = done.exception()
-        if isinstance(exc, HubError):
-            send([request_id, 0, exc.code, exc.message])
-        elif exc is not None:
-            log.error("ledger append %d failed", request_id, exc_info=exc)
-        else:
-            receipt, balance = done.result(), ledger.balance(tenant_id)
-            send([request_id, 1, receipt.seq, receipt.hash, tenant_id, None if balance is None else str(balance)])
+    def run(self) -> None:
+        """Until the reader's stop: batches in, receipts out; then the last batches, answered."""
+        jobs = self.jobs
+        delay = self._config.batch_delay_ms / 1000.0
+        batch_max = self._config.batch_max
+        next_report = idle_since = time.monotonic()
+        next_report += BALANCE_CHECK_S
+        pending: list[_Job] = []  # read, not yet in a batch (a read can hold more than batch_max)
+        stop = False
+        while pending or not stop:
+            if not pending:
+                try:
+                    first = jobs.get(timeout=max(0.0, next_report - time.monotonic()))
+                except queue.Empty:
+                    first = None
+                if first is _STOP:
+                    break
+                if first is not None:
+                    pending = first  # type: ignore[assignment]
+            now = time.monotonic()
+            if pending:
+                deadline = now + delay
+                while len(pending) < batch_max and not stop:
+                    try:
+                        more = jobs.get_nowait()
+                    except queue.Empty:
+                        # linger for stragglers of the same burst, not the full delay: once
+                        # arrivals pause for LINGER_S the burst is over and waiting only adds latency
+                        wait = min(deadline - time.monotonic(), LINGER_S)
+                        if wait <= 0:
+                            break
+                        try:
+                            more = jobs.get(timeout=wait)
+                        except queue.Empty:
+                            break
+                    if more is _STOP:
+                        stop = True  # finish what was read first: the hub is owed an answer
+                        break
+                    pending.extend(more)  # type: ignore[arg-type]
+                if len(pending) > batch_max:
+                    batch, pending = pending[:batch_max], pending[batch_max:]
+                else:
+                    batch, pending = pending, []
+                self._write(batch)
+                now = idle_since = time.monotonic()
+            elif now - idle_since >= IDLE_CHECK_S:
+                self._committer.notice_other_writers()
+                idle_since = now
+            if now >= next_report:
+                self._report()
+                next_report = now + BALANCE_CHECK_S
 
-    async def replayed(event: UsageEvent) -> Receipt:
-        # a replayed event may have been committed by the writer that died: never twice
-        receipt = await asyncio.to_thread(find_receipt, ledger.path, event.event_id)
-        return receipt if receipt is not None else await ledger.append(event, validated=True)
+    def _write(self, batch: list[_Job]) -> None:
+        """Commit ``batch``; its receipts in one frame, each refusal in its own."""
+        committer = self._committer
+        ids: list[int] = []
+        entries: list[Prepared] = []
+        answers: list[Any] = []
+        tenants: set[str] = set()
+        for request_id, entry, replay in batch:
+            if replay:
+                # a replayed event may have been committed by the writer that died: never twice
+                found = committer.find(entry.event_id)
+                if found is not None:
+                    answers += (request_id, *found)
+                    tenants.add(entry.tenant_id)
+                    continue
+            ids.append(request_id)
+            entries.append(entry)
+        frames: list[bytes] = []
+        if entries:
+            results: list[Committed | HubError] = committer.commit(entries)
+            for request_id, entry, result in zip(ids, entries, results, strict=True):
+                if type(result) is tuple:
+                    answers += (request_id, *result)
+                    tenants.add(entry.tenant_id)
+                else:
+                    assert isinstance(result, HubError)
+                    frames.append(self._pack([request_id, 0, result.code, result.message]))
+        if answers:
+            balances = committer.balances
+            known = {t: str(balances[t]) for t in tenants if t in balances}
+            frames.append(self._pack([DONE, answers, known]))
+        self._out.send(b"".join(frames))
 
-    async def report() -> None:
-        nonlocal balances
-        for tick in itertools.count():
-            await asyncio.sleep(BALANCE_CHECK_S)
-            if tick % METRICS_EVERY == 0:
-                send(["metrics", generate_latest(registry)])
-            if ledger.balances() != balances:  # the writer's idle check saw another process write
-                balances = ledger.balances()
-                send(["balances", {t: str(b) for t, b in balances.items()}])
-            with contextlib.suppress(ConnectionError):  # the hub is gone: nobody is left to answer
-                await stdout.drain()  # a hub that stops reading holds the reporter, never the commits
+    def _report(self) -> None:
+        self._checks += 1
+        if self._checks % METRICS_EVERY == 1:
+            self._out.send(msgpack.packb(["metrics", generate_latest(self._registry)]))
+        balances = self._committer.balances
+        if balances != self._reported:  # a commit or the idle check saw another process write
+            self._reported = dict(balances)
+            self._out.send(msgpack.packb(["balances", {t: str(b) for t, b in self._reported.items()}]))
 
-    reporter = asyncio.create_task(report())
+
+def _request_id(frame: object) -> Any:
+    """The id a frame that could not be read claims, to refuse it by (0 when it claims none)."""
+    if not isinstance(frame, list) or not frame:
+        return 0
+    if frame[0] == REPLAY:
+        return frame[1] if len(frame) > 1 else 0
+    return frame[0]
+
+
+def _relay(stdin: int, writer: _Writer, out: _Pipe) -> None:
+    """Read the hub's frames until it closes the pipe; every read goes to the writer as one list."""
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-    while chunk := await stdin.read(65536):
+    put = writer.jobs.put
+    while chunk := os.read(stdin, READ_SIZE):
         unpacker.feed(chunk)
+        jobs: list[_Job] = []
         for frame in unpacker:
             try:
-                request_id, event, replay = unpack_event(frame)
-            except (TypeError, ValueError, ArithmeticError) as exc:
-                request_id = frame[1] if frame and frame[0] == REPLAY and len(frame) > 1 else frame[0] if frame else 0
-                send([request_id, 0, ValidationError.code, str(exc)])
-                continue
-            # no task per event: the writer's own future, answered from its done callback
-            try:
-                call = asyncio.ensure_future(replayed(event)) if replay else ledger.submit(event)
-            except HubError as exc:
-                send([request_id, 0, exc.code, exc.message])
-                continue
-            calls.add(call)
-            call.add_done_callback(calls.discard)
-            call.add_done_callback(functools.partial(answer, request_id, event.tenant_id))
-    # the hub is gone or closing: everything it sent is committed before we leave
-    if calls:
-        await asyncio.gather(*calls, return_exceptions=True)
-    reporter.cancel()
-    await asyncio.gather(reporter, return_exceptions=True)
-    out.flush()  # the last answers, before _serve drains stdout and exits
+                if len(frame) == FIELD_COUNT:
+                    jobs.append((frame[0], prepare_frame(frame), False))
+                elif frame[0] == REPLAY:
+                    jobs.append((frame[1], prepare_frame(frame[1:]), True))
+                else:
+                    raise ValueError(f"a frame of {len(frame)} fields is not an event")
+            except (TypeError, ValueError, ArithmeticError, KeyError, IndexError) as exc:
+                out.send(msgpack.packb([_request_id(frame), 0, ValidationError.code, str(exc)]))
+        if jobs:
+            put(jobs)
+
+
+def _or_exit(run: Callable[[], None]) -> None:
+    """The writer thread: a bug that ends it ends the process, so the hub starts a new writer and
+    replays what this one did not answer, instead of waiting for receipts nobody will write."""
+    try:
+        run()
+    except BaseException:
+        log.critical("the ledger writer thread failed; exiting", exc_info=True)
+        os._exit(70)
+
+
+def _serve(path: Path, config: LedgerConfig) -> int:
+    out = _Pipe(sys.stdout.fileno())
+    registry = CollectorRegistry()
+    committer = Committer(path, registry)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        committer.open()
+    except Exception as exc:  # told to the hub, which refuses to start (or retries) with the reason
+        out.send(msgpack.packb(["failed", f"cannot open the usage ledger {path}: {exc}"]))
+        return 1
+    try:
+        out.send(msgpack.packb(["ready", {t: str(b) for t, b in committer.balances.items()}, committer.durability]))
+        writer = _Writer(committer, config, registry, out)
+        thread = threading.Thread(target=_or_exit, args=(writer.run,), name="usage-ledger-writer")
+        thread.start()
+        code = 0
+        try:
+            _relay(sys.stdin.fileno(), writer, out)
+        except Exception:  # bytes that are not msgpack: the stream cannot be resynchronised
+            log.exception("the ledger writer cannot read the hub's frames; ending after what it holds")
+            code = 1
+        finally:
+            # the hub is gone or closing: everything it sent is committed and answered before we leave
+            writer.jobs.put(_STOP)
+            thread.join()
+        return code
+    finally:
+        committer.close()
 
 
 def main() -> None:
@@ -195,4 +350,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     path, config = Path(sys.argv[1]), LedgerConfig(**json.loads(sys.argv[2]))
-    asyncio.run(_serve(path, config))
+    # every event makes a few short-lived tuples, which trigger the cyclic collector; its full
+    # passes would walk every object the imports made, again and again: those are set aside
+    gc.freeze()
+    sys.exit(_serve(path, config))

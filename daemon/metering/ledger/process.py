@@ -4,12 +4,13 @@ share a GIL; and the hub's side of its pipe, which starts a new writer when one 
 In one process the writer thread must win the GIL back from the busy event loop after every
 SQLite call; under load each of those waits can last CPython's switch interval (5 ms), so a
 group commit whose fsync takes 0.3 ms took ~4 ms, and every caller waits for its batch.  Here
-the writer (``UsageLedger``, unchanged) runs in a child process (child.py) whose loop only
-relays frames.
+the writer (``Committer``, the same group commit as ``UsageLedger``'s) runs in a child process
+(child.py) with no event loop: one thread reads the pipe, one commits and answers.
 
     hub                                         child (python -m daemon.metering.ledger.process)
-    LedgerProcess.append(event) ── msgpack ──>  UsageLedger.append(event)   (group commit)
-                                <── msgpack ──  receipt, after the batch's commit
+    LedgerProcess.append(event) ── msgpack ──>  reader thread: frames -> prepared events
+                                                writer thread: group commit (one fsync a batch)
+                                <── msgpack ──  the batch's receipts, one frame, after its commit
 
 Acknowledged still means committed: the child answers only after the batch's commit.  If the
 hub dies (even kill -9) the child reads EOF, commits what it holds and exits.
@@ -51,7 +52,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from daemon.core.envelope import Receipt
 from daemon.core.errors import ERRORS_BY_CODE, HubError, Unavailable
 from daemon.core.i18n import t
-from daemon.metering.ledger.child import FrameBatch, pack_event
+from daemon.metering.ledger.child import DONE, FrameBatch, pack_event
 from daemon.metering.ledger.events import UsageEvent, open_account_event, top_up_event
 from daemon.metering.ledger.totals import UsageTotals, read_balance, read_totals
 from daemon.runtime.config import LedgerConfig
@@ -97,9 +98,12 @@ class LedgerProcess:
         self._pending: dict[int, _Sent] = {}
         #: the running child's outgoing events of this loop iteration (None while none is up)
         self._batch: FrameBatch | None = None
-        #: called after each committed event (a site's usage sync wakes on it); must be cheap, on the loop
+        #: called after each committed batch (a site's usage sync wakes on it); must be cheap, on the loop
         self.on_committed: Callable[[], None] | None = None
         self._next_id = 0
+        #: one msgpack Packer for the events this side sends (``packb`` makes a new one per call)
+        self._pack: Callable[[Any], bytes] = msgpack.Packer().pack
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was entered in
         self._balances: dict[str, Decimal] = {}
         self._metrics = b""
         self._up = False  # a child is ready and has not exited
@@ -113,6 +117,7 @@ class LedgerProcess:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def __aenter__(self) -> LedgerProcess:
+        self._loop = asyncio.get_running_loop()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._spawn(START_TIMEOUT_S)  # the first start's failure stops the hub's start
         self._supervisor = asyncio.create_task(self._supervise(), name="ledger-process-supervisor")
@@ -275,13 +280,13 @@ class LedgerProcess:
         if len(self._pending) >= self.config.max_pending:
             raise Unavailable(t("errors.process.usage_ledger_behind_events", count=len(self._pending)),
                               retry_after=RETRY_AFTER_S)
+        assert self._batch is not None and self._loop is not None  # set with the running child
         self._next_id += 1
-        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Receipt] = self._loop.create_future()
         self._pending[self._next_id] = _Sent(event, future)
         # written with the others of this loop iteration; if the writer dies first the event stays
         # pending, and the next writer gets it as a replay
-        assert self._batch is not None
-        self._batch.add(pack_event(self._next_id, event))
+        self._batch.add(pack_event(self._next_id, event, pack=self._pack))
         # if the caller is cancelled the event may still commit: billed but unacknowledged,
         # never acknowledged but unbilled
         return await future
@@ -326,7 +331,9 @@ class LedgerProcess:
 
     def _on_frame(self, frame: list[Any], ready: asyncio.Future[None]) -> None:
         kind = frame[0]
-        if kind == "ready":
+        if kind == DONE:
+            self._on_done(frame[1], frame[2])
+        elif kind == "ready":
             self._balances = {t: Decimal(b) for t, b in frame[1].items()}
             self.durability = dict(frame[2])
             ready.set_result(None)
@@ -337,20 +344,23 @@ class LedgerProcess:
             self._balances = {t: Decimal(b) for t, b in frame[1].items()}
         elif kind == "metrics":
             self._metrics = frame[1]
-        else:
+        else:  # [id, 0, code, message]: that event was refused
             sent = self._pending.pop(kind, None)
-            if sent is None or sent.future.done():
-                return
-            if frame[1]:
-                _, _, seq, digest, tenant_id, balance = frame
-                if balance is not None:
-                    self._balances[tenant_id] = Decimal(balance)
-                sent.future.set_result(Receipt(seq, digest))
-                if self.on_committed is not None:
-                    self.on_committed()
-            else:
+            if sent is not None and not sent.future.done():
                 _, _, code, message = frame
                 sent.future.set_exception(ERRORS_BY_CODE.get(code, Unavailable)(message))
+
+    def _on_done(self, answers: list[Any], balances: dict[str, str]) -> None:
+        """One committed batch: the balances after it first, then each caller's receipt."""
+        for tenant_id, balance in balances.items():
+            self._balances[tenant_id] = Decimal(balance)
+        pop = self._pending.pop
+        for i in range(0, len(answers), 3):
+            sent = pop(answers[i], None)
+            if sent is not None and not sent.future.done():
+                sent.future.set_result(Receipt(answers[i + 1], answers[i + 2]))
+        if self.on_committed is not None:
+            self.on_committed()
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
 
-from daemon.core.errors import Unavailable
+from daemon.core.errors import Unavailable, ValidationError
 from daemon.metering.ledger.chain import verify
 from daemon.metering.ledger.child import pack_event
 from daemon.metering.ledger.events import UsageEvent
@@ -142,16 +144,22 @@ def test_a_replayed_event_that_the_dead_writer_committed_is_answered_not_billed_
         [sys.executable, "-m", "daemon.metering.ledger.process", str(path), "{}"], cwd=ROOT,
         input=pack_event(41, event, replay=True) + pack_event(42, ev(8), replay=True),
         capture_output=True, timeout=60, check=True)
-    answers = {frame[0]: frame for frame in _frames(child.stdout)}
-    assert tuple(answers[41][2:4]) == committed  # the entry the dead writer made, not a new one
-    assert answers[42][1] == 1 and answers[42][2] == 2  # a replay that never landed is appended
+    answers = _receipts(child.stdout)
+    assert answers[41] == committed  # the entry the dead writer made, not a new one
+    assert answers[42][0] == 2  # a replay that never landed is appended
     assert [trace for trace, _ in rows(path)] == ["call-7", "call-8"]
 
 
-def _frames(data: bytes) -> list[list[object]]:
+def _frames(data: bytes) -> list[list[Any]]:
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
     unpacker.feed(data)
-    return [frame for frame in unpacker if isinstance(frame[0], int)]
+    return list(unpacker)
+
+
+def _receipts(data: bytes) -> dict[int, tuple[int, str]]:
+    """Request id -> (seq, hash) from the child's "done" frames (each holds a batch's receipts)."""
+    answers = [value for frame in _frames(data) if frame[0] == "done" for value in frame[1]]
+    return {answers[i]: (answers[i + 1], answers[i + 2]) for i in range(0, len(answers), 3)}
 
 
 async def test_the_events_of_one_loop_iteration_cross_the_pipe_in_one_write(tmp_path: Path) -> None:
@@ -170,3 +178,47 @@ async def test_the_events_of_one_loop_iteration_cross_the_pipe_in_one_write(tmp_
     assert len(writes) == 1
     assert sorted(r.seq for r in receipts) == list(range(1, 51))  # each caller its own receipt
     assert [trace for trace, _ in rows(tmp_path / "ledger.db")] == [f"call-{n}" for n in range(50)]
+
+
+def _child(path: Path, data: bytes, config: str = "{}") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "daemon.metering.ledger.process", str(path), config], cwd=ROOT,
+                          input=data, capture_output=True, timeout=60, check=True)
+
+
+def test_a_frame_that_is_not_an_event_is_refused_alone_and_the_writer_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    good = msgpack.unpackb(pack_event(3, ev(3)), raw=False)
+    bad_field = [4, *good[1:7], "many", *good[8:]]  # api_calls
+    nan_credits = [5, *good[1:-1], "NaN"]
+    frames = [pack_event(1, ev(1)), msgpack.packb(bad_field), msgpack.packb(7), msgpack.packb([8, "short"]),
+              msgpack.packb(nan_credits), msgpack.packb({"a": 1}), msgpack.packb(["replay"]), pack_event(2, ev(2))]
+    child = _child(path, b"".join(frames))
+    refused = {frame[0]: frame for frame in _frames(child.stdout) if isinstance(frame[0], int)}
+    assert set(refused) == {4, 0, 8, 5}  # the frames without an id are refused as 0
+    assert all(frame[1] == 0 and frame[2] == ValidationError.code for frame in refused.values())
+    assert set(_receipts(child.stdout)) == {1, 2}
+    assert [trace for trace, _ in rows(path)] == ["call-1", "call-2"]
+    assert verify(path).ok
+
+
+def test_a_read_larger_than_batch_max_is_committed_in_batches_each_answered_in_one_frame(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    child = _child(path, b"".join(pack_event(n, ev(n)) for n in range(1, 101)), '{"batch_max": 8}')
+    done = [frame for frame in _frames(child.stdout) if frame[0] == "done"]
+    assert all(len(frame[1]) <= 3 * 8 for frame in done) and len(done) >= 100 // 8
+    receipts = _receipts(child.stdout)
+    assert sorted(receipts) == list(range(1, 101))
+    assert sorted(seq for seq, _ in receipts.values()) == list(range(1, 101))
+    assert [trace for trace, _ in rows(path)] == [f"call-{n}" for n in range(1, 101)]  # in the order sent
+    assert verify(path).ok
+
+
+async def test_receipts_carry_the_balances_after_their_batch(tmp_path: Path) -> None:
+    async with LedgerProcess(tmp_path / "ledger.db") as ledger:
+        assert ledger.balance("t1") is None
+        await ledger.top_up("t1", "10", "admin:ops")
+        assert ledger.balance("t1") == Decimal(10)
+        await asyncio.gather(*(ledger.append(UsageEvent(tenant_id="t1", subject="key:abc", action="echo",
+                                                        credits=Decimal("-0.5"))) for _ in range(4)))
+        assert ledger.balance("t1") == Decimal(8)
+    assert verify(tmp_path / "ledger.db").ok

@@ -56,6 +56,25 @@ def test_what_is_not_json_text_is_refused(body: bytes) -> None:
     assert refused(body).details["pointer"] == ""
 
 
+@pytest.mark.parametrize(("body", "pointer"), [
+    (b"[1e999]", "/0"), (b'{"a": [1, {"b": -1e400}]}', "/a/1/b"), (b'{"x": 1.5, "n": 1' + b"0" * 400 + b'.0}', "/n"),
+])
+def test_a_number_that_overflows_a_float_is_refused_with_its_pointer(body: bytes, pointer: str) -> None:
+    # the usual decoder stops at such a number; the slow path must still name where it is
+    error = refused(body)
+    assert "not finite" in error.message and error.details["pointer"] == pointer
+
+
+def test_an_overflowing_number_in_text_that_is_not_json_is_refused_as_not_json() -> None:
+    assert "not valid JSON" in refused(b"[1e999, nope").message
+
+
+def test_nesting_that_only_brackets_inside_strings_suggest_is_accepted() -> None:
+    # the fast path counts brackets, strings included; past the count the full walk decides
+    body = '{"text": "' + "[" * (MAX_DEPTH + 10) + '", "deep": [[1.5]]}'
+    assert decode_json(body.encode())["deep"] == [[1.5]]
+
+
 def test_a_str_frame_with_a_raw_surrogate_is_refused() -> None:
     assert "surrogate" in refused('{"a": "\ud800"}').message
 

@@ -43,3 +43,21 @@ def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     os.waitpid(pid, 0)
     parent = new_trace_id() + new_trace_id()
     assert len(child) == 64 and child != parent
+
+
+def test_ids_drawn_from_many_threads_at_once_are_all_distinct() -> None:
+    # four ids share one hash: threads racing for a block must still never share an id
+    import threading
+
+    drawn: list[list[str]] = [[] for _ in range(4)]
+
+    def draw(out: list[str]) -> None:
+        out.extend(new_trace_id() if n % 2 else new_uuid().replace("-", "") for n in range(20_000))
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in drawn]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [i for out in drawn for i in out]
+    assert len(set(ids)) == len(ids) == 80_000

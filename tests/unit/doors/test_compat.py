@@ -81,3 +81,21 @@ async def test_an_aiohttp_server_answers_its_parsers_refusals_through_the_hub() 
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split(b" ")[1] == b"400" and b"Content-Type: application/json" in head  # not aiohttp's text
     assert b"Got more than 1024 bytes" in body
+
+
+def test_an_h3_connection_can_keep_qpack_to_the_static_table_both_ways() -> None:
+    from aioquic.h3.connection import H3Connection, Setting
+
+    h3 = _compat.static_table_h3(QuicConnection(configuration=QuicConfiguration(is_client=True)))
+    assert isinstance(h3, H3Connection)
+    assert h3._get_local_settings()[Setting.QPACK_MAX_TABLE_CAPACITY] == 0
+    assert h3._get_local_settings()[Setting.QPACK_BLOCKED_STREAMS] == 0
+    # a peer that allows a dynamic table does not get one used: no encoder-stream instructions
+    assert h3._encoder.apply_settings(max_table_capacity=4096, blocked_streams=16) == b""
+    headers = [(b":status", b"200"), (b"x-trace-id", b"0123456789abcdef"), (b"x-api-key", b"k" * 40)]
+    for stream_id in (0, 4, 8):
+        encoder_stream, block = h3._encoder.encode(stream_id, headers)
+        assert encoder_stream == b""  # nothing inserted: nothing for the peer to acknowledge
+        # and our own decoder, at capacity 0, reads such a block and owes no Section Acknowledgment
+        decoder_stream, decoded = h3._decoder.feed_header(stream_id, block)
+        assert decoder_stream == b"" and decoded == headers

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from decimal import Decimal
 
-from daemon.metering.ledger.chain import FIELDS, GENESIS, chain_rows, entry_hash
-from daemon.metering.ledger.events import UsageEvent
+import pytest
+
+from daemon.metering.ledger.chain import FIELDS, GENESIS, chain_prepared, chain_rows, entry_hash, prepare
+from daemon.metering.ledger.events import KINDS, UsageEvent
 from daemon.metering.ledger.rows import LedgerHead
 
 #: one entry's hashed fields, fixed: changing how entries are hashed breaks every existing ledger
@@ -77,3 +80,59 @@ def test_a_clock_that_jumps_back_cannot_reorder_the_chain() -> None:
     assert [r.ts_us for r in rows] == [5_000_000, 5_000_000, 5_000_000]
     later = chain_rows([top_up_event()], LedgerHead(10, rows[-1].hash, rows[-1].ts_us), now_us=6_000_000)
     assert later[0].ts_us == 6_000_000
+
+
+#: values whose JSON is easy to get subtly wrong: escapes, non-ASCII kept as it is, float forms, big ints
+AWKWARD = (2**70, 'quote " backslash \\ slash /', "ctl \x00\x1f\n\t\r\x7f", "é 日本 \u2028\u2029 🙂", "",
+           0.1, 1e16, 1e-7, -0.0, 5e-324, 1.7976931348623157e308, 12.5, 3.0, 0, -1, True, None)
+
+
+def test_the_canonical_encoder_writes_what_json_dumps_writes() -> None:
+    from daemon.metering.ledger.chain import _CANONICAL
+
+    for n in range(len(AWKWARD)):
+        values = AWKWARD[n:] + AWKWARD[:n]
+        assert _CANONICAL(values) == json.dumps(values, ensure_ascii=False, separators=(",", ":"),
+                                                allow_nan=False)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            _CANONICAL((1, bad))
+
+
+def _reference_rows(events: list[UsageEvent], head: LedgerHead, now_us: int) -> list[tuple[object, ...]]:
+    """chain_rows as first written (json.dumps, one event at a time): what every existing ledger holds."""
+    rows: list[tuple[object, ...]] = []
+    seq, prev, last_ts = head
+    for ev in events:
+        seq += 1
+        last_ts = max(last_ts, round(ev.ts * 1_000_000) if ev.ts else now_us)
+        units = json.dumps(dict(ev.units), sort_keys=True, separators=(",", ":"), allow_nan=False) if ev.units \
+            else "{}"
+        values = (seq, ev.event_id, ev.kind, ev.tenant_id, ev.subject, ev.plan, ev.action, ev.module,
+                  int(ev.api_calls), float(ev.compute_ms), int(ev.bytes_in), int(ev.bytes_out), units,
+                  str(ev.credits) if ev.credits else "0", last_ts, ev.trace_id)
+        body = json.dumps(values, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        digest = hashlib.sha256((prev + body).encode()).hexdigest()
+        rows.append((*values, prev, digest))
+        prev = digest
+    return rows
+
+
+def test_chain_rows_match_the_reference_definition_for_many_events() -> None:
+    rng = random.Random(13)
+    texts = ["t1", "ü-tenant", 'a"b', "日本", "key:abc", "x\\y", ""]
+    events = [UsageEvent(tenant_id=rng.choice(texts[:-1]), subject=rng.choice(texts[:-1]), action=rng.choice(texts),
+                         module=rng.choice(texts), plan=rng.choice(texts), kind=rng.choice(KINDS),
+                         api_calls=rng.randrange(0, 5), compute_ms=rng.choice([0.0, 0.1, 1e16, rng.random() * 1e4]),
+                         bytes_in=rng.randrange(1 << 40), bytes_out=rng.randrange(1 << 20),
+                         units=rng.choice([{}, {"audio_s": 1.5}, {"b": 2.0, "a": 1e-7}]),
+                         credits=rng.choice([Decimal(0), Decimal("-0.05"), Decimal("1000"), Decimal("0.000"),
+                                             Decimal("-1E+2")]),
+                         ts=rng.choice([0.0, 1_700_000_000.123456, 1e-7, rng.random() * 2e9]),
+                         trace_id=rng.choice(texts))
+              for _ in range(500)]
+    head = LedgerHead(41, "ab" * 32, 1_700_000_000_000_000)
+    assert [tuple(row) for row in chain_rows(events, head, now_us=1_750_000_000_000_000)] == \
+        _reference_rows(events, head, 1_750_000_000_000_000)
+    assert chain_prepared([prepare(ev) for ev in events], head, 1_750_000_000_000_000) == \
+        _reference_rows(events, head, 1_750_000_000_000_000)

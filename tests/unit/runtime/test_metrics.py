@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from daemon.runtime.metrics import HubMetrics
+import random
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from daemon.runtime.metrics import LATENCY_BUCKETS, HubMetrics
 
 
 class Clock:
@@ -59,3 +63,30 @@ def test_a_module_that_is_gone_loses_its_gauges() -> None:
     metrics.set_module_stats({"echo": (0, 0)})
     assert series(metrics, "democratic_ai_queue_depth{") == ['democratic_ai_queue_depth{module="echo"} 0.0']
     assert series(metrics, "democratic_ai_in_flight{") == ['democratic_ai_in_flight{module="echo"} 0.0']
+
+
+
+def test_the_calls_series_read_as_prometheus_clients_counter_and_histogram_would() -> None:
+    # the reference: the library's own Counter and Histogram, fed the same calls
+    registry = CollectorRegistry()
+    requests = Counter("democratic_ai_requests", "Calls answered, by door, action and result code",
+                       ["door", "action", "code"], registry=registry)
+    latency = Histogram("democratic_ai_request_seconds", "Time from a call's arrival to its answer",
+                        ["door", "action"], buckets=LATENCY_BUCKETS, registry=registry)
+    metrics = HubMetrics(clock=Clock())
+    rng = random.Random(7)
+    edges = [0.0, *LATENCY_BUCKETS, 30.5, 1e-9, 0.00050000001]  # each bucket's bound itself, and just past it
+    for n in range(3000):
+        door, action, code = rng.choice(["http", "ws"]), rng.choice(["echo", "ocr"]), rng.choice(["OK", "NOT_FOUND"])
+        seconds = rng.choice(edges) if n % 3 else rng.random() * rng.choice([0.001, 0.1, 40])
+        metrics.observe_call(door, action, code, seconds)
+        requests.labels(door, action, code).inc()
+        latency.labels(door, action).observe(seconds)
+
+    def calls(body: bytes) -> list[str]:  # the two families; _created holds each side's own creation time
+        return [line for line in body.decode().splitlines()
+                if "democratic_ai_request" in line and "_created" not in line]
+
+    ours = calls(metrics.render())
+    assert len(ours) == 8 + 4 * (len(LATENCY_BUCKETS) + 3) + 4  # 8 request series, 4 histograms, 4 headers
+    assert ours == calls(generate_latest(registry))
