@@ -32,9 +32,9 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(pattern)) for nam
     ("pipeline glue", r"core/pipeline\.py"),
     ("JSON decoding", r"core/decoding\.py|json/decoder\.py"),
     ("HTTP API: parse, headers", r"api/http_api\.py|core/i18n\.py|console/routes\.py"),
-    ("door: aiohttp request → ApiRequest → Response", r"doors/http\.py"),
+    ("door: the request in, the answer out", r"doors/http1?(_wire)?\.py"),
 ]]
-OTHER = "aiohttp, the loop, the kernel"
+OTHER = "uvloop, aiohttp, the kernel"
 
 
 def stage_of(frames: list[str]) -> str:

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -132,12 +132,13 @@ class Pipeline:
         """The caller behind ``credentials`` (also for admin, MCP and attach routes); UNAUTHENTICATED if none."""
         return await self.auth.authenticate(credentials, ip=ip, user_agent=user_agent)
 
-    async def call(self, request: CallRequest, credentials: Credentials, *, ip: str = "",
-                   user_agent: str = "") -> CallResult:
-        """A unary call: the final result (a streaming capability is drained)."""
-        with _CallScope(self, request) as scope:
-            principal = await self.auth.authenticate(credentials, ip=ip, user_agent=user_agent)
-            return await self._call(scope, request, principal, self.usage)
+    def call(self, request: CallRequest, credentials: Credentials, *, ip: str = "",
+             user_agent: str = "") -> Coroutine[Any, Any, CallResult]:
+        """A unary call: the final result (a streaming capability is drained).
+
+        Not a coroutine function itself: the call runs in ``_call``'s one coroutine (see there).
+        """
+        return self._call(request, self.usage, None, credentials, ip, user_agent)
 
     async def stream(
         self, request: CallRequest, credentials: Credentials, *, ip: str = "", user_agent: str = "",
@@ -149,15 +150,15 @@ class Pipeline:
                 async for part in parts:
                     yield part
 
-    async def call_for_peer(self, request: CallRequest, principal: Principal, usage: UsageGate) -> CallResult:
+    def call_for_peer(self, request: CallRequest, principal: Principal,
+                      usage: UsageGate) -> Coroutine[Any, Any, CallResult]:
         """A call a fleet peer forwarded.
 
         ``principal`` is the origin's caller as the peer's signed assertion states it, and ``usage``
         records the call as served for that peer: the origin already admitted it against the
         caller's own limits and credits.
         """
-        with _CallScope(self, request) as scope:
-            return await self._call(scope, request, principal, usage)
+        return self._call(request, usage, principal)
 
     async def stream_for_peer(self, request: CallRequest, principal: Principal,
                               usage: UsageGate) -> AsyncGenerator[ProgressPart | CallResult, None]:
@@ -167,51 +168,56 @@ class Pipeline:
                 async for part in parts:
                     yield part
 
-    async def _call(self, scope: _CallScope, request: CallRequest, principal: Principal,
-                    usage: UsageGate) -> CallResult:
-        """admit -> schedule -> execute -> record, in one coroutine: a unary call is the hot path, and each
-        nested coroutine frame is resumed again on every wake-up (the ledger's receipt, a queued slot)."""
-        envelope, handle = self._route(scope, request, principal)
-        if handle is None or request.bytes_in > OFFLOAD_BYTES:
-            envelope, handle = await self._checked(request, envelope, handle)
-            if handle is None:
-                if envelope.type is MessageType.EVENT:
-                    return await self._broadcast(envelope, usage)
-                return await self._forward(envelope, usage)
-        else:
-            handle.check_input(envelope.action, envelope.payload)  # before a token, a credit or a slot
-        admission = await usage.admit(envelope)
-        try:
-            tried: set[str] = set()
-            deadline = envelope.deadline
-            while True:
-                call = self._call_for(envelope)
-                scheduler = self.host.scheduler(handle.module_id)
-                slots = scheduler.slots
-                if not slots.try_acquire():
-                    await scheduler.acquire(envelope.priority, deadline)
-                try:
-                    try:  # the slot, held as ``scheduler.slot`` would hold it, without an async context manager
-                        started = time.perf_counter()
-                        if deadline is None:
-                            result = await handle.invoke(envelope.action, envelope.payload, call)
-                        else:
-                            async with asyncio.timeout_at(deadline):
+    async def _call(self, request: CallRequest, usage: UsageGate, principal: Principal | None,
+                    credentials: Credentials | None = None, ip: str = "", user_agent: str = "") -> CallResult:
+        """authenticate (unless a peer vouched: ``principal``) -> admit -> schedule -> execute -> record, in
+        one coroutine: a unary call is the hot path, and each nested coroutine frame is resumed again on every
+        wake-up (the ledger's receipt, a queued slot)."""
+        with _CallScope(self, request) as scope:
+            if principal is None:
+                assert credentials is not None
+                principal = await self.auth.authenticate(credentials, ip=ip, user_agent=user_agent)
+            envelope, handle = self._route(scope, request, principal)
+            if handle is None or request.bytes_in > OFFLOAD_BYTES:
+                envelope, handle = await self._checked(request, envelope, handle)
+                if handle is None:
+                    if envelope.type is MessageType.EVENT:
+                        return await self._broadcast(envelope, usage)
+                    return await self._forward(envelope, usage)
+            else:
+                handle.check_input(envelope.action, envelope.payload)  # before a token, a credit or a slot
+            admission = await usage.admit(envelope)
+            try:
+                tried: set[str] = set()
+                deadline = envelope.deadline
+                while True:
+                    call = self._call_for(envelope)
+                    scheduler = self.host.scheduler(handle.module_id)
+                    slots = scheduler.slots
+                    if not slots.try_acquire():
+                        await scheduler.acquire(envelope.priority, deadline)
+                    try:
+                        try:  # the slot, held as ``scheduler.slot`` would hold it, without an async context manager
+                            started = time.perf_counter()
+                            if deadline is None:
                                 result = await handle.invoke(envelope.action, envelope.payload, call)
-                        compute_ms = (time.perf_counter() - started) * 1000
-                    finally:
-                        slots.release()
-                except ModuleGone:
-                    handle = self._another(envelope, handle, tried, yielded=False)
-                    continue
-                break
-            result_json = encode_json(result)
-            receipt = await usage.record(envelope, handle.module_id, call.usage, compute_ms, len(result_json),
-                                         admission)
-            return CallResult(envelope.id, envelope.correlation_id, handle.module_id, result, receipt, call.usage,
-                              result_json, admission.headers, "", compute_ms)
-        finally:
-            usage.release(admission)  # a no-op once the call is recorded
+                            else:
+                                async with asyncio.timeout_at(deadline):
+                                    result = await handle.invoke(envelope.action, envelope.payload, call)
+                            compute_ms = (time.perf_counter() - started) * 1000
+                        finally:
+                            slots.release()
+                    except ModuleGone:
+                        handle = self._another(envelope, handle, tried, yielded=False)
+                        continue
+                    break
+                result_json = encode_json(result)
+                receipt = await usage.record(envelope, handle.module_id, call.usage, compute_ms, len(result_json),
+                                             admission)
+                return CallResult(envelope.id, envelope.correlation_id, handle.module_id, result, receipt, call.usage,
+                                  result_json, admission.headers, "", compute_ms)
+            finally:
+                usage.release(admission)  # a no-op once the call is recorded
 
     async def _stream(self, scope: _CallScope, request: CallRequest, principal: Principal,
                       usage: UsageGate) -> AsyncGenerator[ProgressPart | CallResult, None]:

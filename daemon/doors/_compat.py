@@ -2,9 +2,9 @@
 
 aiohttp, aioquic and grpcio-health-checking have no public API for a few things the doors
 need (the port a site really bound, a cap on the peer's concurrent streams, whether a QUIC
-connection is closing, the asyncio health servicer). Each reach is a small function here,
-named for what it gets; ``tests/unit/doors/test_compat.py`` fails when a pinned library
-moves one, so an upgrade breaks a test instead of a door.
+connection is closing, when a QUIC ACK goes out, the asyncio health servicer). Each reach is a
+small function here, named for what it gets; ``tests/unit/doors/test_compat.py`` fails when a
+pinned library moves one, so an upgrade breaks a test instead of a door.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import pylsqpack
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
+from aioquic import tls
 from aioquic.asyncio.server import QuicServer
 from aioquic.h3.connection import H3Connection, Setting
 from aioquic.quic.configuration import QuicConfiguration
@@ -28,7 +29,9 @@ __all__ = [
     "answer_parse_errors",
     "bound_sockets",
     "cap_peer_request_streams",
+    "quic_ack_due",
     "quic_closing",
+    "quic_hold_ack",
     "quic_server_configuration",
     "quic_server_knows",
     "quic_server_transport",
@@ -99,6 +102,31 @@ def static_table_h3(quic: QuicConnection) -> H3Connection:
     knob for it: the settings come from a private method and the codecs are private attributes.
     """
     return _StaticTableH3(quic)
+
+
+def quic_hold_ack(quic: QuicConnection, until: float) -> bool:
+    """Let the ACK owed for 1-RTT packets wait until ``until``; False when none is owed.
+
+    aioquic sends an ACK ``ack_delay`` (1 ms) after an ack-eliciting packet and writes one
+    into an outgoing packet only once it is due, so an answer sent after that millisecond
+    leaves behind an ACK-only datagram of its own (a timer, a packet built, sealed and sent),
+    and one sent before it leaves the ACK to that timer all the same.  Held, and made due with
+    ``quic_ack_due`` just before the answer goes out, the ACK rides in the answer's packet.
+    aioquic has no knob: the time is ``ack_at`` of the private application packet space.
+    """
+    space = quic._spaces.get(tls.Epoch.ONE_RTT)
+    if space is None or space.ack_at is None:
+        return False
+    if space.ack_at < until:
+        space.ack_at = until
+    return True
+
+
+def quic_ack_due(quic: QuicConnection, now: float) -> None:
+    """Make the ACK owed for 1-RTT packets (if any) due at ``now``: the next packet sent carries it."""
+    space = quic._spaces.get(tls.Epoch.ONE_RTT)
+    if space is not None and space.ack_at is not None and space.ack_at > now:
+        space.ack_at = now
 
 
 def quic_closing(quic: QuicConnection) -> bool:

@@ -18,6 +18,11 @@ from daemon.core.errors import ValidationError
 from daemon.core.i18n import t
 from proto import mcp_v2_pb2 as pb
 
+#: the full names of the two messages a payload ``Any`` may hold
+_STRUCT, _VALUE = struct_pb2.Struct.DESCRIPTOR.full_name, struct_pb2.Value.DESCRIPTOR.full_name
+#: what a refusal calls the payload (rendered only for a refusal; built once, not per call)
+_PAYLOAD_WHAT = t("errors.what.payload")
+
 
 def decode_payload(message: pb.MCPMessage) -> Any:
     """``payload`` (an Any holding a Struct, or a Value) -> JSON value; empty -> {}.
@@ -26,22 +31,26 @@ def decode_payload(message: pb.MCPMessage) -> Any:
     Struct nested past protobuf's own limit (about 50 JSON levels) is VALIDATION_ERROR too.
     """
     payload = message.payload
-    if not payload.type_url:
+    type_url = payload.type_url
+    if not type_url:
         return {}
-    for kind in (struct_pb2.Struct, struct_pb2.Value):
-        if payload.Is(kind.DESCRIPTOR):
-            unpacked = kind()
-            try:
-                payload.Unpack(unpacked)
-                value = _struct_to_python(unpacked) if isinstance(unpacked, struct_pb2.Struct) \
-                    else _value_to_python(unpacked)
-            except (DecodeError, RecursionError, json_format.ParseError, ValueError) as exc:
-                raise ValidationError(
-                    t("errors.doors_grpc.payload_not_valid_nests", full_name=kind.DESCRIPTOR.full_name, exc=exc),
-                    {"pointer": "/payload", "max_depth": MAX_DEPTH},
-                ) from None
-            check_value(value, what=t("errors.what.payload"), pointer="/payload")
-            return value
+    # Any.Is + Any.Unpack, without their per-call descriptor lookups: the same test ("/" in the
+    # URL, its last part the full name) and the same parse of ``value`` into a fresh message
+    name = type_url.rpartition("/")[2] if "/" in type_url else ""
+    kind: type[struct_pb2.Struct] | type[struct_pb2.Value] | None = (
+        struct_pb2.Struct if name == _STRUCT else struct_pb2.Value if name == _VALUE else None)
+    if kind is not None:
+        try:
+            unpacked = kind.FromString(payload.value)
+            value = _struct_to_python(unpacked) if isinstance(unpacked, struct_pb2.Struct) \
+                else _value_to_python(unpacked)
+        except (DecodeError, RecursionError, json_format.ParseError, ValueError) as exc:
+            raise ValidationError(
+                t("errors.doors_grpc.payload_not_valid_nests", full_name=kind.DESCRIPTOR.full_name, exc=exc),
+                {"pointer": "/payload", "max_depth": MAX_DEPTH},
+            ) from None
+        check_value(value, what=_PAYLOAD_WHAT, pointer="/payload")
+        return value
     raise ValidationError(
         t("errors.doors_grpc.payload_google_protobuf_struct"),
         {"pointer": "/payload", "type_url": payload.type_url},
@@ -103,8 +112,13 @@ def to_value(result_json: bytes, result: Any = None) -> struct_pb2.Value:
     (lists, str-keyed dicts, str, numbers, bools, None: what ``result_json`` encodes), else parsed
     from the pipeline's already-encoded ``result_json``."""
     value = struct_pb2.Value()
-    if result is not None and _fill(value, result):
-        return value
-    value.Clear()
-    json_format.Parse(result_json, value)
+    fill_value(value, result_json, result)
     return value
+
+
+def fill_value(target: struct_pb2.Value, result_json: bytes, result: Any = None) -> None:
+    """``to_value`` into ``target`` (a reply's own field: no Value built aside and then copied in)."""
+    if result is not None and _fill(target, result):
+        return
+    target.Clear()
+    json_format.Parse(result_json, target)

@@ -13,7 +13,9 @@ is answered 503 UNAVAILABLE): bodies are held until their call ends.  A request
 stream the client resets, or a connection that ends, cancels its call in the pipeline.
 QPACK keeps to its static table both ways (``_compat.static_table_h3``): the hub answers
 after the pipeline, not in the event that brought the request, so table acknowledgments
-would each cost a datagram of their own.
+would each cost a datagram of their own.  For the same reason the ACK of a request waits
+for its answer (at most ``ACK_HOLD_S``) and goes out in the answer's packet: one datagram
+per call instead of the answer and an ACK-only one.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from daemon.core.errors import PayloadTooLarge, Unavailable, ValidationError
 from daemon.core.i18n import pick_language, t
 from daemon.doors._compat import (
     cap_peer_request_streams,
+    quic_ack_due,
     quic_closing,
+    quic_hold_ack,
     quic_server_configuration,
     quic_server_knows,
     quic_server_transport,
@@ -53,6 +57,11 @@ from daemon.runtime.config import Http3Config, parse_listen
 from daemon.runtime.tls import TlsPair, ensure_pair
 
 log = logging.getLogger("democratic_ai.http3")
+
+#: how long the ACK of a request may wait to ride in its answer: under the max_ack_delay of
+#: 25 ms aioquic advertises (tests/unit/doors/test_compat.py pins it), so the client's loss
+#: timers allow for it; an answer later than this gets the ACK-only datagram as before
+ACK_HOLD_S = 0.020
 
 
 @dataclass(slots=True)
@@ -77,6 +86,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
         self.buffered = 0
         cap_peer_request_streams(self._quic, door.config.max_streams_per_connection)
         self._remote = ""
+        self._ack_held = False  # a request's ACK waits for its answer (quic_hold_ack)
 
     def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
         """Remember the peer's IP from its first datagram (the ``remote`` of every request), then let aioquic parse."""
@@ -118,6 +128,8 @@ class H3ServerProtocol(QuicConnectionProtocol):
                 return
             found.body += event.data
             self.buffered += len(event.data)
+            if self._ack_held and not event.stream_ended:
+                self._ack_now()  # a body on its way: its sender's window wants ACKs, not held ones
             refusal = self._over_limit(found)
             if refusal is not None:
                 found.answered = True
@@ -145,8 +157,12 @@ class H3ServerProtocol(QuicConnectionProtocol):
         self._start_call(stream_id, self._serve(stream_id, incoming), held=len(incoming.body))
 
     def _start_call(self, stream_id: int, coro: Any, *, held: int = 0) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self._loop.create_task(coro)
         self.calls[stream_id] = task
+        if self._ack_held:  # a second request while one's ACK is held: acknowledge both now (RFC 9000 13.2.2)
+            self._ack_now()
+        else:
+            self._ack_held = quic_hold_ack(self._quic, self._loop.time() + ACK_HOLD_S)
 
         def done(_: asyncio.Task[None]) -> None:
             self.calls.pop(stream_id, None)
@@ -184,6 +200,7 @@ class H3ServerProtocol(QuicConnectionProtocol):
                 self._send(stream_id, head, response.body)
                 return
             self._http.send_headers(stream_id, head)
+            self._ack_now()
             self.transmit()
             async for chunk in response.stream:
                 if quic_closing(self._quic):
@@ -204,7 +221,13 @@ class H3ServerProtocol(QuicConnectionProtocol):
         self._http.send_headers(stream_id, head, end_stream=not body)
         if body:
             self._http.send_data(stream_id, body, end_stream=True)
+        self._ack_now()
         self.transmit()
+
+    def _ack_now(self) -> None:
+        """The ACK owed (held or not) goes in the next packet: the answer's, or one of its own."""
+        self._ack_held = False
+        quic_ack_due(self._quic, self._loop.time())
 
 
 def _refusal(version: int, source_cid: bytes, destination_cid: bytes) -> bytes:

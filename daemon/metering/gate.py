@@ -42,9 +42,10 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -140,9 +141,12 @@ class UsageGate:
 
     # -- admission -------------------------------------------------------------------------
 
-    async def admit(self, envelope: Envelope, now: float | None = None) -> Admission:
-        """The pipeline's entry: limits and credits for this envelope's caller."""
-        return await self.admit_call(envelope.principal, envelope.action, envelope.bytes_in, now)
+    def admit(self, envelope: Envelope, now: float | None = None) -> Coroutine[Any, Any, Admission]:
+        """The pipeline's entry: limits and credits for this envelope's caller.
+
+        ``admit_call``'s coroutine itself, not one awaiting it: one frame less on every call.
+        """
+        return self.admit_call(envelope.principal, envelope.action, envelope.bytes_in, now)
 
     async def admit_call(self, principal: Principal, action: str, bytes_in: int = 0,
                          now: float | None = None) -> Admission:

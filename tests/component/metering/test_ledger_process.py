@@ -173,7 +173,7 @@ async def test_the_events_of_one_loop_iteration_cross_the_pipe_in_one_write(tmp_
             writes.append(data)
             write(data)
 
-        process.stdin.write = counted  # type: ignore[method-assign]
+        process.stdin.write = counted  # type: ignore[method-assign,assignment]
         receipts = await asyncio.gather(*(ledger.append(ev(n)) for n in range(50)))
     assert len(writes) == 1
     assert sorted(r.seq for r in receipts) == list(range(1, 51))  # each caller its own receipt

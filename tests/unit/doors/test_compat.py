@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ssl
+from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
@@ -99,3 +102,53 @@ def test_an_h3_connection_can_keep_qpack_to_the_static_table_both_ways() -> None
         # and our own decoder, at capacity 0, reads such a block and owes no Section Acknowledgment
         decoder_stream, decoded = h3._decoder.feed_header(stream_id, block)
         assert decoder_stream == b"" and decoded == headers
+
+
+def _handshaken(tmp_path: Path) -> tuple[QuicConnection, QuicConnection]:
+    """A client and a server QUIC connection, handshake done, datagrams passed by hand."""
+    from daemon.runtime.tls import ensure_pair
+
+    pair = ensure_pair(tmp_path, host="127.0.0.1")
+    server_configuration = QuicConfiguration(is_client=False, alpn_protocols=["h3"])
+    server_configuration.load_cert_chain(pair.certificate, pair.private_key)
+    client = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["h3"],
+                                                            verify_mode=ssl.CERT_NONE))
+    server = QuicConnection(configuration=server_configuration,
+                            original_destination_connection_id=client.original_destination_connection_id)
+    client_addr, server_addr = ("127.0.0.1", 1234), ("127.0.0.1", 4433)
+    now = 1.0
+    client.connect(server_addr, now=now)
+    for _ in range(10):
+        for data, _addr in client.datagrams_to_send(now=now):
+            server.receive_datagram(data, client_addr, now=now)
+        for data, _addr in server.datagrams_to_send(now=now):
+            client.receive_datagram(data, server_addr, now=now)
+        now += 0.1
+    assert client._handshake_complete and server._handshake_complete
+    return client, server
+
+
+def test_a_quic_connection_can_hold_an_ack_for_the_answer_and_send_it_with_it(tmp_path: Path) -> None:
+    client, server = _handshaken(tmp_path)
+    now = 10.0
+    assert _compat.quic_hold_ack(server, now + 0.02) is False  # nothing owed yet
+    client.send_stream_data(0, b"a request", end_stream=True)
+    for data, _addr in client.datagrams_to_send(now=now):
+        server.receive_datagram(data, ("127.0.0.1", 1234), now=now)
+    assert _compat.quic_hold_ack(server, now + 0.02) is True
+    later = now + 0.005  # past aioquic's own 1 ms ack delay, inside the hold
+    assert server.datagrams_to_send(now=later) == []
+    assert server.get_timer() == pytest.approx(now + 0.02)
+    _compat.quic_ack_due(server, later)
+    assert len(server.datagrams_to_send(now=later)) == 1  # the ACK, now due
+    assert server.datagrams_to_send(now=now + 0.03) == []  # and no longer owed
+    _compat.quic_ack_due(server, now + 0.03)  # nothing owed: nothing to send
+    assert server.datagrams_to_send(now=now + 0.03) == []
+
+
+def test_aioquic_still_advertises_room_for_the_http3_doors_ack_hold(tmp_path: Path) -> None:
+    from daemon.doors.http3 import ACK_HOLD_S
+
+    client, _server = _handshaken(tmp_path)
+    # the peer's loss timers allow for max_ack_delay (RFC 9002 6.2.1); the hold stays under it
+    assert client._loss.max_ack_delay >= ACK_HOLD_S + 0.004

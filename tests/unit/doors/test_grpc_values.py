@@ -61,3 +61,33 @@ def test_an_unset_value_decodes_as_null_and_a_non_finite_number_is_refused() -> 
     for number in (math.inf, -math.inf, math.nan):
         with pytest.raises(ValidationError):
             decode_payload(_message(struct_pb2.Value(number_value=number)))
+
+
+@pytest.mark.parametrize("type_url", [
+    "type.googleapis.com/google.protobuf.Struct", "example.com/any/prefix/google.protobuf.Struct",
+    "/google.protobuf.Struct", "google.protobuf.Struct", "type.googleapis.com/google.protobuf.Value",
+    "type.googleapis.com/google.protobuf.ListValue", "type.googleapis.com/google.protobuf.Structx",
+    "type.googleapis.com/", "google.protobuf.Struct/",
+])
+def test_a_payload_is_accepted_exactly_when_any_is_would_accept_it(type_url: str) -> None:
+    """The door reads the type URL itself (no Any.Is/Unpack per call): the same URLs in, the same out."""
+    struct = struct_pb2.Struct()
+    json_format.ParseDict({"n": 1}, struct)
+    message = pb.MCPMessage(action="echo", payload=any_pb2.Any(type_url=type_url, value=struct.SerializeToString()))
+    kinds = [kind for kind in (struct_pb2.Struct, struct_pb2.Value) if message.payload.Is(kind.DESCRIPTOR)]
+    if not kinds:
+        with pytest.raises(ValidationError) as refused:
+            decode_payload(message)
+        assert refused.value.details == {"pointer": "/payload", "type_url": type_url}
+        return
+    unpacked = kinds[0]()
+    assert message.payload.Unpack(unpacked)
+    assert decode_payload(message) == json_format.MessageToDict(unpacked)
+
+
+def test_payload_bytes_that_are_not_the_named_message_are_a_validation_error() -> None:
+    message = pb.MCPMessage(action="echo", payload=any_pb2.Any(
+        type_url="type.googleapis.com/google.protobuf.Struct", value=b"\xff\xff\xff"))
+    with pytest.raises(ValidationError) as refused:
+        decode_payload(message)
+    assert refused.value.details["pointer"] == "/payload"
