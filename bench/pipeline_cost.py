@@ -1,12 +1,13 @@
 """The pipeline's cost per call, no transport: CPU of the hub's process and of its ledger writer.
 
 N concurrent callers of ``echo`` through a real hub's parts (authentication, RBAC, rate limits,
-routing, scheduling, the durable ledger entry through the writer process, the receipt), as
-``bench/pipeline_profile.py`` does, but measured as CPU time per call of each process (user +
-system, from /proc), which counts the pipe's syscalls that an instruction count misses.
+routing, scheduling, the durable ledger entry through the writer process, the receipt), measured
+as CPU time per call of each process (user + system, from /proc), which counts the pipe's syscalls
+that an instruction count misses.  ``--profile`` prints cProfile's top functions of the measured
+rounds (the hub's process only).
 
     .venv/bin/python -m bench.pipeline_cost [--calls 20000] [--concurrency 32] [--rounds 3] \\
-        [--through pipeline|http_api]
+        [--through pipeline|http_api] [--profile]
 
 ``--through http_api`` enters one step earlier: each call is an ``ApiRequest`` (the body and headers
 a wrk request carries) awaited through ``HttpApi.handle`` (routing, trace id, language, the body's
@@ -26,7 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import os
+import pstats
 import statistics
 import tempfile
 import time
@@ -49,8 +52,8 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def measure(calls: int, concurrency: int, rounds: int,
-                  through: str = "pipeline") -> list[tuple[float, float, float]]:
+async def measure(calls: int, concurrency: int, rounds: int, through: str = "pipeline",
+                  profiler: cProfile.Profile | None = None) -> list[tuple[float, float, float]]:
     """(calls/s, hub µs CPU/call, writer µs CPU/call) per round."""
     with tempfile.TemporaryDirectory() as tmp:
         config = HubConfig.from_dict({"plans": {"starter": {"rate_limits": {"api_calls": "100000000/min"}}}})
@@ -87,7 +90,11 @@ async def measure(calls: int, concurrency: int, rounds: int,
             for _ in range(rounds):
                 n = per_worker * concurrency
                 hub0, writer0, started = cpu_s(os.getpid()), cpu_s(writer), time.perf_counter()
+                if profiler is not None:
+                    profiler.enable()
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
+                if profiler is not None:
+                    profiler.disable()
                 elapsed = time.perf_counter() - started
                 hub, ledger = cpu_s(os.getpid()) - hub0, cpu_s(writer) - writer0
                 results.append((n / elapsed, hub / n * 1e6, ledger / n * 1e6))
@@ -102,15 +109,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--through", choices=("pipeline", "http_api"), default="pipeline",
                         help="enter at Pipeline.call, or at HttpApi.handle with an ApiRequest")
+    parser.add_argument("--profile", action="store_true", help="cProfile the measured rounds, print the top 35")
     args = parser.parse_args()
     import uvloop
 
-    results = uvloop.run(measure(args.calls, args.concurrency, args.rounds, args.through))
+    profiler = cProfile.Profile() if args.profile else None
+    results = uvloop.run(measure(args.calls, args.concurrency, args.rounds, args.through, profiler))
     for rate, hub, writer in results:
         print(f"round: {rate:,.0f} calls/s, hub {hub:.1f} µs CPU/call, ledger writer {writer:.1f} µs CPU/call")
     print(f"median: {statistics.median(r[0] for r in results):,.0f} calls/s, "
           f"hub {statistics.median(r[1] for r in results):.1f} µs CPU/call, "
           f"ledger writer {statistics.median(r[2] for r in results):.1f} µs CPU/call")
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
 
 
 if __name__ == "__main__":
